@@ -1,0 +1,3 @@
+from fluxmusic_cli.cli.app import main
+
+main()

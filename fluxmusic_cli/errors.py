@@ -1,0 +1,63 @@
+"""One exception family for everything a user can get wrong or lack.
+
+The CLI maps each class to an exit code in one place (`cli/app.py`); the engine raises these
+and never prints. Messages are one or two sentences a user can act on.
+"""
+
+from __future__ import annotations
+
+
+class FluxMusicError(Exception):
+    """Base of every error the tool reports without a traceback."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message}\n{self.hint}"
+
+
+class UsageError(FluxMusicError):
+    """Bad input: an option value, a prompt, a path."""
+
+    exit_code = 2
+
+
+class ModelMissingError(FluxMusicError):
+    """Weights are not on disk and cannot be fetched (offline, gated, not found)."""
+
+    exit_code = 3
+
+
+class CheckpointError(FluxMusicError):
+    """A weights file exists but is not what it should be (truncated, other model, missing tensor)."""
+
+    exit_code = 3
+
+
+class OutOfMemoryError(FluxMusicError):
+    """The chosen setup does not fit the device's memory."""
+
+    exit_code = 4
+
+
+class BadAudioError(FluxMusicError):
+    """Generated audio failed its checks (NaN/inf samples) and was not written."""
+
+    exit_code = 5
+
+
+class PartialFailure(FluxMusicError):
+    """Some items of a batch failed; the rest were written."""
+
+    exit_code = 6
+
+
+class Interrupted(FluxMusicError):
+    """The user pressed Ctrl-C; nothing half-written was left behind."""
+
+    exit_code = 130

@@ -1,0 +1,20 @@
+"""Shared fixtures: every test runs with its own cache and config directories and no network."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _isolated_dirs(tmp_path_factory, monkeypatch):
+    """Point every cache the tool or huggingface_hub could touch at a fresh temporary folder."""
+    root = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("FLUXMUSIC_CACHE", str(root / "fluxmusic-cache"))
+    monkeypatch.setenv("HF_HOME", str(root / "hf-home"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(root / "hf-home" / "hub"))
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(root / "config"))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("FLUXMUSIC_DEBUG", raising=False)
+    yield root
