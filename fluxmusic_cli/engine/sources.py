@@ -20,7 +20,7 @@ Kind = Literal["transformer", "t5", "clap", "audioldm2"]
 
 @dataclass(frozen=True)
 class ComponentRef:
-    """One component's source. Exactly one of `hub` and `path` is set."""
+    """One component's source: a local `path`, a hub component, or a released `variant`."""
 
     kind: Kind
     hub: registry.HubComponent | None = None
@@ -31,12 +31,16 @@ class ComponentRef:
     def identity(self) -> str:
         if self.path is not None:
             return f"local:{self.path}"
+        if self.variant is not None:
+            return f"hub:{self.variant.repo_id}/{self.variant.filename}@main"
         assert self.hub is not None
         return f"hub:{self.hub.repo_id}@{self.hub.revision}"
 
     @property
     def revision(self) -> str:
-        return self.hub.revision if self.hub is not None else "local"
+        if self.hub is not None:
+            return self.hub.revision
+        return "main" if self.variant is not None else "local"
 
 
 def _looks_like_path(value: str) -> bool:
