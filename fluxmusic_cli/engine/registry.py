@@ -13,7 +13,9 @@ from fluxmusic_cli.errors import UsageError
 FLUXMUSIC_REPO = "feizhengcong/FluxMusic"
 
 # RoPE axes per head_dim (SPEC section 1): the one architecture fact not stored in a checkpoint.
+# 16 is the tiny size of the reference fixtures and of the test bundles.
 AXES_DIM_BY_HEAD_DIM: dict[int, tuple[int, int, int]] = {
+    16: (4, 6, 6),
     32: (8, 12, 12),
     48: (16, 16, 16),
     64: (16, 24, 24),

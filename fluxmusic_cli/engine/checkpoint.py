@@ -1,0 +1,309 @@
+"""FluxMusic checkpoints: read safely, infer the architecture, map onto diffusers, load strictly.
+
+A released `.pt` is a torch pickle of `{"ema": state_dict, ...}` with the original FLUX key
+names. We read it with `weights_only=True` only, infer every size from the tensors themselves
+(the file name says nothing reliable), and load into diffusers' `FluxTransformer2DModel`, which
+computes the same function once the keys are renamed and a few tensors split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fluxmusic_cli.engine.registry import AXES_DIM_BY_HEAD_DIM
+from fluxmusic_cli.errors import CheckpointError, ModelMissingError
+
+if TYPE_CHECKING:
+    import torch
+
+StateDict = Mapping[str, "torch.Tensor"]
+
+_DOUBLE = re.compile(r"^double_blocks\.(\d+)\.")
+_SINGLE = re.compile(r"^single_blocks\.(\d+)\.")
+_REQUIRED = (
+    "img_in.weight",
+    "txt_in.weight",
+    "time_in.in_layer.weight",
+    "vector_in.in_layer.weight",
+    "final_layer.linear.weight",
+    "double_blocks.0.img_attn.norm.query_norm.scale",
+    "double_blocks.0.img_mlp.0.weight",
+)
+
+
+@dataclass(frozen=True)
+class FluxMusicConfig:
+    """Architecture of one checkpoint, read off its tensors."""
+
+    hidden: int
+    num_heads: int
+    depth: int
+    depth_single: int
+    in_channels: int
+    vec_in_dim: int
+    context_in_dim: int
+    mlp_hidden: int
+    axes_dim: tuple[int, int, int]
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden // self.num_heads
+
+    def diffusers_kwargs(self) -> dict[str, Any]:
+        return {
+            "patch_size": 1,
+            "in_channels": self.in_channels,
+            "num_layers": self.depth,
+            "num_single_layers": self.depth_single,
+            "attention_head_dim": self.head_dim,
+            "num_attention_heads": self.num_heads,
+            "joint_attention_dim": self.context_in_dim,
+            "pooled_projection_dim": self.vec_in_dim,
+            "guidance_embeds": False,
+            "axes_dims_rope": self.axes_dim,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Read a `.pt`/`.pth` (dict with `ema`, or a bare state dict) or a `.safetensors` file.
+
+    Pickles are opened with `weights_only=True` and memory-mapped; nothing else is unpickled.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelMissingError(f"Checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise CheckpointError(
+                f"{path}: not a readable safetensors file ({_first_line(exc)}); "
+                "it may be truncated: delete it and download again."
+            ) from exc
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, ...
+        text = _first_line(exc)
+        if "weights only" in text.lower() or "weights_only" in text or "global" in text.lower():
+            reason = "it holds Python objects other than tensors, which are never unpickled"
+        elif "zip" in text.lower() or isinstance(exc, EOFError):
+            reason = "the file is truncated or not a torch checkpoint"
+        else:
+            reason = text
+        raise CheckpointError(
+            f"{path}: cannot be read as a checkpoint: {reason}.",
+            hint="If it was downloaded, delete it and run `fluxmusic download` again.",
+        ) from exc
+    if isinstance(obj, Mapping) and "ema" in obj and isinstance(obj["ema"], Mapping):
+        obj = obj["ema"]
+    if not isinstance(obj, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    ):
+        raise CheckpointError(
+            f"{path}: holds neither a state dict nor a dict with an 'ema' state dict."
+        )
+    return dict(obj)
+
+
+def infer_config(sd: StateDict, *, source: str = "checkpoint") -> FluxMusicConfig:
+    """Read the architecture off the tensors' shapes (SPEC section 1)."""
+    missing = [k for k in _REQUIRED if k not in sd]
+    if missing:
+        sample = ", ".join(sorted(sd)[:3]) or "none"
+        raise CheckpointError(
+            f"{source}: not a FluxMusic checkpoint: tensor {missing[0]!r} is missing "
+            f"(first keys: {sample})."
+        )
+    hidden, in_channels = sd["img_in.weight"].shape
+    head_dim = sd["double_blocks.0.img_attn.norm.query_norm.scale"].shape[0]
+    if head_dim <= 0 or hidden % head_dim:
+        raise CheckpointError(f"{source}: width {hidden} is not a multiple of head size {head_dim}.")
+    if head_dim not in AXES_DIM_BY_HEAD_DIM:
+        known = ", ".join(str(k) for k in AXES_DIM_BY_HEAD_DIM)
+        raise CheckpointError(
+            f"{source}: head size {head_dim} has no known RoPE layout (known: {known})."
+        )
+    depth = 1 + max(int(m.group(1)) for k in sd if (m := _DOUBLE.match(k)))
+    singles = [int(m.group(1)) for k in sd if (m := _SINGLE.match(k))]
+    mlp_hidden = sd["double_blocks.0.img_mlp.0.weight"].shape[0]
+    if mlp_hidden != 4 * hidden:
+        raise CheckpointError(
+            f"{source}: MLP width {mlp_hidden} is not 4 x {hidden}; only mlp ratio 4 is supported."
+        )
+    return FluxMusicConfig(
+        hidden=int(hidden),
+        num_heads=int(hidden // head_dim),
+        depth=depth,
+        depth_single=1 + max(singles) if singles else 0,
+        in_channels=int(in_channels),
+        vec_in_dim=int(sd["vector_in.in_layer.weight"].shape[1]),
+        context_in_dim=int(sd["txt_in.weight"].shape[1]),
+        mlp_hidden=int(mlp_hidden),
+        axes_dim=AXES_DIM_BY_HEAD_DIM[head_dim],
+    )
+
+
+def to_diffusers(sd: StateDict, cfg: FluxMusicConfig) -> dict[str, torch.Tensor]:
+    """Rename original FLUX keys to diffusers' `FluxTransformer2DModel` keys.
+
+    Fused qkv projections are split in three; the single blocks' `linear1` splits into q, k, v
+    and the MLP input; the final adaLN is stored (shift, scale) in FLUX and (scale, shift) in
+    diffusers, so its halves swap. Every input key must be consumed exactly once.
+    """
+    import torch
+
+    src = dict(sd)
+    out: dict[str, torch.Tensor] = {}
+
+    def take(key: str) -> torch.Tensor:
+        try:
+            return src.pop(key)
+        except KeyError:
+            raise CheckpointError(f"checkpoint is missing tensor {key!r}.") from None
+
+    def linear(dst: str, key: str) -> None:
+        out[f"{dst}.weight"] = take(f"{key}.weight")
+        out[f"{dst}.bias"] = take(f"{key}.bias")
+
+    def split(dsts: tuple[str, ...], key: str, sizes: list[int]) -> None:
+        for part in ("weight", "bias"):
+            for dst, chunk in zip(dsts, torch.split(take(f"{key}.{part}"), sizes, dim=0)):
+                out[f"{dst}.{part}"] = chunk
+
+    h = cfg.hidden
+    linear("time_text_embed.timestep_embedder.linear_1", "time_in.in_layer")
+    linear("time_text_embed.timestep_embedder.linear_2", "time_in.out_layer")
+    linear("time_text_embed.text_embedder.linear_1", "vector_in.in_layer")
+    linear("time_text_embed.text_embedder.linear_2", "vector_in.out_layer")
+    linear("context_embedder", "txt_in")
+    linear("x_embedder", "img_in")
+    for i in range(cfg.depth):
+        s, d = f"double_blocks.{i}", f"transformer_blocks.{i}"
+        linear(f"{d}.norm1.linear", f"{s}.img_mod.lin")
+        linear(f"{d}.norm1_context.linear", f"{s}.txt_mod.lin")
+        split(tuple(f"{d}.attn.to_{x}" for x in "qkv"), f"{s}.img_attn.qkv", [h, h, h])
+        split(tuple(f"{d}.attn.add_{x}_proj" for x in "qkv"), f"{s}.txt_attn.qkv", [h, h, h])
+        out[f"{d}.attn.norm_q.weight"] = take(f"{s}.img_attn.norm.query_norm.scale")
+        out[f"{d}.attn.norm_k.weight"] = take(f"{s}.img_attn.norm.key_norm.scale")
+        out[f"{d}.attn.norm_added_q.weight"] = take(f"{s}.txt_attn.norm.query_norm.scale")
+        out[f"{d}.attn.norm_added_k.weight"] = take(f"{s}.txt_attn.norm.key_norm.scale")
+        linear(f"{d}.attn.to_out.0", f"{s}.img_attn.proj")
+        linear(f"{d}.attn.to_add_out", f"{s}.txt_attn.proj")
+        linear(f"{d}.ff.net.0.proj", f"{s}.img_mlp.0")
+        linear(f"{d}.ff.net.2", f"{s}.img_mlp.2")
+        linear(f"{d}.ff_context.net.0.proj", f"{s}.txt_mlp.0")
+        linear(f"{d}.ff_context.net.2", f"{s}.txt_mlp.2")
+    for i in range(cfg.depth_single):
+        s, d = f"single_blocks.{i}", f"single_transformer_blocks.{i}"
+        linear(f"{d}.norm.linear", f"{s}.modulation.lin")
+        split(
+            (f"{d}.attn.to_q", f"{d}.attn.to_k", f"{d}.attn.to_v", f"{d}.proj_mlp"),
+            f"{s}.linear1",
+            [h, h, h, cfg.mlp_hidden],
+        )
+        out[f"{d}.attn.norm_q.weight"] = take(f"{s}.norm.query_norm.scale")
+        out[f"{d}.attn.norm_k.weight"] = take(f"{s}.norm.key_norm.scale")
+        linear(f"{d}.proj_out", f"{s}.linear2")
+    linear("proj_out", "final_layer.linear")
+    for part in ("weight", "bias"):
+        shift, scale = take(f"final_layer.adaLN_modulation.1.{part}").chunk(2, dim=0)
+        out[f"norm_out.linear.{part}"] = torch.cat([scale, shift], dim=0)
+    if src:
+        extra = sorted(src)
+        raise CheckpointError(
+            f"checkpoint has {len(extra)} tensor(s) a FluxMusic model does not use, "
+            f"e.g. {extra[0]!r}."
+        )
+    return out
+
+
+def build_transformer(sd: StateDict, *, source: str = "checkpoint"):
+    """Create a `FluxTransformer2DModel` of the inferred size and load `sd` strictly.
+
+    The module is built on the meta device and the tensors are assigned, so no memory is spent
+    on a random initialisation (and meta state dicts load without allocating).
+    """
+    import torch
+    from diffusers import FluxTransformer2DModel
+
+    cfg = infer_config(sd, source=source)
+    try:
+        mapped = to_diffusers(sd, cfg)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{source}: {exc.message}") from None
+    with torch.device("meta"):
+        model = FluxTransformer2DModel(**cfg.diffusers_kwargs())
+    try:
+        model.load_state_dict(mapped, strict=True, assign=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{source}: tensors do not fit the inferred model: {_first_line(exc)}")
+    return model.eval().requires_grad_(False), cfg
+
+
+def load_transformer(path: Path, *, device: str | torch.device = "cpu", dtype=None):
+    """Read, convert and load a checkpoint file; returns (model, config)."""
+    sd = read_state_dict(path)
+    model, cfg = build_transformer(sd, source=str(path))
+    return model.to(device=device, dtype=dtype), cfg
+
+
+def convert_to_safetensors(src: Path, dst: Path) -> None:
+    """Write a released `.pt` as safetensors (original key names), atomically.
+
+    The state dict is validated first, so a bad download never becomes a cached conversion.
+    """
+    from safetensors.torch import save_file
+
+    sd = read_state_dict(src)
+    infer_config(sd, source=str(src))
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    try:
+        save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp), metadata={"format": "pt"})
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a weights file, remembered beside the tool cache by (path, size, mtime)."""
+    from fluxmusic_cli.engine.paths import cache_dir
+
+    path = Path(path).resolve()
+    st = path.stat()
+    key = hashlib.sha256(f"{path}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:32]
+    memo = cache_dir() / "hashes" / key
+    if memo.is_file():
+        return memo.read_text().strip()
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    value = digest.hexdigest()
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    memo.write_text(value)
+    return value
+
+
+def parameter_count(sd: StateDict) -> int:
+    return sum(int(t.numel()) for t in sd.values())
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
