@@ -172,3 +172,8 @@ def get_t5_source(name: str) -> HubComponent | None:
         if key in (comp.key, comp.repo_id, *comp.aliases):
             return comp
     return None
+
+# Parameter counts used for memory estimates only (weights; activations come on top).
+T5_XXL_ENCODER_PARAMS = 4_762_310_656  # T5-v1.1-XXL encoder: 9.52 GB in bf16
+CLAP_TEXT_PARAMS = 125_000_000  # RoBERTa-base text tower of larger_clap_music
+AUDIOLDM2_DECODE_PARAMS = 110_000_000  # VAE + 55 M-parameter HiFi-GAN (221 MB fp32), approximate

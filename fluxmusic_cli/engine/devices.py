@@ -1,0 +1,101 @@
+"""Device and dtype choice, and how much memory there is to spend."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Literal
+
+from fluxmusic_cli.errors import UsageError
+
+DeviceName = Literal["auto", "cpu", "cuda", "mps"]
+DtypeName = Literal["auto", "fp32", "bf16", "fp16"]
+DTYPE_NAMES = ("auto", "fp32", "bf16", "fp16")
+DEVICE_NAMES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the model runs and in what precision, with the reason for an automatic choice."""
+
+    device: str
+    dtype: str  # fp32 | bf16 | fp16
+    reason: str
+
+    @property
+    def torch_dtype(self):
+        import torch
+
+        return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[self.dtype]
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU has bf16 dot-product instructions (AVX512-BF16 or AMX)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            flags = fh.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_placement(device: str = "auto", dtype: str = "auto") -> Placement:
+    """Pick device (cuda, mps, cpu) and dtype (bf16 where computed natively, else fp32)."""
+    import torch
+
+    if device not in DEVICE_NAMES:
+        raise UsageError(f"Unknown device {device!r}; choose one of {', '.join(DEVICE_NAMES)}.")
+    if dtype not in DTYPE_NAMES:
+        raise UsageError(f"Unknown dtype {dtype!r}; choose one of {', '.join(DTYPE_NAMES)}.")
+    reasons = []
+    if device == "auto":
+        if torch.cuda.is_available():
+            device = "cuda"
+        elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            device = "mps"
+        else:
+            device = "cpu"
+        reasons.append(f"device {device} chosen automatically")
+    elif device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for, but torch sees no CUDA GPU.")
+    elif device == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
+        raise UsageError("--device mps was asked for, but this torch has no Metal (MPS) support.")
+    if dtype == "auto":
+        if device == "cuda":
+            native = torch.cuda.is_bf16_supported()
+        elif device == "cpu":
+            native = cpu_has_native_bf16()
+        else:
+            native = False  # MPS bf16 depends on the macOS version; fp32 is the safe choice
+        dtype = "bf16" if native else "fp32"
+        reasons.append(
+            "bf16: computed natively here" if native else "fp32: no native bf16 on this device"
+        )
+    return Placement(device=device, dtype=dtype, reason="; ".join(reasons) or "as requested")
+
+
+def available_memory_bytes(device: str) -> int | None:
+    """Memory the models may use on `device`: free GPU memory, or available RAM for the CPU."""
+    import torch
+
+    if device == "cuda":
+        free, _total = torch.cuda.mem_get_info()
+        return int(free)
+    if device == "mps":
+        device = "cpu"  # unified memory
+    try:
+        with open("/proc/meminfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+BYTES_PER_PARAM = {"fp32": 4, "bf16": 2, "fp16": 2}
