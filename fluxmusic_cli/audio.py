@@ -1,0 +1,294 @@
+"""Audio out: writing WAV/FLAC/MP3/OGG with tags, resampling, normalising and checking.
+
+Every format is written by soundfile's bundled libsndfile (MP3 through its LAME encoder,
+OGG as Vorbis), so `pip install` alone is enough: no ffmpeg. Only numpy is imported here at
+module level; scipy and pyloudnorm load inside the functions that use them.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import secrets
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fluxmusic_cli.errors import BadAudioError, UsageError
+
+# extension -> (libsndfile format, subtype, compression level or None for the default)
+_FORMATS: dict[str, tuple[str, str, float | None]] = {
+    "wav": ("WAV", "PCM_16", None),
+    "flac": ("FLAC", "PCM_16", None),
+    # libsndfile's default lossy settings give about 30 kbps at 16 kHz; 0.2 is a music setting.
+    "mp3": ("MP3", "MPEG_LAYER_III", 0.2),
+    "ogg": ("OGG", "VORBIS", 0.2),
+}
+SUPPORTED_FORMATS: tuple[str, ...] = tuple(_FORMATS)
+
+TAG_KEYS = (
+    "title",
+    "comment",
+    "software",
+    "artist",
+    "album",
+    "date",
+    "genre",
+    "copyright",
+    "license",
+    "tracknumber",
+)
+# libsndfile drops every INFO string of a WAV file once one exceeds about 2 KiB.
+_WAV_TAG_BYTES = 2000
+_LIBSNDFILE_SUFFIX = re.compile(r" \(libsndfile-[^)]*\)$")
+
+SILENCE_PEAK = 10 ** (-60 / 20)  # -60 dBFS
+
+
+def audio_format(path: Path, fmt: str | None = None) -> str:
+    """The format to write: `fmt` if given, else the file's extension; refuses unknown ones."""
+    name = (fmt if fmt is not None else Path(path).suffix).lower().lstrip(".")
+    if name not in _FORMATS:
+        what = f"format {fmt!r}" if fmt is not None else f"extension of {path}"
+        raise UsageError(
+            f"Unsupported audio {what}; supported: {', '.join(SUPPORTED_FORMATS)}.",
+        )
+    return name
+
+
+def _as_frames(samples: np.ndarray) -> np.ndarray:
+    data = np.asarray(samples, dtype=np.float32)
+    if data.ndim not in (1, 2) or data.shape[0] == 0:
+        raise ValueError(f"Expected samples shaped (n,) or (n, channels), got {data.shape}.")
+    require_finite(data)
+    # One rule for every format's out-of-range samples; check_clip has already reported them.
+    return np.clip(data, -1.0, 1.0)
+
+
+def _tag_value(key: str, value: str, fmt: str) -> str:
+    if key not in TAG_KEYS:
+        raise ValueError(f"Unknown tag {key!r}; known: {', '.join(TAG_KEYS)}.")
+    if fmt == "wav":
+        value = value.encode("utf-8")[:_WAV_TAG_BYTES].decode("utf-8", errors="ignore")
+    elif fmt == "mp3":
+        value = _ascii_fold(value, replacement="?")
+    return value
+
+
+def _ascii_fold(text: str, replacement: str = "") -> str:
+    """`café` -> `cafe`; characters with no ASCII base become `replacement`.
+
+    libsndfile hands MP3 tags to LAME, which labels them ISO-8859-1 whatever the bytes are,
+    so anything beyond ASCII would read back garbled in every player.
+    """
+    base = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+    return "".join(c if c.isascii() else replacement for c in base)
+
+
+def _write(target, data: np.ndarray, sample_rate: int, fmt: str, tags: dict[str, str]) -> None:
+    import soundfile as sf
+
+    major, subtype, level = _FORMATS[fmt]
+    channels = 1 if data.ndim == 1 else data.shape[1]
+    extra = {} if level is None else {"compression_level": level}
+    with sf.SoundFile(
+        target,
+        "w",
+        samplerate=sample_rate,
+        channels=channels,
+        format=major,
+        subtype=subtype,
+        **extra,
+    ) as out:
+        # Strings must be set before the first frame for FLAC and Vorbis.
+        for key, value in tags.items():
+            setattr(out, key, _tag_value(key, value, fmt))
+        out.write(data)
+
+
+def _with_software(tags: dict[str, str] | None) -> dict[str, str]:
+    from fluxmusic_cli import __version__
+
+    return {"software": f"fluxmusic {__version__}", **(tags or {})}
+
+
+def write_audio(
+    path: Path,
+    samples: np.ndarray,
+    sample_rate: int,
+    *,
+    fmt: str | None = None,
+    tags: dict[str, str] | None = None,
+) -> None:
+    """Write `samples` ((n,) or (n, channels), float in [-1, 1]) to `path` atomically.
+
+    The file appears complete or not at all: it is written under a hidden temporary name in
+    the same folder and renamed over `path`, and the temporary file is removed on any error
+    or Ctrl-C. An existing `path` is replaced; refusing to overwrite is the caller's choice.
+    The folder must exist. Tags (`title`, `comment`, `software`, ...) are embedded in all four
+    formats, with limits: WAV keeps the first 2000 bytes of each; MP3 names LAME as `software` and
+    only ASCII (accents dropped, other characters become `?`).
+    """
+    path = Path(path)
+    fmt = audio_format(path, fmt)
+    data = _as_frames(samples)
+    if not path.parent.is_dir():
+        raise UsageError(f"Cannot write {path}: the folder {path.parent} does not exist.")
+    if path.is_dir():
+        raise UsageError(f"Cannot write {path}: it is a folder.")
+    import soundfile as sf
+
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
+    try:
+        _write(tmp, data, sample_rate, fmt, _with_software(tags))
+        os.replace(tmp, path)
+    except sf.LibsndfileError as exc:
+        tmp.unlink(missing_ok=True)
+        raise UsageError(
+            f"Cannot write {path} as {fmt.upper()} at {sample_rate} Hz: {exc.error_string}"
+        ) from None
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise UsageError(f"Cannot write {path}: {exc.strerror or exc}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_wav_bytes(
+    samples: np.ndarray, sample_rate: int, tags: dict[str, str] | None = None
+) -> bytes:
+    """The WAV file `write_audio` would write, as bytes (for `-o -`, audio on stdout)."""
+    buffer = io.BytesIO()
+    _write(buffer, _as_frames(samples), sample_rate, "wav", _with_software(tags))
+    return buffer.getvalue()
+
+
+def read_tags(path: Path) -> dict[str, str]:
+    """The non-empty tags of an audio file, as `write_audio` was given them."""
+    import soundfile as sf
+
+    try:
+        with sf.SoundFile(path) as f:
+            found = f.copy_metadata()
+    except (sf.LibsndfileError, OSError) as exc:
+        raise UsageError(f"Cannot read audio file {path}: {exc}") from None
+    tags = {k: v for k, v in found.items() if v}
+    if "software" in tags:
+        # libsndfile appends its own name to the software string it writes.
+        tags["software"] = _LIBSNDFILE_SUFFIX.sub("", tags["software"])
+    return tags
+
+
+def resample(samples: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    """Polyphase resampling along the first axis (scipy's `resample_poly`, Kaiser window).
+
+    This is the tool's one resampler: output files and evaluation embedders both use it, so
+    a metric never differs from what was written because of resampling.
+    """
+    data = np.asarray(samples, dtype=np.float32)
+    if orig_sr == target_sr:
+        return data.copy()
+    from math import gcd
+
+    from scipy.signal import resample_poly
+
+    g = gcd(int(orig_sr), int(target_sr))
+    out = resample_poly(data, int(target_sr) // g, int(orig_sr) // g, axis=0)
+    return out.astype(np.float32)
+
+
+def require_finite(samples: np.ndarray) -> None:
+    """Raise BadAudioError when any sample is NaN or infinite."""
+    bad = int(np.size(samples) - np.count_nonzero(np.isfinite(samples)))
+    if bad:
+        raise BadAudioError(
+            f"The generated audio has {bad} NaN or infinite samples, most likely a float16 "
+            "overflow in the model; nothing was written.",
+            hint="Run again with --dtype bf16 or --dtype fp32.",
+        )
+
+
+def peak_normalize(samples: np.ndarray, peak: float = 0.95) -> np.ndarray:
+    """Scale so the largest absolute sample is `peak`, never above it; silence comes back as is."""
+    if not 0.0 < peak <= 1.0:
+        raise ValueError(f"peak must be in (0, 1], got {peak}.")
+    data = np.asarray(samples, dtype=np.float32)
+    require_finite(data)
+    top = float(np.max(np.abs(data))) if data.size else 0.0
+    if top == 0.0:
+        return data.copy()
+    limit = np.float32(peak)
+    if float(limit) > peak:  # float32 rounding must not push the result past the requested peak
+        limit = np.nextafter(limit, np.float32(0))
+    scaled = (data.astype(np.float64) * (peak / top)).astype(np.float32)
+    return np.clip(scaled, -limit, limit)
+
+
+@dataclass
+class AudioReport:
+    """Measurements of one clip; `warnings` are sentences for the user, not printed here."""
+
+    peak: float
+    rms: float
+    lufs: float | None  # integrated loudness; None for silence or clips under 0.4 s
+    is_silent: bool
+    clipped_fraction: float  # share of samples at or beyond full scale
+    duration_s: float
+    warnings: list[str] = field(default_factory=list)
+
+
+def _integrated_loudness(data: np.ndarray, sample_rate: int) -> float | None:
+    import pyloudnorm
+
+    meter = pyloudnorm.Meter(sample_rate)
+    if data.shape[0] < round(meter.block_size * sample_rate):
+        return None
+    with np.errstate(divide="ignore"):
+        lufs = float(meter.integrated_loudness(data.astype(np.float64)))
+    return lufs if np.isfinite(lufs) else None
+
+
+def check_clip(samples: np.ndarray, sample_rate: int) -> AudioReport:
+    """Measure a generated clip; NaN or inf samples raise BadAudioError instead."""
+    data = np.asarray(samples, dtype=np.float32)
+    require_finite(data)
+    magnitude = np.abs(data)
+    peak = float(magnitude.max()) if data.size else 0.0
+    rms = float(np.sqrt(np.mean(np.square(data, dtype=np.float64)))) if data.size else 0.0
+    clipped = float(np.mean(magnitude >= 1.0)) if data.size else 0.0
+    silent = peak < SILENCE_PEAK
+    report = AudioReport(
+        peak=peak,
+        rms=rms,
+        lufs=None if silent else _integrated_loudness(data, sample_rate),
+        is_silent=silent,
+        clipped_fraction=clipped,
+        duration_s=data.shape[0] / sample_rate,
+    )
+    if silent:
+        report.warnings.append(
+            f"The clip is silent (peak {_dbfs(peak)}); the model or its weights may be wrong."
+        )
+    if clipped > 0:
+        report.warnings.append(
+            f"{clipped:.2%} of samples reach full scale and will be clipped when written; "
+            "peak normalisation avoids it."
+        )
+    return report
+
+
+def _dbfs(value: float) -> str:
+    return "-inf dBFS" if value <= 0 else f"{20 * np.log10(value):.0f} dBFS"
+
+
+def slugify(prompt: str, max_len: int = 48) -> str:
+    """A file-name-safe stem from a prompt: ASCII, lower case, words joined by hyphens."""
+    slug = re.sub(r"[^a-z0-9]+", "-", _ascii_fold(prompt).lower()).strip("-")
+    if len(slug) > max_len:
+        cut = slug.rfind("-", 0, max_len + 1)
+        slug = slug[: cut if cut > max_len // 2 else max_len].rstrip("-")
+    return slug or "untitled"
