@@ -18,3 +18,11 @@ def _isolated_dirs(tmp_path_factory, monkeypatch):
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.delenv("FLUXMUSIC_DEBUG", raising=False)
     yield root
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory):
+    """Tiny random-weight T5, CLAP, VAE, vocoder and FluxMusic files in the hub layouts."""
+    from fluxmusic_cli.tinybundle.bundle import build_tiny_bundle
+
+    return build_tiny_bundle(tmp_path_factory.mktemp("tiny-bundle"))

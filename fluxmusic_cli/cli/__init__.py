@@ -1,1 +1,1 @@
-"""The `fluxmusic` command line: thin modules that parse, build a request, call the engine, report."""
+"""The `fluxmusic` command line: thin modules that parse, build a request, call the engine."""

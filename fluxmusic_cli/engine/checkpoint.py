@@ -131,7 +131,9 @@ def infer_config(sd: StateDict, *, source: str = "checkpoint") -> FluxMusicConfi
     hidden, in_channels = sd["img_in.weight"].shape
     head_dim = sd["double_blocks.0.img_attn.norm.query_norm.scale"].shape[0]
     if head_dim <= 0 or hidden % head_dim:
-        raise CheckpointError(f"{source}: width {hidden} is not a multiple of head size {head_dim}.")
+        raise CheckpointError(
+            f"{source}: width {hidden} is not a multiple of head size {head_dim}."
+        )
     if head_dim not in AXES_DIM_BY_HEAD_DIM:
         known = ", ".join(str(k) for k in AXES_DIM_BY_HEAD_DIM)
         raise CheckpointError(
@@ -250,15 +252,20 @@ def build_transformer(sd: StateDict, *, source: str = "checkpoint"):
     try:
         model.load_state_dict(mapped, strict=True, assign=True)
     except RuntimeError as exc:
-        raise CheckpointError(f"{source}: tensors do not fit the inferred model: {_first_line(exc)}")
+        raise CheckpointError(
+            f"{source}: tensors do not fit the inferred model: {_first_line(exc)}"
+        ) from None
     return model.eval().requires_grad_(False), cfg
 
 
 def load_transformer(path: Path, *, device: str | torch.device = "cpu", dtype=None):
     """Read, convert and load a checkpoint file; returns (model, config)."""
     sd = read_state_dict(path)
+    if dtype is not None:
+        # Cast tensor by tensor before assignment: no second full-size copy, no library warning.
+        sd = {k: v.to(dtype) for k, v in sd.items()}
     model, cfg = build_transformer(sd, source=str(path))
-    return model.to(device=device, dtype=dtype), cfg
+    return model.to(device=device), cfg
 
 
 def convert_to_safetensors(src: Path, dst: Path) -> None:

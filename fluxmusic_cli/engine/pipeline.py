@@ -53,8 +53,13 @@ class EngineOptions:
     token: str | None = None
     offline: bool | None = None
     prompt_cache: bool = True
+    # Items per forward pass. 1 makes every clip bit-identical whatever the request's batch
+    # size (matrix kernels round differently for other batch shapes); more is faster on GPUs.
+    forward_batch: int = 1
 
     def check(self) -> None:
+        if self.forward_batch < 1:
+            raise UsageError(f"Forward batch must be at least 1, got {self.forward_batch}.")
         if self.encoders not in ENCODER_SUBSETS:
             raise UsageError(
                 f"Unknown encoder subset {self.encoders!r}; choose one of "
@@ -92,7 +97,7 @@ class GenerationRequest:
         for p in self.prompts:
             if not isinstance(p, str) or not p.strip():
                 raise UsageError(
-                    "Empty prompt: describe the music, e.g. \"warm lo-fi piano, vinyl crackle\"."
+                    'Empty prompt: describe the music, e.g. "warm lo-fi piano, vinyl crackle".'
                 )
         for s in self.seeds:
             if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= MAX_SEED:
@@ -159,6 +164,7 @@ class Engine:
         self._resolve = resolve
         self._resolve_transformer = resolve_transformer
         self._placement: devices.Placement | None = None
+        self._policy: str | None = None
         self._conditioners: dict[tuple[str, str], Any] = {}
         self._transformer = None
         self._transformer_info: dict[str, Any] = {}
@@ -224,13 +230,16 @@ class Engine:
         return self._conditioners[key]
 
     def _memory_policy(self) -> str:
-        if self.options.memory != "auto":
-            return self.options.memory
-        avail = devices.available_memory_bytes(self.placement.device)
-        if avail is None:
-            return "sequential"
-        need = self.estimate_memory_bytes()
-        return "resident" if need["total"] < 0.8 * avail else "sequential"
+        """Decided once, before anything loads (free memory shrinks as models load)."""
+        if self._policy is None:
+            if self.options.memory != "auto":
+                self._policy = self.options.memory
+            else:
+                avail = devices.available_memory_bytes(self.placement.device)
+                need = self.estimate_memory_bytes()["total"]
+                fits = avail is not None and need < 0.8 * avail
+                self._policy = "resident" if fits else "sequential"
+        return self._policy
 
     def estimate_memory_bytes(self) -> dict[str, int]:
         """Rough weights memory of the chosen setup (parameters x bytes per parameter)."""
@@ -238,10 +247,20 @@ class Engine:
 
         per = devices.BYTES_PER_PARAM[self.placement.dtype]
         ref = self.refs["transformer"]
-        transformer = (ref.variant.params if ref.variant else _file_params(ref.path)) * per
-        t5 = registry.T5_XXL_ENCODER_PARAMS * max(per, 2) if self.options.encoders != "clap" else 0
-        clap = registry.CLAP_TEXT_PARAMS * 4 if self.options.encoders != "t5" else 0
-        decoder = registry.AUDIOLDM2_DECODE_PARAMS * 4
+        transformer = (ref.variant.params if ref.variant else _local_params(ref.path, 4)) * per
+        t5_ref, clap_ref = self.refs["t5"], self.refs["clap"]
+        t5 = 0
+        if self.options.encoders != "clap":
+            params = registry.T5_XXL_ENCODER_PARAMS if t5_ref.hub else _local_params(t5_ref.path, 2)
+            t5 = params * max(per, 2)
+        clap = 0
+        if self.options.encoders != "t5":
+            params = registry.CLAP_TEXT_PARAMS if clap_ref.hub else _local_params(clap_ref.path, 4)
+            clap = params * 4
+        dec_ref = self.refs["audioldm2"]
+        decoder = 4 * (
+            registry.AUDIOLDM2_DECODE_PARAMS if dec_ref.hub else _local_params(dec_ref.path, 4)
+        )
         return {
             "transformer": transformer,
             "t5": t5,
@@ -339,6 +358,7 @@ class Engine:
         latents: Any | None = None,
     ) -> GenerationResult:
         """Generate one clip per (prompt, seed); `latents` (B, 8, T, 16) replaces the noise."""
+        import numpy as np
         import torch
 
         timings: dict[str, float] = {}
@@ -368,38 +388,58 @@ class Engine:
         place = self.placement
         if latents is None:
             latents = sampling.get_noise(request.seeds, length)
-        elif tuple(latents.shape) != (batch, sampling.LATENT_CHANNELS, length, sampling.LATENT_FREQ):
+        elif tuple(latents.shape) != (
+            batch,
+            sampling.LATENT_CHANNELS,
+            length,
+            sampling.LATENT_FREQ,
+        ):
             raise UsageError(f"Given latents have shape {tuple(latents.shape)}, not the request's.")
         img = sampling.patchify(latents.float()).to(place.device)
 
-        # 4. Denoise: Euler from t = 1 to 0, guided, conditional and unconditional in one batch.
+        # 4. Denoise: Euler from t = 1 to 0, guided; each forward pass carries the conditional
+        #    and unconditional halves of `forward_batch` items.
         t = time.perf_counter()
-        velocity = sampling.model_velocity(model, txt, y, length=length)
+        chunks = _chunks(batch, self.options.forward_batch)
+        schedule = sampling.get_schedule(request.steps)
+        finals = []
         try:
             with torch.inference_mode():
-                final = sampling.denoise(
-                    velocity,
-                    img,
-                    sampling.get_schedule(request.steps),
-                    request.guidance,
-                    on_step=lambda i, n: self._emit("denoise", i, n),
-                )
+                for k, (lo, hi) in enumerate(chunks):
+                    cond = sampling.model_velocity(
+                        model,
+                        torch.cat([txt[lo:hi], txt[batch + lo : batch + hi]]),
+                        torch.cat([y[lo:hi], y[batch + lo : batch + hi]]),
+                        length=length,
+                    )
+                    done = k * request.steps
+                    finals.append(
+                        sampling.denoise(
+                            cond,
+                            img[lo:hi],
+                            schedule,
+                            request.guidance,
+                            on_step=lambda i, n, done=done: self._emit(
+                                "denoise", done + i, n * len(chunks)
+                            ),
+                        )
+                    )
         except RuntimeError as exc:
             raise _as_oom(exc, "denoising") from exc
         timings["denoise_s"] = time.perf_counter() - t
 
         # 5. Decode: latent -> mel -> waveform; trim to the requested duration.
         t = time.perf_counter()
-        latent = sampling.unpatchify(final, length)
-        if self._memory_policy() == "sequential":
-            self.release_transformer()
         decoder = self.decoder()
-        self._emit("decode", 0, 1)
-        with torch.inference_mode():
-            wave = decoder.decode(latent)
-        self._emit("decode", 1, 1)
         keep = sampling.num_samples(request.duration)
-        wave = wave[:, :keep].float().cpu().numpy()
+        waves = []
+        self._emit("decode", 0, len(chunks))
+        with torch.inference_mode():
+            for k, final in enumerate(finals):
+                wave = decoder.decode(sampling.unpatchify(final, length))
+                waves.append(wave[:, :keep].float().cpu().numpy())
+                self._emit("decode", k + 1, len(chunks))
+        wave = np.concatenate(waves)
         timings["decode_s"] = time.perf_counter() - t
         timings["total_s"] = time.perf_counter() - t0
 
@@ -443,6 +483,7 @@ class Engine:
             "device": place.device,
             "dtype": place.dtype,
             "memory_policy": self._memory_policy(),
+            "forward_batch": self.options.forward_batch,
             "timings": {k: round(v, 3) for k, v in timings.items()},
             "versions": {
                 "torch": torch.__version__,
@@ -459,6 +500,10 @@ class Engine:
         _free_memory(self.placement.device if self._placement else "cpu")
 
 
+def _chunks(n: int, size: int) -> list[tuple[int, int]]:
+    return [(lo, min(lo + size, n)) for lo in range(0, n, size)]
+
+
 def _truncation_warnings(result) -> list[str]:
     out = []
     for item in getattr(result, "truncated", []) or []:
@@ -466,11 +511,16 @@ def _truncation_warnings(result) -> list[str]:
     return out
 
 
-def _file_params(path: Path | None) -> int:
-    """Parameter count of a local checkpoint, from its size (fp32 files are 4 bytes a param)."""
-    if path is None or not path.is_file():
+def _local_params(path: Path | None, bytes_per_param: int) -> int:
+    """Parameters of local weights, from their files' sizes (a file or a folder of them)."""
+    if path is None or not path.exists():
         return 0
-    return path.stat().st_size // 4
+    files = (
+        [path]
+        if path.is_file()
+        else [f for f in path.rglob("*") if f.suffix in (".safetensors", ".bin", ".pt", ".pth")]
+    )
+    return sum(f.stat().st_size for f in files) // bytes_per_param
 
 
 def _free_memory(device: str) -> None:

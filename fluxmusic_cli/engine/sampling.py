@@ -144,7 +144,6 @@ def model_velocity(
     `txt` (2B or B, L, D) and `y` (2B or B, V) follow `denoise`'s halves. Position ids are made
     once here, not per step. Inputs are cast to the model's dtype; the output is returned as is.
     """
-    import torch
 
     param = next(model.parameters())
     dtype = dtype or param.dtype

@@ -50,6 +50,7 @@ def write_tiny_audioldm2(root: Path, *, seed: int = 0) -> Path:
                 normalize_before=False,
             )
         )
+        _rescale_convolutions(vocoder)
     vae.save_pretrained(root / "vae", safe_serialization=True)
     vocoder.save_pretrained(root / "vocoder", safe_serialization=True)
 
@@ -60,3 +61,18 @@ def write_tiny_audioldm2(root: Path, *, seed: int = 0) -> Path:
     config["model_type"] = "hifigan"
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return root
+
+
+def _rescale_convolutions(model) -> None:
+    """Give convolutions a fan-in scaled init (HiFi-GAN's default of std 0.01 decays the
+    signal to about 1e-10 through five upsampling stages; tests need audible noise)."""
+    import torch
+
+    for module in model.modules():
+        if isinstance(module, (torch.nn.Conv1d, torch.nn.ConvTranspose1d)):
+            w = module.weight
+            fan_in = w.shape[1] * w.shape[2]
+            if isinstance(module, torch.nn.ConvTranspose1d):
+                fan_in = w.shape[0] * w.shape[2] // max(module.stride[0], 1)
+            with torch.no_grad():
+                w.normal_(0.0, 1.0 / fan_in**0.5)

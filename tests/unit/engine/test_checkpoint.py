@@ -12,8 +12,11 @@ import torch
 from fluxmusic_cli.engine import checkpoint, registry
 from fluxmusic_cli.errors import CheckpointError, ModelMissingError
 
-SHAPES = Path(__file__).resolve().parents[3].parent / "shared" / "fixtures" / (
-    "official_state_dict_shapes.json"
+SHAPES = (
+    Path(__file__).resolve().parents[3].parent
+    / "shared"
+    / "fixtures"
+    / ("official_state_dict_shapes.json")
 )
 
 

@@ -33,7 +33,7 @@ def reference():
 def released_pt(reference, tmp_path_factory):
     """The fixture's weights written as a released checkpoint: a pickle with an `ema` dict."""
     tensors, _ = reference
-    weights = {k[len("weights."):]: v for k, v in tensors.items() if k.startswith("weights.")}
+    weights = {k[len("weights.") :]: v for k, v in tensors.items() if k.startswith("weights.")}
     path = tmp_path_factory.mktemp("ckpt") / "musicflow_tiny.pt"
     torch.save({"ema": weights, "steps": 1}, path)
     return path

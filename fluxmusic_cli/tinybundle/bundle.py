@@ -1,0 +1,58 @@
+"""A whole tiny bundle: transformer, T5, CLAP, VAE and vocoder, each in its hub layout.
+
+Its audio is noise; it exists so tests and `fluxmusic doctor` run every loading and
+generation code path without the real (multi-GB) weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+T5_DIM = 32
+CLAP_DIM = 32
+
+
+@dataclass(frozen=True)
+class TinyBundle:
+    root: Path
+    model: Path
+    t5: Path
+    clap: Path
+    audioldm2: Path
+
+    def cli_args(self) -> list[str]:
+        """The options that point a command at this bundle."""
+        return [
+            "--model", str(self.model), "--t5", str(self.t5), "--clap", str(self.clap),
+            "--vae-vocoder", str(self.audioldm2),
+        ]  # fmt: skip
+
+    def engine_options(self, **overrides: Any):
+        from fluxmusic_cli.engine.pipeline import EngineOptions
+
+        values = dict(
+            model=str(self.model), t5=str(self.t5), clap=str(self.clap),
+            vae_vocoder=str(self.audioldm2), device="cpu", dtype="fp32",
+        )  # fmt: skip
+        values.update(overrides)
+        return EngineOptions(**values)
+
+
+def build_tiny_bundle(root: Path, *, t5_layout: str = "encoder-only", seed: int = 0) -> TinyBundle:
+    """Write every component under `root` (a few MB, about a second)."""
+    from fluxmusic_cli.tinybundle.audio import write_tiny_audioldm2
+    from fluxmusic_cli.tinybundle.text import write_tiny_clap, write_tiny_t5
+    from fluxmusic_cli.tinybundle.transformer import write_tiny_fluxmusic
+
+    root = Path(root)
+    return TinyBundle(
+        root=root,
+        model=write_tiny_fluxmusic(
+            root / "musicflow_tiny.pt", context_in_dim=T5_DIM, vec_in_dim=CLAP_DIM, seed=seed
+        ),
+        t5=write_tiny_t5(root / "t5", layout=t5_layout, d_model=T5_DIM),
+        clap=write_tiny_clap(root / "clap", hidden=CLAP_DIM),
+        audioldm2=write_tiny_audioldm2(root / "audioldm2", seed=seed),
+    )
