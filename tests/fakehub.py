@@ -25,6 +25,7 @@ class FakeRepo:
     files: dict[str, bytes]
     gated: bool = False
     commit: str = ""
+    advertised: dict[str, int] = field(default_factory=dict)  # sizes the file list claims
 
     def __post_init__(self) -> None:
         if not self.commit:
@@ -52,8 +53,15 @@ class FakeHub:
     # file name -> bytes to send before cutting the connection, on the next full GET only
     drop_after: dict[str, int] = field(default_factory=dict)
 
-    def add(self, repo_id: str, files: dict[str, bytes], *, gated: bool = False) -> FakeRepo:
-        repo = FakeRepo(repo_id, dict(files), gated=gated)
+    def add(
+        self,
+        repo_id: str,
+        files: dict[str, bytes],
+        *,
+        gated: bool = False,
+        advertised: dict[str, int] | None = None,
+    ) -> FakeRepo:
+        repo = FakeRepo(repo_id, dict(files), gated=gated, advertised=dict(advertised or {}))
         self.repos[repo_id] = repo
         return repo
 
@@ -65,7 +73,9 @@ class FakeHub:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), daemon=True
+        )
         self._thread.start()
         host, port = self._server.server_address[:2]
         self.url = f"http://{host}:{port}"
@@ -77,7 +87,8 @@ class FakeHub:
 
     def seen(self, method: str | None = None, contains: str = "") -> list[Seen]:
         return [
-            r for r in self.requests
+            r
+            for r in self.requests
             if (method is None or r.method == method) and contains in r.path
         ]
 
@@ -121,7 +132,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not repo.gated:
             return None
         auth = self.headers.get("Authorization", "")
-        token = auth[len("Bearer "):] if auth.startswith("Bearer ") else ""
+        token = auth[len("Bearer ") :] if auth.startswith("Bearer ") else ""
         if token in self.owner.tokens:
             return None
         return 403 if token else 401
@@ -197,15 +208,17 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, {"Content-Type": "application/json"}, b"{}")
         if rev not in (None, "main", repo.commit):
             return self._error(404, "RevisionNotFound", "Invalid rev id")
-        siblings = [
-            {
-                "rfilename": name,
-                "size": len(data),
-                "blobId": hashlib.sha1(data).hexdigest(),
-                "lfs": {"size": len(data), "sha256": repo.etag(name), "pointerSize": 134},
-            }
-            for name, data in sorted(repo.files.items())
-        ]
+        siblings = []
+        for name, data in sorted(repo.files.items()):
+            size = repo.advertised.get(name, len(data))
+            siblings.append(
+                {
+                    "rfilename": name,
+                    "size": size,
+                    "blobId": hashlib.sha1(data).hexdigest(),
+                    "lfs": {"size": size, "sha256": repo.etag(name), "pointerSize": 134},
+                }
+            )
         info = {
             "id": repo.repo_id,
             "sha": repo.commit,

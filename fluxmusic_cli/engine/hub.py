@@ -126,8 +126,6 @@ def download_command(ref: ComponentRef) -> str:
     if ref.hub.repo_id != default.repo_id:
         source = ref.hub.key if ref.hub.key in registry.T5_SOURCES else ref.hub.repo_id
         cmd += f" {flag} {source}"
-    if ref.hub.revision != "main":
-        cmd += f" --revision {ref.hub.revision}"
     return cmd
 
 
@@ -261,10 +259,14 @@ def _fetch_files(
         assert state.snapshot is not None
         return state.snapshot
     if offline:
-        names = ", ".join(s.name for s in state.missing)
+        missing = [s.name for s in state.missing]
+        what = (
+            "is not in the local cache"
+            if len(missing) == len(files)
+            else f"is only partly in the local cache (missing: {', '.join(missing)})"
+        )
         raise ModelMissingError(
-            f"{describe(ref)} is not fully in the local cache and HF_HUB_OFFLINE is set "
-            f"(missing: {names}).",
+            f"{describe(ref)} {what} and HF_HUB_OFFLINE is set.",
             hint=f"Fetch it while online with `{download_command(ref)}`, or point to a local copy.",
         )
     token = resolve_token(token)
@@ -394,9 +396,7 @@ def validate_local(ref: ComponentRef) -> Path:
         raise UsageError(f"No such file or directory for the {ref.kind} component: {path}")
     if ref.kind == "transformer":
         if not path.is_file() or path.suffix not in _WEIGHT_SUFFIXES:
-            raise UsageError(
-                f"The model must be a .pt, .pth or .safetensors file; got {path}."
-            )
+            raise UsageError(f"The model must be a .pt, .pth or .safetensors file; got {path}.")
         return path
     if not path.is_dir():
         raise UsageError(
@@ -433,14 +433,26 @@ def ensure_local(
     if ref.variant is not None:
         v = ref.variant
         snap = _fetch_files(
-            ref, v.repo_id, "main", (v.filename,),
-            token=token, offline=off, refresh=refresh, progress=progress,
+            ref,
+            v.repo_id,
+            "main",
+            (v.filename,),
+            token=token,
+            offline=off,
+            refresh=refresh,
+            progress=progress,
         )
         return snap / v.filename
     assert ref.hub is not None
     return _fetch_files(
-        ref, ref.hub.repo_id, ref.hub.revision, ref.hub.files,
-        token=token, offline=off, refresh=refresh, progress=progress,
+        ref,
+        ref.hub.repo_id,
+        ref.hub.revision,
+        ref.hub.files,
+        token=token,
+        offline=off,
+        refresh=refresh,
+        progress=progress,
     )
 
 
@@ -487,8 +499,12 @@ def converted_checkpoints(variant: registry.Variant | None = None) -> list[Conve
             continue
         found.append(
             ConvertedCheckpoint(
-                weights, meta.get("variant", ""), meta.get("repo_id", ""),
-                meta.get("filename", ""), meta.get("commit"), meta.get("etag", ""),
+                weights,
+                meta.get("variant", ""),
+                meta.get("repo_id", ""),
+                meta.get("filename", ""),
+                meta.get("commit"),
+                meta.get("etag", ""),
             )
         )
     found.sort(key=lambda c: c.path.stat().st_mtime, reverse=True)
@@ -546,7 +562,7 @@ def ensure_transformer(
     existing = converted_checkpoints(variant)
     if existing and (off or not refresh):
         return existing[0].path
-    if not off:
+    if existing and not off:
         etag = _remote_etag(ref, token)
         if etag is not None and _converted_path(variant, etag).is_file():
             return _converted_path(variant, etag)
@@ -564,11 +580,11 @@ def _remote_etag(ref: ComponentRef, token: str | None) -> str | None:
     assert ref.variant is not None
     endpoint = hub_endpoint()
     url = hf_hub_url(ref.variant.repo_id, ref.variant.filename, endpoint=endpoint)
-    with _translated(ref, ref.variant.repo_id, ref.variant.filename):
-        try:
+    try:
+        with _translated(ref, ref.variant.repo_id, ref.variant.filename):
             meta = get_hf_file_metadata(url, token=resolve_token(token), endpoint=endpoint)
-        except _EntryMissing:
-            return None
+    except _EntryMissing:
+        return None  # the download that follows reports the missing file
     return meta.etag
 
 
@@ -579,12 +595,12 @@ def fetch_all(
     offline: bool | None = None,
     refresh: bool = False,
     progress: ProgressCallback | None = None,
-) -> dict[str, Path]:
-    """Make every component available; returns kind -> path (the converted file for a variant)."""
-    out: dict[str, Path] = {}
+) -> list[Path]:
+    """Make every component available; one path per ref, in order (a variant's converted file)."""
+    out: list[Path] = []
     for ref in refs:
         fn = ensure_transformer if ref.kind == "transformer" else ensure_local
-        out[ref.kind] = fn(ref, token=token, offline=offline, refresh=refresh, progress=progress)
+        out.append(fn(ref, token=token, offline=offline, refresh=refresh, progress=progress))
     return out
 
 
@@ -696,8 +712,12 @@ def list_cache() -> list[CacheEntry]:
                 files = sorted({f.file_name for r in repo.revisions for f in r.files})
                 entries.append(
                     CacheEntry(
-                        repo.repo_id, "hub", repo.repo_path, repo.size_on_disk,
-                        known[repo.repo_id], detail=", ".join(files),
+                        repo.repo_id,
+                        "hub",
+                        repo.repo_path,
+                        repo.size_on_disk,
+                        known[repo.repo_id],
+                        detail=", ".join(files),
                     )
                 )
     root = paths.cache_dir()
@@ -707,8 +727,11 @@ def list_cache() -> list[CacheEntry]:
                 for conv in converted_checkpoints():
                     entries.append(
                         CacheEntry(
-                            f"converted/{conv.path.name}", "converted", conv.path,
-                            tree_size(conv.path), (conv.variant,),
+                            f"converted/{conv.path.name}",
+                            "converted",
+                            conv.path,
+                            tree_size(conv.path),
+                            (conv.variant,),
                             detail=f"from {conv.repo_id}/{conv.filename}",
                         )
                     )

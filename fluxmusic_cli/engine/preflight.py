@@ -29,6 +29,7 @@ PARAMS_BY_KIND: dict[str, int] = {
 BYTES_PER_PARAM: dict[str, int] = {"fp32": 4, "bf16": 2, "fp16": 2}
 
 Access = str  # "yes", "no", "unknown", "not needed"
+LABELS = {"t5": "T5 encoder", "clap": "CLAP", "audioldm2": "VAE + vocoder"}
 
 
 @dataclass
@@ -48,6 +49,7 @@ class PlannedComponent:
     access: Access
     params: int
     where: str | None = None
+    command: str | None = None  # the `fluxmusic download` command that fetches it
 
     def to_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -93,7 +95,16 @@ class DownloadPlan:
         return max((c.params for c in self.components), default=0) * BYTES_PER_PARAM[dtype]
 
     def check(self) -> None:
-        """Refuse to start when a gated repo is closed to the token or the disk is too small."""
+        """Refuse to start when offline with files missing, a gated repo is closed to the token,
+        or the disk is too small."""
+        missing = [c for c in self.components if c.fetch_bytes and not c.cached]
+        if self.offline and missing:
+            names = ", ".join(f"{c.label} ({c.source})" for c in missing)
+            commands = " and ".join(f"`{c.command}`" for c in missing if c.command)
+            raise ModelMissingError(
+                f"HF_HUB_OFFLINE is set and these are not on disk: {names}.",
+                hint=f"Unset HF_HUB_OFFLINE and run {commands}, or give local paths instead.",
+            )
         for c in self.components:
             if c.access == "no" and not c.cached:
                 raise ModelMissingError(
@@ -260,11 +271,20 @@ def _plan_hub(ref: ComponentRef, token: str | None, offline: bool) -> PlannedCom
                     fetch += remote.sizes[name]
             files, size, exact = tuple(chosen), sum(remote.sizes[n] for n in chosen), True
     return PlannedComponent(
-        kind=ref.kind, label=comp.description, source=comp.repo_id, files=files,
-        size_bytes=size, size_exact=exact, cached=state.complete, fetch_bytes=fetch,
-        convert_bytes=0, gated=gated, access="not needed" if state.complete else access,
+        kind=ref.kind,
+        label=LABELS[ref.kind],
+        source=comp.repo_id,
+        files=files,
+        size_bytes=size,
+        size_exact=exact,
+        cached=state.complete,
+        fetch_bytes=fetch,
+        convert_bytes=0,
+        gated=gated,
+        access="not needed" if state.complete else access,
         params=PARAMS_BY_KIND[ref.kind],
         where=str(state.snapshot) if state.complete else None,
+        command=hub.download_command(ref),
     )
 
 
@@ -281,11 +301,20 @@ def _plan_variant(ref: ComponentRef, token: str | None, offline: bool) -> Planne
             size, exact = remote.sizes[v.filename], True
     where = converted[0].path if converted else state.present.get(v.filename)
     return PlannedComponent(
-        kind="transformer", label=f"FluxMusic {v.name}", source=v.repo_id, files=(v.filename,),
-        size_bytes=size, size_exact=exact, cached=bool(converted),
+        kind="transformer",
+        label=f"FluxMusic {v.name}",
+        source=v.repo_id,
+        files=(v.filename,),
+        size_bytes=size,
+        size_exact=exact,
+        cached=bool(converted),
         fetch_bytes=0 if converted or state.complete else size,
         convert_bytes=0 if converted else size,
-        gated=False, access=access, params=v.params, where=str(where) if where else None,
+        gated=False,
+        access=access,
+        params=v.params,
+        where=str(where) if where else None,
+        command=hub.download_command(ref),
     )
 
 
@@ -300,10 +329,19 @@ def plan_download(
             path = hub.validate_local(ref)
             planned.append(
                 PlannedComponent(
-                    kind=ref.kind, label=f"local {ref.kind}", source=str(path), files=(),
-                    size_bytes=hub.tree_size(path), size_exact=True, cached=True, fetch_bytes=0,
-                    convert_bytes=0, gated=False, access="not needed",
-                    params=_local_params(ref), where=str(path),
+                    kind=ref.kind,
+                    label=f"local {ref.kind}",
+                    source=str(path),
+                    files=(),
+                    size_bytes=hub.tree_size(path),
+                    size_exact=True,
+                    cached=True,
+                    fetch_bytes=0,
+                    convert_bytes=0,
+                    gated=False,
+                    access="not needed",
+                    params=_local_params(ref),
+                    where=str(path),
                 )
             )
         elif ref.variant is not None:

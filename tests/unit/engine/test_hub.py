@@ -132,10 +132,21 @@ def test_offline_without_files_names_what_is_missing_and_the_command(fake_hub, m
         hub.ensure_local(parse_ref("clap", registry.CLAP.repo_id))
 
     err = info.value
-    assert "HF_HUB_OFFLINE" in err.message and "model.safetensors" in err.message
+    assert "larger_clap_music) is not in the local cache" in err.message
+    assert "HF_HUB_OFFLINE" in err.message
     assert "`fluxmusic download clap`" in err.hint
     assert err.exit_code == 3 and err.message.count(". ") == 0
     assert fake_hub.requests == []
+
+
+def test_offline_with_some_files_missing_names_them(fake_hub, monkeypatch):
+    fake_hub.add(registry.CLAP.repo_id, clap_files())
+    root = hub.ensure_local(parse_ref("clap", registry.CLAP.repo_id))
+    (root / "vocab.json").unlink()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    with pytest.raises(ModelMissingError, match=r"only partly .*\(missing: vocab\.json\)"):
+        hub.ensure_local(parse_ref("clap", registry.CLAP.repo_id))
 
 
 def test_offline_with_cached_files_works_without_network(fake_hub, monkeypatch):
@@ -234,15 +245,26 @@ def test_plan_offline_uses_registry_sizes_and_unknown_access(monkeypatch):
     assert t5.access == "unknown" and not t5.size_exact
 
 
-def test_not_enough_disk_space_refuses_to_start(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def test_not_enough_disk_space_refuses_to_start(fake_hub, monkeypatch):
+    pt = tiny_release_pt()
+    fake_hub.add(registry.FLUXMUSIC_REPO, {"musicflow_s.pt": pt})
     usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**12, 0, 10**9))
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**12, 0, len(pt)))
 
     plan = preflight.plan_download([parse_ref("transformer", "small")])
 
-    with pytest.raises(ModelMissingError, match=r"Not enough free disk space .*1\.14 GB needed"):
+    # The .pt and its conversion both land on this one disk.
+    assert [d.needed_bytes for d in plan.disks] == [2 * len(pt)]
+    with pytest.raises(ModelMissingError, match=r"Not enough free disk space"):
         plan.check()
+
+
+def test_offline_plan_with_missing_files_refuses_with_the_download_command(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    plan = preflight.plan_download([parse_ref("transformer", "small")])
+    with pytest.raises(ModelMissingError, match="HF_HUB_OFFLINE is set") as info:
+        plan.check()
+    assert "`fluxmusic download small`" in info.value.hint
 
 
 def test_network_failure_without_cache_says_retry_or_use_local_paths():
@@ -262,7 +284,9 @@ def test_cache_listing_and_removal(fake_hub):
 
     entries = {e.name: e for e in hub.list_cache()}
     assert set(entries) == {
-        registry.CLAP.repo_id, registry.FLUXMUSIC_REPO, f"converted/{converted.name}"
+        registry.CLAP.repo_id,
+        registry.FLUXMUSIC_REPO,
+        f"converted/{converted.name}",
     }
     assert entries[f"converted/{converted.name}"].size_bytes == converted.stat().st_size
 
