@@ -239,8 +239,9 @@ def download(
     A summary comes first (what, how big, free disk, gated access, memory); above 4 GB you are
     asked unless --yes. Naming a variant fetches its whole setup (transformer, the --encoders,
     VAE + vocoder); naming only components fetches just those. Files already on disk, including
-    those other tools downloaded through huggingface_hub, are reused; an interrupted transfer
-    resumes. HF_HUB_OFFLINE=1 makes this fail fast for anything not cached.
+    those other tools downloaded through huggingface_hub, are reused; a dropped connection
+    resumes where it stopped, and files finished before a Ctrl-C are kept. HF_HUB_OFFLINE=1
+    makes this fail fast for anything not cached.
 
     Examples:
 
