@@ -121,9 +121,9 @@ def _tokenize(
         n = len(ids)
         if n > length:
             # Cut as the tokenizer's own truncation does: content goes, the closing token stays.
-            truncated.append(
-                Truncation(encoder, prompt, n, length, _word_start(prompt, offsets[length - 1][0]))
-            )
+            start = _word_start(prompt, offsets[length - 1][0])
+            if prompt[start:].strip():  # losing only trailing spaces loses nothing
+                truncated.append(Truncation(encoder, prompt, n, length, start))
             ids = ids[: length - 1] + ids[-1:]
         ids_rows.append(list(ids) + [fill_id] * (length - len(ids)))
         mask_rows.append([1] * len(ids) + [0] * (length - len(ids)))

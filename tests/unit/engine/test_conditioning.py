@@ -119,6 +119,20 @@ def test_clap_truncation_matches_the_tokenizer(clap, mode, limit):
     assert len(tok(f"{seen} {cut.first_dropped_word}")["input_ids"]) > limit
 
 
+def test_cutting_only_trailing_space_is_not_reported(clap):
+    tok, _ = clap
+    words = LONG.split()
+    prompt = next(
+        p
+        for k in range(60, 90)
+        if len(tok(p := " ".join(words[:k]) + " ")["input_ids"]) == 78
+        and len(tok(p.rstrip())["input_ids"]) == 77
+    )
+    batch = C.clap_inputs([prompt], tok, "training")
+    assert batch.input_ids[0].tolist() == tok(prompt, truncation=True, max_length=77)["input_ids"]
+    assert batch.truncated == []
+
+
 def test_unknown_mode_is_a_usage_error(t5):
     with pytest.raises(UsageError):
         C.t5_inputs(["x"], t5[0], "sampling")
