@@ -18,7 +18,7 @@ app = typer.Typer(
     name="fluxmusic",
     help=(
         "Text to music with FluxMusic, on a GPU, a Mac or a plain CPU.\n\n"
-        "Example: fluxmusic generate \"warm lo-fi piano, vinyl crackle\" -o piano.mp3"
+        'Example: fluxmusic generate "warm lo-fi piano, vinyl crackle" -o piano.mp3'
     ),
     no_args_is_help=True,
     add_completion=True,
@@ -27,7 +27,7 @@ app = typer.Typer(
 )
 
 # Each module defines `register(app)`; the list is the single place commands are added.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("generate", "models")
 
 
 def _version_callback(value: bool) -> None:
@@ -80,7 +80,9 @@ def main() -> None:
         sys.exit(1)
     except Exception as exc:  # noqa: BLE001 - the last line of defence is the message
         # Click's usage errors (typer >= 0.24 vendors click, so match by shape, not class).
-        if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
+        if callable(getattr(exc, "show", None)) and isinstance(
+            getattr(exc, "exit_code", None), int
+        ):
             exc.show()
             sys.exit(exc.exit_code)
         if _debug():

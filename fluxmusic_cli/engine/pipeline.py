@@ -20,6 +20,8 @@ from typing import Any, Literal
 
 from fluxmusic_cli import __version__
 from fluxmusic_cli.engine import devices, sampling
+from fluxmusic_cli.engine.conditioning import ENCODER_SUBSETS, MODES, Encoders
+from fluxmusic_cli.engine.conditioning import Mode as ConditioningMode
 from fluxmusic_cli.engine.sources import DEFAULT_SOURCES, ComponentRef, parse_ref
 from fluxmusic_cli.errors import OutOfMemoryError, UsageError
 
@@ -29,11 +31,7 @@ DEFAULT_GUIDANCE = 7.0
 MAX_STEPS = 1000
 MAX_SEED = 2**63 - 1
 
-Encoders = Literal["both", "t5", "clap"]
-ConditioningMode = Literal["training", "reference-script"]
 MemoryPolicy = Literal["auto", "sequential", "resident"]
-ENCODER_SUBSETS: tuple[str, ...] = ("both", "t5", "clap")
-CONDITIONING_MODES: tuple[str, ...] = ("training", "reference-script")
 MEMORY_POLICIES: tuple[str, ...] = ("auto", "sequential", "resident")
 
 
@@ -65,10 +63,10 @@ class EngineOptions:
                 f"Unknown encoder subset {self.encoders!r}; choose one of "
                 f"{', '.join(ENCODER_SUBSETS)}."
             )
-        if self.conditioning not in CONDITIONING_MODES:
+        if self.conditioning not in MODES:
             raise UsageError(
                 f"Unknown conditioning mode {self.conditioning!r}; choose one of "
-                f"{', '.join(CONDITIONING_MODES)}."
+                f"{', '.join(MODES)}."
             )
         if self.memory not in MEMORY_POLICIES:
             raise UsageError(
@@ -268,6 +266,17 @@ class Engine:
             "decoder": decoder,
             "total": transformer + t5 + clap + decoder,
         }
+
+    def required_refs(self) -> list[ComponentRef]:
+        """Components a generation needs on disk: the transformer, the decoder, the encoders in
+        use, and a left-out encoder only while its empty-prompt embedding is not stored."""
+        refs = [self.refs["transformer"], self.refs["audioldm2"]]
+        cond = self.conditioner()
+        for kind in ("t5", "clap"):
+            needed = kind in cond.active or cond.cache.get(cond.key(kind, "")) is None
+            if needed:
+                refs.append(self.refs[kind])
+        return refs
 
     def release_encoders(self) -> None:
         for cond in self._conditioners.values():

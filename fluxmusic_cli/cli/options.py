@@ -1,0 +1,257 @@
+"""Options shared by `generate`, `batch` and `vary`, defined once as `Annotated` aliases.
+
+Defaults mirror the engine's (the published sampling script's settings), so `--help` shows
+what will run. Only the standard library and typer are imported here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from fluxmusic_cli.engine.pipeline import (
+    DEFAULT_GUIDANCE,
+    DEFAULT_NEGATIVE_PROMPT,
+    DEFAULT_STEPS,
+    EngineOptions,
+)
+from fluxmusic_cli.engine.sources import DEFAULT_SOURCES
+
+
+class EncodersChoice(str, Enum):
+    both = "both"
+    t5 = "t5"
+    clap = "clap"
+
+
+class ConditioningChoice(str, Enum):
+    training = "training"
+    reference_script = "reference-script"
+
+
+class DeviceChoice(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
+
+
+class DtypeChoice(str, Enum):
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class MemoryChoice(str, Enum):
+    auto = "auto"
+    sequential = "sequential"
+    resident = "resident"
+
+
+MODELS = "Model"
+SAMPLING = "Sampling"
+OUTPUT = "Output"
+
+Model = Annotated[
+    str,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Variant (small, base, large, giant, giant-full) or a .pt/.safetensors file.",
+        rich_help_panel=MODELS,
+    ),
+]
+T5 = Annotated[
+    str,
+    typer.Option(
+        "--t5",
+        help="T5-XXL source: t5-city96 (not gated), t5-sd3 (gated), a hub repo id, or a local "
+        "folder in that repo's layout.",
+        rich_help_panel=MODELS,
+    ),
+]
+Clap = Annotated[
+    str,
+    typer.Option(
+        "--clap", help="CLAP source: hub repo id or local folder.", rich_help_panel=MODELS
+    ),
+]
+VaeVocoder = Annotated[
+    str,
+    typer.Option(
+        "--vae-vocoder",
+        help="Hub repo id or local folder holding vae/ and vocoder/ (AudioLDM 2's).",
+        rich_help_panel=MODELS,
+    ),
+]
+EncodersOpt = Annotated[
+    EncodersChoice,
+    typer.Option(
+        "--encoders",
+        help="Text encoders to run; a left-out one contributes its stored empty-prompt "
+        "embedding (clap alone never loads the 9.5 GB T5).",
+        rich_help_panel=MODELS,
+    ),
+]
+ConditioningOpt = Annotated[
+    ConditioningChoice,
+    typer.Option(
+        "--conditioning",
+        help="training: T5 filled with id 1 + attention masks, CLAP 77 tokens (what the weights "
+        "saw). reference-script: both padded to 256, no masks (the published sampler).",
+        rich_help_panel=MODELS,
+    ),
+]
+DeviceOpt = Annotated[
+    DeviceChoice, typer.Option("--device", help="Where to run.", rich_help_panel=MODELS)
+]
+DtypeOpt = Annotated[
+    DtypeChoice,
+    typer.Option(
+        "--dtype",
+        help="auto = bf16 where the device computes it natively, else fp32.",
+        rich_help_panel=MODELS,
+    ),
+]
+MemoryOpt = Annotated[
+    MemoryChoice,
+    typer.Option(
+        "--memory",
+        help="sequential: release the text encoders before the transformer loads (peak = the "
+        "larger part); resident: keep all loaded; auto: sequential when they do not fit.",
+        rich_help_panel=MODELS,
+    ),
+]
+Token = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        envvar="HF_TOKEN",
+        help="Hugging Face token for gated repos (default: $HF_TOKEN).",
+        rich_help_panel=MODELS,
+        show_default=False,
+    ),
+]
+Steps = Annotated[
+    int,
+    typer.Option("--steps", min=1, max=1000, help="Euler steps.", rich_help_panel=SAMPLING),
+]
+Guidance = Annotated[
+    float,
+    typer.Option(
+        "--guidance",
+        "--cfg",
+        min=0.0,
+        help="Classifier-free guidance scale (paper: 3.5, published script: 7.0).",
+        rich_help_panel=SAMPLING,
+    ),
+]
+Negative = Annotated[
+    str,
+    typer.Option(
+        "--negative-prompt",
+        help='Negative prompt; "" uses the empty-prompt embedding (the paper\'s setting).',
+        rich_help_panel=SAMPLING,
+    ),
+]
+Seed = Annotated[
+    int | None,
+    typer.Option(
+        "--seed",
+        "-s",
+        min=0,
+        help="Seed (random if absent; always recorded).",
+        rich_help_panel=SAMPLING,
+        show_default=False,
+    ),
+]
+Duration = Annotated[
+    float,
+    typer.Option(
+        "--duration",
+        "-d",
+        help="Seconds, rounded up to the 80 ms latent grid and trimmed back; trained on 10.24.",
+        rich_help_panel=SAMPLING,
+    ),
+]
+SampleRate = Annotated[
+    int,
+    typer.Option(
+        "--sample-rate",
+        min=8000,
+        max=192000,
+        help="Resample the 16 kHz output (e.g. 44100).",
+        rich_help_panel=OUTPUT,
+    ),
+]
+PeakNormalize = Annotated[
+    bool,
+    typer.Option(
+        "--peak-normalize/--no-peak-normalize",
+        help="Scale each clip to a peak of -0.4 dBFS (never clips).",
+        rich_help_panel=OUTPUT,
+    ),
+]
+Force = Annotated[
+    bool,
+    typer.Option("--force", "-f", help="Overwrite existing files.", rich_help_panel=OUTPUT),
+]
+Json = Annotated[
+    bool,
+    typer.Option("--json", help="Print one JSON document on stdout.", rich_help_panel=OUTPUT),
+]
+Quiet = Annotated[
+    bool,
+    typer.Option("--quiet", "-q", help="No progress bars or chatter.", rich_help_panel=OUTPUT),
+]
+Yes = Annotated[
+    bool,
+    typer.Option("--yes", "-y", help="Download without asking.", rich_help_panel=MODELS),
+]
+OutputPath = Annotated[
+    Path | None,
+    typer.Option(
+        "--output",
+        "-o",
+        help="File (.wav .flac .mp3 .ogg), '-' for WAV on stdout, or a folder (a path without "
+        "an extension). Default: <prompt-slug>-s<seed>.wav here.",
+        rich_help_panel=OUTPUT,
+        show_default=False,
+    ),
+]
+
+
+@dataclass
+class ModelArgs:
+    """The model options of a command, gathered for `EngineOptions`."""
+
+    model: str = DEFAULT_SOURCES["transformer"]
+    t5: str = DEFAULT_SOURCES["t5"]
+    clap: str = DEFAULT_SOURCES["clap"]
+    vae_vocoder: str = DEFAULT_SOURCES["audioldm2"]
+    encoders: str = "both"
+    conditioning: str = "training"
+    device: str = "auto"
+    dtype: str = "auto"
+    memory: str = "auto"
+    token: str | None = None
+
+    def engine_options(self) -> EngineOptions:
+        values = {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+        return EngineOptions(**values)
+
+
+def _plain(value: Any) -> Any:
+    return value.value if isinstance(value, Enum) else value
+
+
+DEFAULTS = {
+    "steps": DEFAULT_STEPS,
+    "guidance": DEFAULT_GUIDANCE,
+    "negative_prompt": DEFAULT_NEGATIVE_PROMPT,
+}

@@ -1,0 +1,75 @@
+"""Rich progress on stderr for the engine's events; silent when not a TTY or with --quiet."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from fluxmusic_cli.cli.console import err
+from fluxmusic_cli.engine.pipeline import ProgressEvent
+
+_LABELS = {
+    "load": "loading {detail}",
+    "encode": "encoding prompts",
+    "denoise": "denoising",
+    "decode": "decoding audio",
+}
+
+
+class StepBars:
+    """Turns `ProgressEvent`s into one bar per stage, reset for each new run of a stage."""
+
+    def __init__(self, progress: Progress | None) -> None:
+        self.progress = progress
+        self._tasks: dict[str, int] = {}
+
+    def __call__(self, event: ProgressEvent) -> None:
+        if self.progress is None:
+            return
+        key = f"{event.stage}:{event.detail}" if event.stage == "load" else event.stage
+        label = _LABELS.get(event.stage, event.stage).format(detail=event.detail)
+        if key not in self._tasks:
+            self._tasks[key] = self.progress.add_task(label, total=event.total)
+        task = self._tasks[key]
+        if event.completed == 0:
+            self.progress.reset(task, total=event.total, description=label)
+        self.progress.update(task, completed=event.completed, total=event.total)
+
+    def add_task(self, description: str, total: int) -> int | None:
+        if self.progress is None:
+            return None
+        return self.progress.add_task(description, total=total)
+
+    def advance(self, task: int | None, amount: int = 1) -> None:
+        if self.progress is not None and task is not None:
+            self.progress.advance(task, amount)
+
+
+@contextmanager
+def step_bars(quiet: bool = False) -> Iterator[StepBars]:
+    """Bars on stderr when it is a terminal and not `quiet`; a no-op callback otherwise."""
+    if quiet or not err.is_terminal:
+        yield StepBars(None)
+        return
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=False,
+    )
+    with progress:
+        yield StepBars(progress)

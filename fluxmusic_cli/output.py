@@ -1,0 +1,94 @@
+"""From a generated clip to a file: check, normalise, resample, tag, write atomically, record.
+
+Shared by `generate`, `batch` and `vary`, so every output is checked and recorded the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fluxmusic_cli import audio, metadata
+from fluxmusic_cli.engine.pipeline import Clip
+from fluxmusic_cli.errors import UsageError
+
+SUPPORTED_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg")
+
+
+@dataclass
+class WrittenClip:
+    path: Path | None  # None when written to stdout
+    record: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+
+
+def check_target(path: Path, *, force: bool) -> None:
+    """Refuse an unknown extension, an existing file (without `force`) or an unwritable folder."""
+    if path.suffix.lower() not in SUPPORTED_SUFFIXES:
+        raise UsageError(
+            f"Unknown output extension {path.suffix or '(none)'!r} for {path}; use one of "
+            f"{', '.join(SUPPORTED_SUFFIXES)}."
+        )
+    if path.exists() and not force:
+        raise UsageError(f"{path} already exists; pass --force to overwrite it.")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise UsageError(f"Folder {parent} does not exist.")
+    import os
+
+    if not os.access(parent, os.W_OK):
+        raise UsageError(f"Folder {parent} is not writable.")
+
+
+def prepare(
+    clip: Clip, *, sample_rate: int, peak_normalize: bool
+) -> tuple[Any, dict[str, Any], list[str]]:
+    """Checked, optionally normalised and resampled samples, plus the record describing them.
+
+    Raises BadAudioError (NaN or infinite samples) before anything is written.
+    """
+    samples = clip.waveform
+    audio.check_clip(samples, clip.sample_rate)  # raises on NaN / inf
+    if peak_normalize:
+        samples = audio.peak_normalize(samples)
+    if sample_rate != clip.sample_rate:
+        samples = audio.resample(samples, clip.sample_rate, sample_rate)
+    report = audio.check_clip(samples, sample_rate)
+    record = {
+        **clip.record,
+        "output_sample_rate": sample_rate,
+        "peak_normalize": peak_normalize,
+        "peak": report.peak,
+        "lufs": report.lufs,
+    }
+    return samples, record, list(report.warnings)
+
+
+def write_clip(
+    clip: Clip, path: Path, *, sample_rate: int, peak_normalize: bool, force: bool
+) -> WrittenClip:
+    """Write one clip and its sidecar record; the audio appears under its name only when whole."""
+    path = Path(path)
+    check_target(path, force=force)
+    samples, record, warnings = prepare(
+        clip, sample_rate=sample_rate, peak_normalize=peak_normalize
+    )
+    record["output"] = str(path.resolve())
+    record["format"] = path.suffix.lower().lstrip(".")
+    audio.write_audio(path, samples, sample_rate, tags=metadata.tags_for(record))
+    metadata.write_sidecar(path, record)
+    return WrittenClip(path=path, record=record, warnings=warnings)
+
+
+def clip_wav_bytes(
+    clip: Clip, *, sample_rate: int, peak_normalize: bool
+) -> tuple[bytes, WrittenClip]:
+    """A whole WAV file in memory (for `-o -`), tagged with its record."""
+    samples, record, warnings = prepare(
+        clip, sample_rate=sample_rate, peak_normalize=peak_normalize
+    )
+    record["output"] = "-"
+    record["format"] = "wav"
+    data = audio.write_wav_bytes(samples, sample_rate, tags=metadata.tags_for(record))
+    return data, WrittenClip(path=None, record=record, warnings=warnings)

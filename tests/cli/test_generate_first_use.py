@@ -1,0 +1,80 @@
+"""The default path a new user takes: no local paths, weights fetched from the hub on first
+use (a local fake of the hub's HTTP endpoint serving tiny bundles under the real repo ids)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+from fakehub import start_fake_hub
+
+from fluxmusic_cli.cli.app import main
+from fluxmusic_cli.engine import registry
+
+FAST = ["--steps", "2", "--duration", "0.48", "--device", "cpu", "--dtype", "fp32"]
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()
+    }
+
+
+@pytest.fixture
+def hub_with_tiny_weights(monkeypatch, tiny_bundle):
+    server = start_fake_hub(monkeypatch)
+    small = registry.get_variant("small")
+    server.add(small.repo_id, {small.filename: tiny_bundle.model.read_bytes()})
+    server.add(registry.T5_SOURCES[registry.DEFAULT_T5].repo_id, tree(tiny_bundle.t5))
+    server.add(registry.CLAP.repo_id, tree(tiny_bundle.clap))
+    server.add(registry.AUDIOLDM2.repo_id, tree(tiny_bundle.audioldm2))
+    yield server
+    server.stop()
+
+
+def run(monkeypatch, capsys, args):
+    monkeypatch.setattr(sys, "argv", ["fluxmusic", *args])
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code or 0
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_first_generate_downloads_then_runs_offline(
+    hub_with_tiny_weights, monkeypatch, capsys, tmp_path
+):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(
+        monkeypatch,
+        capsys,
+        ["generate", "first tune", "-o", "a.wav", "--seed", "1", "--yes", *FAST],
+    )
+    assert code == 0, err
+    record = json.loads((tmp_path / "a.json").read_text())
+    assert record["model"]["variant"] == "small"
+    assert record["model"]["file"].endswith(".safetensors")  # converted once in the tool cache
+    fetched = {r.path for r in hub_with_tiny_weights.requests if r.method == "GET"}
+    assert any("musicflow_s.pt" in p for p in fetched)
+
+    hub_with_tiny_weights.requests.clear()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, _, err = run(
+        monkeypatch, capsys, ["generate", "first tune", "-o", "b.wav", "--seed", "1", *FAST]
+    )
+    assert code == 0, err
+    assert hub_with_tiny_weights.requests == []
+    assert (sf.read(tmp_path / "a.wav")[0] == sf.read(tmp_path / "b.wav")[0]).all()
+
+
+def test_offline_without_weights_says_what_to_download(monkeypatch, capsys, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, _, err = run(monkeypatch, capsys, ["generate", "tune", *FAST])
+    assert code == 3
+    assert "fluxmusic download" in err and "Traceback" not in err

@@ -1,0 +1,83 @@
+"""The installed console script, run as a user runs it, on a tiny bundle."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+pytestmark = pytest.mark.e2e
+
+FLUXMUSIC = Path(sys.executable).with_name("fluxmusic")
+FAST = ["--steps", "2", "--duration", "0.48", "--device", "cpu", "--dtype", "fp32"]
+
+
+def fluxmusic(*args, cwd, stdin: bytes | None = None):
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    return subprocess.run(
+        [str(FLUXMUSIC), *args], cwd=cwd, input=stdin, capture_output=True, env=env, timeout=300
+    )
+
+
+@pytest.fixture(autouse=True)
+def _installed():
+    if not FLUXMUSIC.exists():
+        pytest.skip(f"console script not installed at {FLUXMUSIC}")
+
+
+@pytest.mark.parametrize("ext", ["wav", "mp3"])
+def test_generate_writes_a_decodable_file(tiny_bundle, tmp_path, ext):
+    proc = fluxmusic(
+        "generate", "a tiny test tune", "-o", f"t.{ext}", "--seed", "1", "--sample-rate", "22050",
+        *tiny_bundle.cli_args(), *FAST, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr.decode()
+    data, rate = sf.read(tmp_path / f"t.{ext}")
+    assert rate == 22050
+    assert abs(len(data) - round(0.48 * 22050)) <= (0 if ext == "wav" else 2048)
+
+
+def test_stdout_output_is_a_valid_wav_and_json_goes_nowhere_else(tiny_bundle, tmp_path):
+    proc = fluxmusic(
+        "generate", "-", "-o", "-", "--seed", "2", *tiny_bundle.cli_args(), *FAST,
+        cwd=tmp_path, stdin=b"piped prompt\n",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr.decode()
+    data, rate = sf.read(io.BytesIO(proc.stdout))
+    assert rate == 16000 and len(data) == round(0.48 * 16000)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_json_document_describes_the_outputs(tiny_bundle, tmp_path):
+    proc = fluxmusic(
+        "generate", "organ", "-o", "o.flac", "--seed", "3", "--json", "--quiet",
+        *tiny_bundle.cli_args(), *FAST, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr.decode()
+    doc = json.loads(proc.stdout)
+    assert doc["outputs"][0]["path"] == "o.flac"
+    assert doc["outputs"][0]["record"]["seed"] == 3
+
+
+def test_help_is_instant_and_imports_no_torch():
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from fluxmusic_cli.cli.app import app\n"
+        "r = CliRunner().invoke(app, ['--help'])\n"
+        "assert r.exit_code == 0, r.output\n"
+        "r = CliRunner().invoke(app, ['generate', '--help'])\n"
+        "assert r.exit_code == 0 and 'Examples' in r.output, r.output\n"
+        "heavy = [m for m in ('torch', 'transformers', 'diffusers') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr.decode()
+    proc = subprocess.run([str(FLUXMUSIC), "--help"], capture_output=True, timeout=60)
+    assert proc.returncode == 0 and b"generate" in proc.stdout
