@@ -1,0 +1,238 @@
+"""`fluxmusic eval`: FAD, KL, IS and CLAP score of a folder of generated clips."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from fluxmusic_cli.cli.console import emit_json, err, info, warn
+from fluxmusic_cli.engine import registry
+from fluxmusic_cli.errors import UsageError
+
+EXAMPLE = (
+    "Example: fluxmusic eval out/musiccaps --reference data/musiccaps-wav "
+    "--prompts musiccaps.csv --per-file scores.csv"
+)
+
+
+def _metric_list(value: str | None) -> tuple[str, ...] | None:
+    if not value:
+        return None
+    return tuple(m.strip().lower() for m in value.split(",") if m.strip())
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _set_line(label: str, s: Any) -> str:
+    rates = ", ".join(f"{r} Hz" for r in s.sample_rates)
+    return (
+        f"{label}: {s.n} clips, {s.duration_min_s:.2f}-{s.duration_max_s:.2f} s "
+        f"(mean {s.duration_mean_s:.2f} s), {rates}, {s.folder}"
+    )
+
+
+def _print_table(report: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Evaluation", title_justify="left")
+    table.add_column("Metric")
+    table.add_column("Value", justify="right")
+    table.add_column("Based on")
+    m = report.metrics
+    if "fad" in m:
+        f = m["fad"]
+        table.add_row(
+            f"FAD ({f['embedder']})",
+            _fmt(f["value"]),
+            f"{f['n_generated']} vs {f['n_reference']} clips; "
+            f"{f['n_generated_embeddings']} vs {f['n_reference_embeddings']} "
+            f"{f['dim']}-d embeddings",
+        )
+    if "fad_infinity" in m:
+        fi = m["fad_infinity"]
+        table.add_row(
+            "FAD-inf",
+            _fmt(fi["value"]),
+            f"intercept over n = {fi['sizes'][0]}..{fi['sizes'][-1]}, R^2 = {fi['r2']:.3f}",
+        )
+    if "kl" in m:
+        k = m["kl"]
+        table.add_row("KL (softmax)", _fmt(k["value"]), f"{k['n_pairs']} pairs, ref || gen")
+        table.add_row("KL (sigmoid)", _fmt(k["kl_sigmoid"]), f"{k['n_pairs']} pairs")
+    if "is" in m:
+        i = m["is"]
+        table.add_row(
+            "IS", f"{i['value']:.3f} ± {i['std']:.3f}", f"{i['n']} clips, {i['splits']} splits"
+        )
+    if "clap" in m:
+        c = m["clap"]
+        table.add_row("CLAP score", _fmt(c["value"]), f"{c['n']} clips, {c['model']}")
+    out = Console(highlight=False)
+    out.print(table)
+    out.print(_set_line("Generated", report.generated))
+    if report.reference is not None:
+        out.print(_set_line("Reference", report.reference))
+    out.print(f"Resampling: {report.resampler}")
+
+
+def _write_per_file(path: Path, report: Any) -> None:
+    existed = path.exists()
+    fields = [f.name for f in dataclasses.fields(report.per_file[0])] if report.per_file else []
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        for row in report.per_file:
+            writer.writerow(
+                {k: ("" if v is None else v) for k, v in dataclasses.asdict(row).items()}
+            )
+    info(f"Per-file scores {'replaced in' if existed else 'written to'} {path}")
+
+
+def eval_command(
+    generated: Annotated[Path, typer.Argument(help="Folder of generated clips.")],
+    reference: Annotated[
+        Path | None,
+        typer.Option(
+            "--reference", "-r", help="Folder of reference recordings (needed for FAD and KL)."
+        ),
+    ] = None,
+    prompts: Annotated[
+        Path | None,
+        typer.Option(
+            "--prompts",
+            help="CSV/JSONL with an id column (name/id/ytid/file) and a prompt "
+            "column (prompt/caption/text); wins over manifest and sidecar prompts.",
+        ),
+    ] = None,
+    metrics: Annotated[
+        str | None,
+        typer.Option(
+            "--metrics", help="Comma list of fad,kl,is,clap (default: all the inputs allow)."
+        ),
+    ] = None,
+    fad_embedder: Annotated[
+        str,
+        typer.Option("--fad-embedder", help="Embeddings for FAD: vggish (as the paper) or clap."),
+    ] = "vggish",
+    fad_inf: Annotated[
+        bool,
+        typer.Option(
+            "--fad-inf", help="Also report FAD-infinity (intercept of FAD against 1/n, with R^2)."
+        ),
+    ] = False,
+    sqrtm_compat: Annotated[
+        bool,
+        typer.Option(
+            "--sqrtm-compat",
+            help="Take Tr sqrt(S1 S2) with scipy's sqrtm, as audioldm_eval does, "
+            "instead of the symmetric eigenvalue route.",
+        ),
+    ] = False,
+    vggish_weights: Annotated[
+        Path | None,
+        typer.Option("--vggish-weights", help="Local vggish-10086976.pth (skips the download)."),
+    ] = None,
+    panns_weights: Annotated[
+        Path | None,
+        typer.Option("--panns-weights", help="Local Cnn14_16k_mAP=0.438.pth (skips the download)."),
+    ] = None,
+    clap_model: Annotated[
+        str, typer.Option("--clap-model", help="CLAP model folder or hub repo id.")
+    ] = registry.CLAP.repo_id,
+    no_cache: Annotated[
+        bool,
+        typer.Option(
+            "--no-cache", help="Recompute every embedding instead of reusing cached ones."
+        ),
+    ] = False,
+    allow_missing: Annotated[
+        bool,
+        typer.Option(
+            "--allow-missing",
+            help="Score only ids present in both sets / clips with prompts, "
+            "with a warning, instead of stopping.",
+        ),
+    ] = False,
+    is_splits: Annotated[int, typer.Option("--is-splits", min=1, help="IS splits.")] = 10,
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda, mps or auto.")] = "cpu",
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print one JSON document on stdout instead of the table.")
+    ] = False,
+    per_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--per-file", help="Write per-clip CLAP score, KL and own-stats FAD to this CSV."
+        ),
+    ] = None,
+) -> None:
+    """Score generated clips with FAD (VGGish), KL and IS (PANNs CNN14) and the CLAP score."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from fluxmusic_cli.evaluation.runner import EvalRequest, Hooks, run_eval
+
+    if fad_embedder not in ("vggish", "clap"):
+        raise UsageError(f"--fad-embedder must be vggish or clap, not {fad_embedder!r}.")
+    request = EvalRequest(
+        generated=generated,
+        reference=reference,
+        prompts_file=prompts,
+        metrics=_metric_list(metrics),
+        fad_embedder=fad_embedder,
+        fad_infinity=fad_inf,
+        sqrt_method="sqrtm" if sqrtm_compat else "eigh",
+        vggish_weights=vggish_weights,
+        panns_weights=panns_weights,
+        clap_model=clap_model,
+        use_cache=not no_cache,
+        allow_missing=allow_missing,
+        is_splits=is_splits,
+        device=device,
+    )
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=err,
+        transient=True,
+    ) as bars:
+        current: dict[str, Any] = {}
+        downloads: dict[str, Any] = {}
+
+        def stage(label: str, total: int) -> None:
+            current["task"] = bars.add_task(label, total=total)
+
+        def advance() -> None:
+            if "task" in current:
+                bars.advance(current["task"])
+
+        def download(name: str, done: int, total: int | None) -> None:
+            if name not in downloads:
+                downloads[name] = bars.add_task(f"Downloading {name} weights", total=total)
+            bars.update(downloads[name], completed=done, total=total)
+
+        report = run_eval(request, Hooks(stage=stage, advance=advance, download=download))
+
+    for message in report.warnings:
+        warn(message)
+    for note in report.notes:
+        info(f"[dim]note:[/dim] {note}")
+    if per_file is not None:
+        _write_per_file(per_file, report)
+    if json_output:
+        from fluxmusic_cli import __version__
+
+        emit_json({"tool": "fluxmusic", "version": __version__, **report.to_dict()})
+    else:
+        _print_table(report)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval", help=f"{eval_command.__doc__}\n\n{EXAMPLE}")(eval_command)
