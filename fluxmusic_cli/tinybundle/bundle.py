@@ -42,11 +42,24 @@ class TinyBundle:
 
 def build_tiny_bundle(root: Path, *, t5_layout: str = "encoder-only", seed: int = 0) -> TinyBundle:
     """Write every component under `root` (a few MB, about a second)."""
+
+    from transformers.utils import logging as hf_logging
+
+    root = Path(root)
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # save_pretrained's shard bar is noise here
+    try:
+        return _write_all(root, t5_layout, seed)
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def _write_all(root: Path, t5_layout: str, seed: int) -> TinyBundle:
     from fluxmusic_cli.tinybundle.audio import write_tiny_audioldm2
     from fluxmusic_cli.tinybundle.text import write_tiny_clap, write_tiny_t5
     from fluxmusic_cli.tinybundle.transformer import write_tiny_fluxmusic
 
-    root = Path(root)
     return TinyBundle(
         root=root,
         model=write_tiny_fluxmusic(
