@@ -1,0 +1,1 @@
+complete --command fluxmusic --no-files --arguments "(env _FLUXMUSIC_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) fluxmusic)" --condition "env _FLUXMUSIC_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) fluxmusic"
