@@ -1,0 +1,187 @@
+"""Planning, naming, sharding, the manifest and resuming of many-clip runs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fluxmusic_cli import batchrun
+from fluxmusic_cli.batchrun import (
+    BatchRunner,
+    Settings,
+    append_manifest,
+    forward_batches,
+    parse_shard,
+    plan_batch,
+    read_manifest,
+    remove_leftovers,
+)
+from fluxmusic_cli.errors import UsageError
+from fluxmusic_cli.prompts import parse_prompts
+
+SETTINGS = Settings(steps=2, guidance=7.0, negative_prompt="low quality", duration=0.32, seed=100)
+
+
+def _plan(text: str, fmt: str = "txt", out_dir=None, shard=None, settings=SETTINGS):
+    return plan_batch(parse_prompts(text, fmt), out_dir or "out", settings, shard)
+
+
+def test_names_come_from_the_name_column_else_a_slug_and_the_row_number():
+    plan = _plan("name,prompt\nintro,a\n,Warm Lo-Fi Piano!\nOutro.WAV,c\n", "csv")
+    assert [i.name for i in plan.items] == ["intro", "warm-lo-fi-piano-0002", "Outro"]
+    assert [i.filename for i in plan.items] == [
+        "intro.wav",
+        "warm-lo-fi-piano-0002.wav",
+        "Outro.wav",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("../../x", "would leave the output folder"),
+        ("..", "would leave the output folder"),
+        ("sub/clip", "would leave the output folder"),
+        ("sub\\clip", "would leave the output folder"),
+        ("/etc/passwd", "absolute path"),
+        ("C:evil", "absolute path"),
+        (".hidden", "hidden file"),
+        ("a\x01b", "refuse"),
+        ("x" * 201, "longer than 200 bytes"),
+    ],
+)
+def test_a_name_escaping_the_folder_is_refused_for_that_row_only(name, why):
+    text = json.dumps({"name": name, "prompt": "p"}) + "\n" + json.dumps({"prompt": "ok"})
+    plan = _plan(text, "jsonl")
+    assert [i.prompt for i in plan.items] == ["ok"]
+    (failure,) = plan.failures
+    assert failure.row == 1 and why in failure.reason
+
+
+def test_duplicate_names_are_made_unique_ignoring_case():
+    plan = _plan("name,prompt\nx,a\nX,b\nx,c\nx-2,d\n", "csv")
+    assert [i.name for i in plan.items] == ["x", "X-2", "x-3", "x-2-2"]
+
+
+def test_seeds_and_overrides_per_row():
+    text = "prompt,seed,steps,guidance,duration,negative_prompt\na,,,,,\nb,5,3,2.5,1.0,hiss\n"
+    a, b = _plan(text, "csv").items
+    assert (a.seed, a.steps, a.guidance, a.duration, a.negative_prompt) == (
+        100, 2, 7.0, 0.32, "low quality",
+    )  # fmt: skip
+    assert (b.seed, b.steps, b.guidance, b.duration, b.negative_prompt) == (5, 3, 2.5, 1.0, "hiss")
+    assert _plan("x\ny\nz\n").items[2].seed == 102  # base seed + row - 1
+
+
+def test_two_shards_split_a_list_into_disjoint_halves():
+    text = "\n".join(f"prompt {i}" for i in range(6))
+    first, second = (_plan(text, shard=parse_shard(f"{k}/2")) for k in (0, 1))
+    assert [i.row for i in first.items] == [1, 3, 5]
+    assert [i.row for i in second.items] == [2, 4, 6]
+    names = {i.name for i in first.items} | {i.name for i in second.items}
+    assert len(names) == 6 and first.total == second.total == 6
+
+
+def test_a_bad_row_is_reported_by_the_shard_that_owns_it():
+    text = '{"prompt": "a"}\n{"prompt": ""}\n{"prompt": "c"}\n{"prompt": "d"}\n'
+    first, second = (_plan(text, "jsonl", shard=parse_shard(f"{k}/2")) for k in (0, 1))
+    assert [f.row for f in first.failures] == [] and [f.row for f in second.failures] == [2]
+
+
+@pytest.mark.parametrize("text", ["2/2", "-1/3", "1", "a/b", "1/0", "0/2/3"])
+def test_bad_shard_specs_are_usage_errors(text):
+    with pytest.raises(UsageError, match="--shard"):
+        parse_shard(text)
+
+
+def test_forward_batches_group_shared_settings_and_respect_the_size():
+    text = "prompt,guidance\na,\nb,2\nc,\nd,\ne,2\n"
+    batches = forward_batches(_plan(text, "csv").items, 2)
+    assert [[i.prompt for i in b] for b in batches] == [["a", "c"], ["d"], ["b", "e"]]
+
+
+def test_manifest_survives_a_line_cut_short_by_a_killed_process(tmp_path):
+    append_manifest(tmp_path, {"name": "a", "bytes": 1})
+    with open(tmp_path / batchrun.MANIFEST, "a") as f:
+        f.write('{"name": "b", "byt')  # what a kill mid-write leaves
+    append_manifest(tmp_path, {"name": "c", "bytes": 3})
+    append_manifest(tmp_path, {"name": "a", "bytes": 4})
+    entries = read_manifest(tmp_path)
+    assert set(entries) == {"a", "c"}
+    assert entries["a"]["bytes"] == 4  # the last line of a name wins
+    lines = (tmp_path / batchrun.MANIFEST).read_text().splitlines()
+    assert len(lines) == 4 and json.loads(lines[2]) == {"name": "c", "bytes": 3}
+
+
+def test_leftover_temporary_files_of_this_plan_only_are_removed(tmp_path):
+    plan = _plan("mine\n", out_dir=tmp_path)
+    (name,) = [i.name for i in plan.items]
+    ours = [tmp_path / f".{name}.wav.1a2b3c4d.part", tmp_path / f".{name}.json.4242.tmp"]
+    theirs = [tmp_path / ".other-0001.wav.99.part", tmp_path / f"{name}.wav"]
+    for p in ours + theirs:
+        p.write_bytes(b"x")
+    assert sorted(remove_leftovers(plan)) == sorted(ours)
+    assert all(p.exists() for p in theirs) and not any(p.exists() for p in ours)
+
+
+@pytest.fixture
+def engine(tiny_bundle):
+    from fluxmusic_cli.engine.pipeline import Engine
+
+    return Engine(tiny_bundle.engine_options())
+
+
+def test_each_distinct_prompt_is_encoded_once_and_models_load_once(engine, tmp_path):
+    text = "piano\ndrums\npiano\nflute\ndrums\npiano\n"
+    plan = _plan(text, out_dir=tmp_path / "out")
+    runner = BatchRunner(engine, plan, SETTINGS, batch_size=2)
+    todo = runner.prepare().todo
+    summary = runner.run(todo)
+    assert len(summary.done) == 6 and not summary.failed
+    cond = engine.conditioner()
+    # piano, drums, flute and the negative prompt: four texts, each through each encoder once.
+    assert cond.prompts_encoded == {"t5": 4, "clap": 4}
+    assert cond.loads == {"t5": 1, "clap": 1}
+    assert engine.load_counts == {"transformer": 1, "decoder": 1}
+    entries = read_manifest(plan.out_dir)
+    assert sorted(entries) == sorted(i.name for i in plan.items)
+    for item in plan.items:
+        entry = entries[item.name]
+        assert entry["path"] == item.filename and entry["seed"] == item.seed
+        assert entry["bytes"] == (plan.out_dir / item.filename).stat().st_size
+        assert (plan.out_dir / f"{item.name}.json").is_file()
+
+    # A rerun finds everything finished; a file that shrank since is made again.
+    shrunk = plan.items[1]
+    (plan.out_dir / shrunk.filename).write_bytes(b"RIFF")
+    again = BatchRunner(engine, plan, SETTINGS).prepare()
+    assert [i.name for i in again.todo] == [shrunk.name]
+    assert len(again.finished) == 5
+
+
+def test_files_made_otherwise_are_conflicts_unless_forced_and_orphans_are_adopted(engine, tmp_path):
+    out = tmp_path / "out"
+    plan = _plan("alpha\nbeta\n", out_dir=out)
+    runner = BatchRunner(engine, plan, SETTINGS, batch_size=2)
+    runner.run(runner.prepare().todo)
+
+    # The same names asked with another seed: refused without --force, remade with it.
+    other = _plan("alpha\nbeta\n", out_dir=out, settings=Settings(**{**vars(SETTINGS), "seed": 7}))
+    identity = batchrun.engine_identity(engine)
+    sorted_ = batchrun.sort_items(other, identity, SETTINGS, force=False)
+    assert [f.row for f in sorted_.conflicts] == [1, 2]
+    assert (
+        "seed 100 -> 7" in sorted_.conflicts[0].reason and "--force" in sorted_.conflicts[0].reason
+    )
+    assert len(batchrun.sort_items(other, identity, SETTINGS, force=True).todo) == 2
+
+    # A clip whose manifest line was lost (killed between rename and append) is adopted.
+    (out / batchrun.MANIFEST).unlink()
+    sorted_ = batchrun.sort_items(plan, identity, SETTINGS, force=False)
+    assert [i.name for i, _ in sorted_.adopted] == [i.name for i in plan.items]
+    # A file of ours with no record beside it is not.
+    (out / f"{plan.items[0].name}.json").unlink()
+    sorted_ = batchrun.sort_items(plan, identity, SETTINGS, force=False)
+    assert [f.row for f in sorted_.conflicts] == [1]
+    assert "not in the manifest" in sorted_.conflicts[0].reason
