@@ -62,7 +62,13 @@ def main() -> None:
     from fluxmusic_cli.cli.console import err
 
     try:
-        app(standalone_mode=False)
+        # Without standalone mode, typer returns (not raises) the code of an Exit, and turns
+        # Ctrl-C into code 130.
+        code = app(standalone_mode=False)
+        if code == 130:
+            raise KeyboardInterrupt
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except FluxMusicError as exc:
         if _debug():
             err.print_exception()

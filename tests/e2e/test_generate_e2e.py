@@ -31,7 +31,7 @@ def _installed():
         pytest.skip(f"console script not installed at {FLUXMUSIC}")
 
 
-@pytest.mark.parametrize("ext", ["wav", "mp3"])
+@pytest.mark.parametrize("ext", ["wav", "flac", "mp3", "ogg"])
 def test_generate_writes_a_decodable_file(tiny_bundle, tmp_path, ext):
     proc = fluxmusic(
         "generate", "a tiny test tune", "-o", f"t.{ext}", "--seed", "1", "--sample-rate", "22050",
@@ -41,6 +41,40 @@ def test_generate_writes_a_decodable_file(tiny_bundle, tmp_path, ext):
     data, rate = sf.read(tmp_path / f"t.{ext}")
     assert rate == 22050
     assert abs(len(data) - round(0.48 * 22050)) <= (0 if ext == "wav" else 2048)
+
+
+def test_replay_reproduces_samples_and_files_are_never_overwritten(tiny_bundle, tmp_path):
+    first = fluxmusic(
+        "generate", "replay me", "-o", "a.flac", "--seed", "4", "--guidance", "3.5",
+        *tiny_bundle.cli_args(), *FAST, cwd=tmp_path,
+    )  # fmt: skip
+    assert first.returncode == 0, first.stderr.decode()
+    again = fluxmusic("generate", "--from-record", "a.json", "-o", "a.flac", cwd=tmp_path)
+    assert again.returncode == 2 and b"already exists" in again.stderr
+    replay = fluxmusic("generate", "--from-record", "a.json", "-o", "b.flac", cwd=tmp_path)
+    assert replay.returncode == 0, replay.stderr.decode()
+    a, _ = sf.read(tmp_path / "a.flac")
+    b, _ = sf.read(tmp_path / "b.flac")
+    assert (a == b).all()
+
+
+def test_ctrl_c_leaves_no_partial_file(tiny_bundle, tmp_path):
+    import signal
+    import time
+
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    proc = subprocess.Popen(
+        [str(FLUXMUSIC), "generate", "long one", "-o", "long.wav", "--seed", "1",
+         *tiny_bundle.cli_args(), "--steps", "1000", "--duration", "60", "--device", "cpu",
+         "--dtype", "fp32"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    time.sleep(8)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err.decode()
+    assert b"interrupted" in err and b"Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_stdout_output_is_a_valid_wav_and_json_goes_nowhere_else(tiny_bundle, tmp_path):
