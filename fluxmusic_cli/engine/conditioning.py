@@ -11,16 +11,16 @@ independently), read from the embedding cache so the encoder need not be loaded 
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import hashlib
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from fluxmusic_cli.engine.embedding_cache import EmbeddingCache, EmbeddingKey
+from fluxmusic_cli.engine.quiet import quiet_libraries
 from fluxmusic_cli.engine.sources import DEFAULT_SOURCES, ComponentRef, Kind, parse_ref
 from fluxmusic_cli.errors import CheckpointError, ModelMissingError, UsageError
 
@@ -191,23 +191,6 @@ def encode_clap(
 # -- loading ---------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """Loading reports and progress bars would print; the engine never does."""
-    from transformers.utils import logging as hf_logging
-
-    bars = hf_logging.is_progress_bar_enabled()
-    level = hf_logging.get_verbosity()
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
-        if bars:
-            hf_logging.enable_progress_bar()
-
-
 def _dtype_kwarg() -> str:
     import transformers
 
@@ -243,7 +226,7 @@ def load_tokenizer(directory: Path) -> Any:
     from transformers import AutoTokenizer
 
     try:
-        with _quiet_transformers():
+        with quiet_libraries():
             tokenizer = AutoTokenizer.from_pretrained(str(directory))
     except (OSError, ValueError, ImportError) as err:
         raise CheckpointError(
@@ -284,7 +267,7 @@ def load_t5(root: Path, device: Any = "cpu", dtype: Any = None) -> tuple[Any, An
     model_dir, tok_dir = t5_dirs(root)
     tokenizer = load_tokenizer(tok_dir)
     try:
-        with _quiet_transformers():
+        with quiet_libraries():
             model, info = T5EncoderModel.from_pretrained(
                 str(model_dir),
                 output_loading_info=True,
@@ -388,7 +371,7 @@ def load_clap_text(root: Path, device: Any = "cpu", dtype: Any = None) -> tuple[
     root = Path(root)
     tokenizer = load_tokenizer(root)
     try:
-        with _quiet_transformers():
+        with quiet_libraries():
             config = AutoConfig.from_pretrained(str(root))
     except (OSError, ValueError) as err:
         raise CheckpointError(

@@ -8,14 +8,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fluxmusic_cli.engine.quiet import quiet_libraries
 from fluxmusic_cli.errors import CheckpointError, ModelMissingError
 
 if TYPE_CHECKING:
@@ -87,29 +86,6 @@ def check_vocoder_config(folder: Path) -> dict[str, Any]:
             f"The vocoder in {folder} has upsample_rates={rates!r}; their product must be {HOP}."
         )
     return config
-
-
-@contextlib.contextmanager
-def _quiet_loading() -> Iterator[None]:
-    """Silence the libraries' load reports and progress bars: problems become our errors."""
-    from diffusers.utils import logging as dlog
-    from transformers.utils import logging as tlog
-
-    saved = (tlog.get_verbosity(), dlog.get_verbosity())
-    bars = (tlog.is_progress_bar_enabled(), dlog.is_progress_bar_enabled())
-    tlog.set_verbosity_error()
-    dlog.set_verbosity_error()
-    tlog.disable_progress_bar()
-    dlog.disable_progress_bar()
-    try:
-        yield
-    finally:
-        tlog.set_verbosity(saved[0])
-        dlog.set_verbosity(saved[1])
-        if bars[0]:
-            tlog.enable_progress_bar()
-        if bars[1]:
-            dlog.enable_progress_bar()
 
 
 def _check_loading_info(info: dict[str, Any], folder: Path, what: str, allowed: set[str]) -> None:
@@ -236,7 +212,7 @@ def load_decoder(
     vae_config = check_vae_config(root / "vae")
     vocoder_config = check_vocoder_config(root / "vocoder")
     vae_dtype = torch.float32 if vae_config.get("force_upcast", False) else dtype
-    with _quiet_loading():
+    with quiet_libraries():
         vae = _load_vae(root / "vae", device, vae_dtype)
         vocoder = _load_vocoder(root / "vocoder", vocoder_config, device, dtype)
     return Decoder(

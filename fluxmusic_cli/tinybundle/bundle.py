@@ -42,17 +42,10 @@ class TinyBundle:
 
 def build_tiny_bundle(root: Path, *, t5_layout: str = "encoder-only", seed: int = 0) -> TinyBundle:
     """Write every component under `root` (a few MB, about a second)."""
+    from fluxmusic_cli.engine.quiet import quiet_libraries
 
-    from transformers.utils import logging as hf_logging
-
-    root = Path(root)
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # save_pretrained's shard bar is noise here
-    try:
-        return _write_all(root, t5_layout, seed)
-    finally:
-        if was_enabled:
-            hf_logging.enable_progress_bar()
+    with quiet_libraries():  # save_pretrained's shard bar is noise here
+        return _write_all(Path(root), t5_layout, seed)
 
 
 def _write_all(root: Path, t5_layout: str, seed: int) -> TinyBundle:
