@@ -189,9 +189,15 @@ def _store_empty_embeddings(refs: Sequence[ComponentRef], token: str | None, qui
     encoders = {r.kind: r for r in refs if r.kind in ("t5", "clap")}
     if not encoders:
         return []
+    from fluxmusic_cli.engine.devices import resolve_placement
+
+    # The placement generate would use (bf16 where native): T5-XXL in fp32 needs ~19 GB.
+    place = resolve_placement("auto", "auto")
     conditioner = TextConditioner(
         t5=encoders.get("t5"),
         clap=encoders.get("clap"),
+        device=place.device,
+        dtype=place.torch_dtype,
         resolve=lambda ref: hub.ensure_local(ref, token=token),
     )
     stored = []
