@@ -1,0 +1,194 @@
+"""Section `step`: one guided denoising step of the small variant at full size.
+
+The engine's path (`sampling.denoise` + `model_velocity`: one forward of 2B per step, model cast
+to the run's dtype, position ids made once) against `reference_loop.reference_denoise` (two
+forwards of B, fp32 model, bf16 only through autocast), on the same random weights and inputs.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import torch
+from common import LATENT_FRAMES, SMALL, TEXT_TOKENS, load_avg, median, step_flops
+from reference_loop import reference_denoise
+
+GUIDANCE = 7.0
+
+
+def matmul_rate(dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
+    """Sustained GFLOP/s of a large square torch.matmul in `dtype` (median of `reps`)."""
+    a = torch.randn(n, n).to(dtype)
+    b = torch.randn(n, n).to(dtype)
+    torch.matmul(a, b)
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        torch.matmul(a, b)
+        times.append(time.perf_counter() - t0)
+    return 2 * n**3 / median(times) / 1e9
+
+
+def small_model(seed: int = 0):
+    from fluxmusic_cli.engine.checkpoint import build_transformer
+    from fluxmusic_cli.tinybundle.transformer import tiny_fluxmusic_state_dict
+
+    model, cfg = build_transformer(tiny_fluxmusic_state_dict(**SMALL, seed=seed), source="bench")
+    return model, cfg
+
+
+def inputs(seed: int = 1):
+    from fluxmusic_cli.engine import sampling
+
+    gen = torch.Generator().manual_seed(seed)
+    img = sampling.patchify(sampling.get_noise([seed], LATENT_FRAMES))
+    txt = torch.randn(2, TEXT_TOKENS, SMALL["context_in_dim"], generator=gen)
+    y = torch.randn(2, SMALL["vec_in_dim"], generator=gen)
+    return img, txt, y
+
+
+def _step_times(run, n_steps: int) -> tuple[list[float], torch.Tensor]:
+    stamps = [time.perf_counter()]
+    out = run(lambda i, n: stamps.append(time.perf_counter()))
+    diffs = [b - a for a, b in zip(stamps[:-1], stamps[1:])]
+    return diffs[1:] if len(diffs) > 1 else diffs, out  # the first step warms caches
+
+
+def engine_run(model, img, txt, y, timesteps, on_step):
+    from fluxmusic_cli.engine import sampling
+
+    velocity = sampling.model_velocity(model, txt, y, length=LATENT_FRAMES)
+    with torch.inference_mode():
+        return sampling.denoise(velocity, img, timesteps, GUIDANCE, on_step=on_step)
+
+
+def reference_run(model, img, txt, y, timesteps, on_step, autocast=None):
+    return reference_denoise(
+        model, img, txt[:1], y[:1], txt[1:], y[1:], timesteps, GUIDANCE,
+        length=LATENT_FRAMES, autocast=autocast, on_step=on_step,
+    )  # fmt: skip
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.float() - b.float()).norm() / b.float().norm())
+
+
+def profile_forward(model, img, txt, y, rows: int = 14) -> str:
+    """Where one engine forward (batch 2B) spends its time, as torch.profiler's table."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from fluxmusic_cli.engine import sampling
+
+    velocity = sampling.model_velocity(model, txt, y, length=LATENT_FRAMES)
+    x = torch.cat([img, img])
+    t = torch.full((2,), 0.5)
+    with torch.inference_mode():
+        velocity(x, t)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            velocity(x, t)
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+
+
+def rope_cost(model) -> float:
+    """Seconds the model spends per forward rebuilding its rotary tables from the ids."""
+    from fluxmusic_cli.engine import sampling
+
+    ids = torch.cat([sampling.text_ids(TEXT_TOKENS), sampling.image_ids(LATENT_FRAMES)])
+    times = []
+    for _ in range(20):
+        t0 = time.perf_counter()
+        model.pos_embed(ids)
+        times.append(time.perf_counter() - t0)
+    return median(times)
+
+
+def run(quick: bool) -> dict:
+    from fluxmusic_cli.engine import sampling
+
+    load_start = load_avg()
+    n_measured = 2 if quick else 5
+    timesteps = sampling.get_schedule(50)[: n_measured + 2]  # one warm-up step + measured ones
+    rates = {"fp32": matmul_rate(torch.float32), "bf16": matmul_rate(torch.bfloat16)}
+    model32, cfg = small_model()
+    img, txt, y = inputs()
+    flops = step_flops(cfg.hidden, cfg.depth, cfg.depth_single, batch=2)  # guided: 2 forwards
+    result: dict = {
+        "config": cfg.to_dict(),
+        "threads": torch.get_num_threads(),
+        "flops_per_step": flops,
+        "matmul_gflops": rates,
+        "measured_steps": n_measured,
+        "runs": {},
+    }
+
+    ref32_t, ref32 = _step_times(
+        lambda cb: reference_run(model32, img, txt, y, timesteps, cb), n_measured
+    )
+    eng32_t, eng32 = _step_times(
+        lambda cb: engine_run(model32, img, txt, y, timesteps, cb), n_measured
+    )
+    ref16_t, ref16 = _step_times(
+        lambda cb: reference_run(model32, img, txt, y, timesteps, cb, torch.bfloat16), n_measured
+    )
+    model16 = copy.deepcopy(model32).to(torch.bfloat16)
+    eng16_t, eng16 = _step_times(
+        lambda cb: engine_run(model16, img, txt, y, timesteps, cb), n_measured
+    )
+    for name, times, dtype in (
+        ("reference_fp32", ref32_t, "fp32"),
+        ("engine_fp32", eng32_t, "fp32"),
+        ("reference_bf16_autocast", ref16_t, "bf16"),
+        ("engine_bf16", eng16_t, "bf16"),
+    ):
+        s = median(times)
+        roofline = flops["total"] / (rates[dtype] * 1e9)
+        result["runs"][name] = {
+            "s_per_step": s,
+            "all_s": times,
+            "roofline_s": roofline,
+            "roofline_fraction": roofline / s,
+        }
+    runs = result["runs"]
+    result["speedup_fp32"] = (
+        runs["reference_fp32"]["s_per_step"] / runs["engine_fp32"]["s_per_step"]
+    )
+    result["speedup_bf16_vs_ref_fp32"] = (
+        runs["reference_fp32"]["s_per_step"] / runs["engine_bf16"]["s_per_step"]
+    )
+    result["speedup_bf16_vs_ref_bf16"] = (
+        runs["reference_bf16_autocast"]["s_per_step"] / runs["engine_bf16"]["s_per_step"]
+    )
+    result["rel_err_fp32_engine_vs_reference"] = rel_err(eng32, ref32)
+    result["rel_err_bf16_engine_vs_reference_fp32"] = rel_err(eng16, ref32)
+    result["rel_err_bf16_reference_vs_reference_fp32"] = rel_err(ref16, ref32)
+    result["rope_s_per_forward"] = rope_cost(model32)
+    if not quick:
+        result["profile_engine_bf16"] = profile_forward(model16, img, txt, y)
+    result["load_avg"] = {"start": load_start, "end": load_avg()}
+    return result
+
+
+def summary(r: dict) -> list[tuple[str, str]]:
+    rows = [("matmul GFLOP/s fp32 / bf16",
+             f"{r['matmul_gflops']['fp32']:.0f} / {r['matmul_gflops']['bf16']:.0f}"),
+            ("GFLOP per guided step", f"{r['flops_per_step']['total'] / 1e9:.1f}")]  # fmt: skip
+    for name, v in r["runs"].items():
+        frac = 100 * v["roofline_fraction"]
+        rows.append((f"step {name}", f"{v['s_per_step']:.2f} s ({frac:.0f}% of roofline)"))
+    rows += [
+        ("speed-up fp32 engine/reference", f"{r['speedup_fp32']:.2f}x"),
+        ("speed-up bf16 engine vs fp32 reference", f"{r['speedup_bf16_vs_ref_fp32']:.2f}x"),
+        ("rel. error fp32 engine vs reference", f"{r['rel_err_fp32_engine_vs_reference']:.1e}"),
+    ]
+    return rows
+
+
+def run_section(name: str, quick: bool) -> dict:
+    return run(quick)
+
+
+def summary_rows(name: str, r: dict) -> list[tuple[str, str]]:
+    if "error" in r:
+        return [("error", r["error"])]
+    return summary(r)
