@@ -88,6 +88,8 @@ def generate(
     dtype: opt.DtypeOpt = opt.DtypeChoice.auto,
     memory: opt.MemoryOpt = opt.MemoryChoice.auto,
     token: opt.Token = None,
+    compile_model: opt.Compile = False,
+    threads: opt.Threads = None,
     sample_rate: opt.SampleRate = 16000,
     peak_normalize: opt.PeakNormalize = False,
     force: opt.Force = False,
@@ -123,6 +125,7 @@ def generate(
         vae_vocoder=values["vae_vocoder"], encoders=_plain(values["encoders"]),
         conditioning=_plain(values["conditioning"]), device=_plain(values["device"]),
         dtype=_plain(values["dtype"]), memory=_plain(memory), token=token,
+        compile=compile_model, threads=threads,
     )  # fmt: skip
     written: list[out.WrittenClip] = []
     warnings: list[str] = []

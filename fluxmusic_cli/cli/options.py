@@ -127,6 +127,25 @@ MemoryOpt = Annotated[
         rich_help_panel=MODELS,
     ),
 ]
+Compile = Annotated[
+    bool,
+    typer.Option(
+        "--compile",
+        help="torch.compile the transformer: slower first step, faster after (GPU); falls "
+        "back to eager with a warning if compilation fails.",
+        rich_help_panel=MODELS,
+    ),
+]
+Threads = Annotated[
+    Optional[int],
+    typer.Option(
+        "--threads",
+        min=1,
+        help="CPU threads (default: OMP_NUM_THREADS, else the physical cores).",
+        rich_help_panel=MODELS,
+        show_default=False,
+    ),
+]
 Token = Annotated[
     str | None,
     typer.Option(
@@ -240,6 +259,8 @@ class ModelArgs:
     dtype: str = "auto"
     memory: str = "auto"
     token: str | None = None
+    compile: bool = False
+    threads: int | None = None
 
     def engine_options(self) -> EngineOptions:
         values = {f.name: _plain(getattr(self, f.name)) for f in fields(self)}

@@ -54,6 +54,8 @@ class EngineOptions:
     # Items per forward pass. 1 makes every clip bit-identical whatever the request's batch
     # size (matrix kernels round differently for other batch shapes); more is faster on GPUs.
     forward_batch: int = 1
+    compile: bool = False  # torch.compile the transformer (falls back to eager on failure)
+    threads: int | None = None  # CPU threads; None: OMP_NUM_THREADS, else physical cores
 
     def check(self) -> None:
         if self.forward_batch < 1:
@@ -163,6 +165,8 @@ class Engine:
         self._resolve_transformer = resolve_transformer
         self._placement: devices.Placement | None = None
         self._policy: str | None = None
+        self._threads: int | None = None
+        self._compile_note: str | None = None
         self._conditioners: dict[tuple[str, str], Any] = {}
         self._transformer = None
         self._transformer_info: dict[str, Any] = {}
@@ -181,7 +185,10 @@ class Engine:
     @property
     def placement(self) -> devices.Placement:
         if self._placement is None:
+            from fluxmusic_cli.engine import perf
+
             self._placement = devices.resolve_placement(self.options.device, self.options.dtype)
+            self._threads = perf.configure_threads(self.options.threads)
         return self._placement
 
     def _emit(self, stage: str, completed: int, total: int, detail: str = "") -> None:
@@ -300,6 +307,10 @@ class Engine:
                 model, cfg = load_transformer(path, device=place.device, dtype=place.torch_dtype)
             except RuntimeError as exc:
                 raise _as_oom(exc, "the transformer") from exc
+            if self.options.compile:
+                from fluxmusic_cli.engine import perf
+
+                model = perf.maybe_compile(model, True, on_fallback=self._note_compile)
             self._transformer = model
             self._transformer_info = {
                 "source": ref.identity,
@@ -311,6 +322,9 @@ class Engine:
             self.load_counts["transformer"] += 1
             self._emit("load", 1, 1, "transformer")
         return self._transformer
+
+    def _note_compile(self, reason: str) -> None:
+        self._compile_note = reason
 
     def decoder(self):
         if self._decoder is None:
@@ -436,6 +450,8 @@ class Engine:
         except RuntimeError as exc:
             raise _as_oom(exc, "denoising") from exc
         timings["denoise_s"] = time.perf_counter() - t
+        if self._compile_note:
+            warnings.append(self._compile_note)
 
         # 5. Decode: latent -> mel -> waveform; trim to the requested duration.
         t = time.perf_counter()
@@ -493,6 +509,8 @@ class Engine:
             "dtype": place.dtype,
             "memory_policy": self._memory_policy(),
             "forward_batch": self.options.forward_batch,
+            "threads": self._threads,
+            "compile": self.options.compile and self._compile_note is None,
             "timings": {k: round(v, 3) for k, v in timings.items()},
             "versions": {
                 "torch": torch.__version__,

@@ -151,3 +151,29 @@ def test_noise_is_drawn_per_item_on_the_cpu():
     assert torch.equal(
         both[0], torch.randn((8, 4, 16), generator=torch.Generator("cpu").manual_seed(5))
     )
+
+
+def test_compile_failure_falls_back_to_eager_with_a_warning(tiny_bundle, engine, monkeypatch):
+    def broken_compile(model, **kwargs):
+        def run(*args, **kw):
+            raise RuntimeError("no C++ compiler for inductor")
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    request = GenerationRequest(prompts=("tuba",), seeds=(4,), **FAST)
+    compiled = Engine(tiny_bundle.engine_options(compile=True)).generate(request)
+    eager = engine.generate(request)
+    assert any("torch.compile failed" in w for w in compiled.warnings)
+    assert compiled.clips[0].record["compile"] is False
+    assert np.array_equal(compiled.clips[0].waveform, eager.clips[0].waveform)
+
+
+def test_thread_count_is_applied_and_recorded(tiny_bundle):
+    engine = Engine(tiny_bundle.engine_options(threads=1))
+    before = torch.get_num_threads()
+    try:
+        result = engine.generate(GenerationRequest(prompts=("flute",), seeds=(1,), **FAST))
+        assert result.clips[0].record["threads"] == 1 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
