@@ -137,7 +137,7 @@ Compile = Annotated[
     ),
 ]
 Threads = Annotated[
-    Optional[int],
+    int | None,
     typer.Option(
         "--threads",
         min=1,
