@@ -139,6 +139,8 @@ def batch(
     dtype: opt.DtypeOpt = opt.DtypeChoice.auto,
     memory: opt.MemoryOpt = opt.MemoryChoice.auto,
     token: opt.Token = None,
+    compile_model: opt.Compile = False,
+    threads: opt.Threads = None,
     sample_rate: opt.SampleRate = 16000,
     peak_normalize: opt.PeakNormalize = False,
     force: opt.Force = False,
@@ -165,7 +167,7 @@ def batch(
     model_args = opt.ModelArgs(
         model=model, t5=t5, clap=clap, vae_vocoder=vae_vocoder, encoders=encoders.value,
         conditioning=conditioning.value, device=device.value, dtype=dtype.value,
-        memory=memory.value, token=token,
+        memory=memory.value, token=token, compile=compile_model, threads=threads,
     )  # fmt: skip
     run_plan(plan, settings, model_args, batch_size=batch_size, force=force,
              json_out=json_out, quiet=quiet, yes=yes, label="rows")  # fmt: skip
