@@ -27,7 +27,7 @@ app = typer.Typer(
 )
 
 # Each module defines `register(app)`; the list is the single place commands are added.
-COMMAND_MODULES: tuple[str, ...] = ("generate", "models", "doctor", "eval", "batch")
+COMMAND_MODULES: tuple[str, ...] = ("generate", "models", "doctor", "eval", "batch", "vary")
 
 
 def _version_callback(value: bool) -> None:

@@ -1,0 +1,131 @@
+"""`fluxmusic vary`: one prompt over seeds x guidance (x steps x encoders), with a web page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fluxmusic_cli.cli import options as opt
+from fluxmusic_cli.cli.batch import BatchSize, Format, FormatChoice, JsonLines, OutDir, run_plan
+from fluxmusic_cli.cli.console import emit_json_line, err
+from fluxmusic_cli.engine.pipeline import DEFAULT_NEGATIVE_PROMPT
+from fluxmusic_cli.engine.sampling import TRAINED_SECONDS
+from fluxmusic_cli.engine.sources import DEFAULT_SOURCES
+from fluxmusic_cli.errors import PartialFailure
+
+VARY_HELP = """Hear one prompt across seeds and guidance scales (and steps, and encoders).
+
+Writes one clip per combination, named by its values (seed1_cfg3.5_steps50_both.wav),
+a manifest, index.html (one row per seed, one column per guidance value, each cell a
+player and a mel spectrogram; works offline) and grid.png (all spectrograms, labelled).
+
+[bold]Examples[/bold]
+
+  fluxmusic vary "warm lo-fi piano" -o piano-grid/ --seeds 1-4 --guidance 2,3.5,7
+
+  fluxmusic vary "epic trailer drums" -o enc/ --seeds 1,2 --encoders both,t5,clap
+
+  fluxmusic vary "jazz trio" -o steps/ --steps 10,25,50 --guidance 3.5
+"""
+
+Seeds = Annotated[
+    str,
+    typer.Option("--seeds", help="Rows: seeds as 1,2,3 or 1-8 (or both: 0-3,10).",
+                 rich_help_panel=opt.SAMPLING),
+]  # fmt: skip
+GuidanceAxis = Annotated[
+    str,
+    typer.Option("--guidance", "--cfg", help="Columns: guidance scales, e.g. 2,3.5,7.",
+                 rich_help_panel=opt.SAMPLING),
+]  # fmt: skip
+StepsAxis = Annotated[
+    str,
+    typer.Option("--steps", help="Euler step counts, e.g. 25,50 (one table per value).",
+                 rich_help_panel=opt.SAMPLING),
+]  # fmt: skip
+EncodersAxis = Annotated[
+    str,
+    typer.Option("--encoders",
+                 help="Encoder subsets, e.g. both,t5,clap (one table per value), to hear what "
+                 "each text encoder adds.", rich_help_panel=opt.MODELS),
+]  # fmt: skip
+
+
+def register(app: typer.Typer) -> None:
+    app.command("vary", help=VARY_HELP, no_args_is_help=True)(vary)
+
+
+def vary(
+    prompt: Annotated[str, typer.Argument(help="What the music should be.", show_default=False)],
+    output: OutDir,
+    seeds: Seeds = "0-3",
+    guidance: GuidanceAxis = "3.5,7",
+    steps: StepsAxis = "50",
+    encoders: EncodersAxis = "both",
+    fmt: Format = FormatChoice.wav,
+    batch_size: BatchSize = 4,
+    model: opt.Model = DEFAULT_SOURCES["transformer"],
+    t5: opt.T5 = DEFAULT_SOURCES["t5"],
+    clap: opt.Clap = DEFAULT_SOURCES["clap"],
+    vae_vocoder: opt.VaeVocoder = DEFAULT_SOURCES["audioldm2"],
+    conditioning: opt.ConditioningOpt = opt.ConditioningChoice.training,
+    negative_prompt: opt.Negative = DEFAULT_NEGATIVE_PROMPT,
+    duration: opt.Duration = TRAINED_SECONDS,
+    device: opt.DeviceOpt = opt.DeviceChoice.auto,
+    dtype: opt.DtypeOpt = opt.DtypeChoice.auto,
+    memory: opt.MemoryOpt = opt.MemoryChoice.auto,
+    token: opt.Token = None,
+    compile_model: opt.Compile = False,
+    threads: opt.Threads = None,
+    sample_rate: opt.SampleRate = 16000,
+    peak_normalize: opt.PeakNormalize = False,
+    force: opt.Force = False,
+    json_out: JsonLines = False,
+    quiet: opt.Quiet = False,
+    yes: opt.Yes = False,
+) -> None:
+    from fluxmusic_cli import vary as grid
+    from fluxmusic_cli.batchrun import Settings, read_manifest
+    from fluxmusic_cli.engine.sampling import latent_length
+
+    latent_length(duration)
+    axes = grid.Axes(
+        seeds=grid.parse_seeds(seeds),
+        guidance=grid.parse_guidance(guidance),
+        steps=grid.parse_steps(steps),
+        encoders=grid.parse_encoders(encoders),
+    )
+    settings = Settings(
+        steps=axes.steps[0], guidance=axes.guidance[0], negative_prompt=negative_prompt,
+        duration=duration, seed=axes.seeds[0], encoders=axes.encoders[0], fmt=fmt.value,
+        sample_rate=sample_rate, peak_normalize=peak_normalize,
+    )  # fmt: skip
+    plan = grid.plan_vary(prompt, output, axes, settings)
+    model_args = opt.ModelArgs(
+        model=model, t5=t5, clap=clap, vae_vocoder=vae_vocoder, encoders=axes.encoders[0],
+        conditioning=conditioning.value, device=device.value, dtype=dtype.value,
+        memory=memory.value, token=token, compile=compile_model, threads=threads,
+    )  # fmt: skip
+    failure: PartialFailure | None = None
+    try:
+        run_plan(plan, settings, model_args, batch_size=batch_size, force=force,
+                 json_out=json_out, quiet=quiet, yes=yes, label="clips")  # fmt: skip
+    except PartialFailure as exc:
+        failure = exc  # the page still shows every clip that was made
+    page_settings = {
+        "model": Path(model).name if Path(model).exists() else model,
+        "negative prompt": repr(negative_prompt),
+        "duration": f"{duration:g} s",
+        "conditioning": conditioning.value,
+    }
+    index, picture = grid.render_page(
+        plan, axes, read_manifest(plan.out_dir), title_settings=page_settings
+    )
+    if json_out:
+        emit_json_line({"event": "page", "index": str(index), "grid": str(picture)})
+    elif not quiet:
+        err.print(f"[green]page[/green] {index}\n[green]grid[/green] {picture}")
+    if failure is not None:
+        raise failure

@@ -1,0 +1,368 @@
+"""One prompt across a grid of seeds, guidance scales, step counts and text encoders.
+
+`plan_vary` turns the axes into batch items (so `vary` shares the manifest, resuming and the
+run loop with `batch`); `render_page` draws a mel spectrogram per clip, an `index.html` that
+plays every clip offline, and `grid.png` with all spectrograms in one labelled picture.
+numpy at module level; scipy and matplotlib load inside the functions that draw.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import numpy as np
+
+from fluxmusic_cli.batchrun import Item, Plan, Settings, unique_names
+from fluxmusic_cli.engine.pipeline import ENCODER_SUBSETS, MAX_SEED, MAX_STEPS
+from fluxmusic_cli.errors import UsageError
+
+INDEX = "index.html"
+GRID = "grid.png"
+MAX_CELLS = 1024
+MIME = {"wav": "audio/wav", "flac": "audio/flac", "mp3": "audio/mpeg", "ogg": "audio/ogg"}
+
+
+# -- axes ----------------------------------------------------------------------------------------
+
+
+def parse_seeds(text: str) -> list[int]:
+    """`1,2,3`, `1-8` or a mix (`0-3,10`); repeats dropped, order kept."""
+    seeds: list[int] = []
+    for part in _parts(text, "--seeds"):
+        m = re.fullmatch(r"(\d+)\s*-\s*(\d+)", part)
+        if m:
+            lo, hi = int(m.group(1)), int(m.group(2))
+            if hi < lo:
+                raise UsageError(f"--seeds range {part!r} runs backwards; write {hi}-{lo}.")
+            if hi - lo >= MAX_CELLS:
+                raise UsageError(f"--seeds range {part!r} has over {MAX_CELLS} seeds.")
+            seeds.extend(range(lo, hi + 1))
+        elif part.isdigit():
+            seeds.append(int(part))
+        else:
+            raise UsageError(f"--seeds takes whole numbers like 1,2,3 or 1-8, got {part!r}.")
+    for s in seeds:
+        if s > MAX_SEED:
+            raise UsageError(f"Seed {s} is above the largest seed, {MAX_SEED}.")
+    return list(dict.fromkeys(seeds))
+
+
+def parse_guidance(text: str) -> list[float]:
+    values = []
+    for part in _parts(text, "--guidance"):
+        try:
+            value = float(part)
+        except ValueError:
+            raise UsageError(f"--guidance takes numbers like 2,3.5,7, got {part!r}.") from None
+        if not np.isfinite(value) or value < 0:
+            raise UsageError(f"Guidance must be a number >= 0, got {part!r}.")
+        values.append(value)
+    return list(dict.fromkeys(values))
+
+
+def parse_steps(text: str) -> list[int]:
+    values = []
+    for part in _parts(text, "--steps"):
+        if not part.isdigit() or not 1 <= int(part) <= MAX_STEPS:
+            raise UsageError(f"--steps takes whole numbers from 1 to {MAX_STEPS}, got {part!r}.")
+        values.append(int(part))
+    return list(dict.fromkeys(values))
+
+
+def parse_encoders(text: str) -> list[str]:
+    values = []
+    for part in _parts(text, "--encoders"):
+        if part not in ENCODER_SUBSETS:
+            raise UsageError(
+                f"--encoders takes {', '.join(ENCODER_SUBSETS)} (comma-separated), got {part!r}."
+            )
+        values.append(part)
+    return list(dict.fromkeys(values))
+
+
+def _parts(text: str, option: str) -> list[str]:
+    parts = [p.strip() for p in text.split(",")]
+    if not text.strip() or any(not p for p in parts):
+        raise UsageError(f"{option} takes a comma-separated list, got {text!r}.")
+    return parts
+
+
+def cell_name(seed: int, guidance: float, steps: int, encoders: str) -> str:
+    """File name stem from a cell's values, e.g. `seed1_cfg3.5_steps50_both`."""
+    return f"seed{seed}_cfg{guidance:g}_steps{steps}_{encoders}"
+
+
+@dataclass(frozen=True)
+class Axes:
+    seeds: list[int]
+    guidance: list[float]
+    steps: list[int]
+    encoders: list[str]
+
+    @property
+    def panels(self) -> list[tuple[int, str]]:
+        """One table (and one band of grid.png) per steps x encoders combination."""
+        return [(n, e) for n in self.steps for e in self.encoders]
+
+    @property
+    def size(self) -> int:
+        return len(self.seeds) * len(self.guidance) * len(self.steps) * len(self.encoders)
+
+
+def plan_vary(prompt: str, out_dir: Path, axes: Axes, settings: Settings) -> Plan:
+    """The cartesian grid as batch items: panels, then seeds (rows), then guidance (columns)."""
+    prompt = " ".join(prompt.split())
+    if not prompt:
+        raise UsageError('Empty prompt: describe the music, e.g. "warm lo-fi piano".')
+    if axes.size > MAX_CELLS:
+        raise UsageError(f"The grid has {axes.size} cells; {MAX_CELLS} at most, split it up.")
+    cells = [(s, g, n, e) for n, e in axes.panels for s in axes.seeds for g in axes.guidance]
+    names = unique_names(cell_name(*c) for c in cells)
+    items = [
+        Item(
+            index=i,
+            row=i + 1,
+            name=name,
+            prompt=prompt,
+            seed=s,
+            steps=n,
+            guidance=g,
+            negative_prompt=settings.negative_prompt,
+            duration=settings.duration,
+            encoders=e,
+            fmt=settings.fmt,
+        )  # fmt: skip
+        for i, ((s, g, n, e), name) in enumerate(zip(cells, names, strict=True))
+    ]
+    return Plan(out_dir=Path(out_dir), items=items, total=len(items))
+
+
+# -- spectrograms --------------------------------------------------------------------------------
+
+
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmax: float) -> np.ndarray:
+    """Triangular filters evenly spaced on the HTK mel scale, (n_mels, n_fft // 2 + 1)."""
+    mel = 2595.0 * np.log10(1.0 + np.array([0.0, fmax]) / 700.0)
+    edges = 700.0 * (10 ** (np.linspace(mel[0], mel[1], n_mels + 2) / 2595.0) - 1.0)
+    freqs = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
+    lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    rising = (freqs[None, :] - lo) / (mid - lo)
+    falling = (hi - freqs[None, :]) / (hi - mid)
+    return np.maximum(0.0, np.minimum(rising, falling))
+
+
+def mel_spectrogram(
+    samples: np.ndarray, sample_rate: int, *, n_mels: int = 64, top_db: float = 80.0
+) -> tuple[np.ndarray, float]:
+    """Log-mel power in dB, (n_mels, frames), and the top frequency shown.
+
+    Window and hop follow the model's own mel (1024 / 160 at 16 kHz), scaled to the rate.
+    The model makes nothing above 8 kHz, so the picture stops there.
+    """
+    from scipy.signal import stft
+
+    data = np.asarray(samples, dtype=np.float64)
+    if data.ndim == 2:
+        data = data.mean(axis=1)
+    n_fft = 1 << int(np.ceil(np.log2(1024 * sample_rate / 16000)))
+    hop = max(1, round(sample_rate / 100))
+    if data.shape[0] < n_fft:
+        data = np.pad(data, (0, n_fft - data.shape[0]))
+    _, _, spec = stft(data, fs=sample_rate, window="hann", nperseg=n_fft, noverlap=n_fft - hop)
+    power = np.abs(spec) ** 2
+    fmax = min(8000.0, sample_rate / 2)
+    mel = mel_filterbank(sample_rate, n_fft, n_mels, fmax) @ power
+    db = 10.0 * np.log10(np.maximum(mel, 1e-10))
+    return np.maximum(db, db.max() - top_db), fmax
+
+
+def _figure(width: float, height: float, layout: str | None = None):
+    # A bare Figure on the Agg canvas: no pyplot state, no GUI backend, safe in any process.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100, layout=layout)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def write_spectrogram_png(path: Path, db: np.ndarray, duration: float, fmax: float) -> Path:
+    fig = _figure(3.2, 1.6)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.imshow(db, origin="lower", aspect="auto", cmap="magma", extent=(0, duration, 0, fmax))
+    ax.set_axis_off()
+    _save(fig, path)
+    return path
+
+
+def _save(fig, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, format="png")
+    tmp.replace(path)
+
+
+def _read_audio(path: Path) -> tuple[np.ndarray, int]:
+    import soundfile as sf
+
+    data, rate = sf.read(path, dtype="float32", always_2d=False)
+    return data, rate
+
+
+# -- the page and the grid -----------------------------------------------------------------------
+
+
+@dataclass
+class Cell:
+    item: Item
+    audio: str | None  # file name beside index.html, None when the clip is missing
+    image: str | None
+    record: dict[str, Any] | None
+
+
+def render_page(
+    plan: Plan, axes: Axes, manifest: dict[str, dict[str, Any]], *, title_settings: dict[str, Any]
+) -> tuple[Path, Path]:
+    """Spectrogram PNGs, `index.html` and `grid.png` for the finished cells of `plan`."""
+    out_dir = plan.out_dir
+    cells: dict[str, Cell] = {}
+    spectra: dict[str, tuple[np.ndarray, float, float]] = {}
+    for item in plan.items:
+        entry = manifest.get(item.name)
+        audio_path = out_dir / item.filename
+        if entry is None or not audio_path.is_file():
+            cells[item.name] = Cell(item, None, None, None)
+            continue
+        data, rate = _read_audio(audio_path)
+        db, fmax = mel_spectrogram(data, rate)
+        duration = data.shape[0] / rate
+        spectra[item.name] = (db, duration, fmax)
+        image = f"{item.name}.mel.png"
+        write_spectrogram_png(out_dir / image, db, duration, fmax)
+        cells[item.name] = Cell(item, item.filename, image, entry)
+    index = out_dir / INDEX
+    _write_atomically(index, _page_html(plan, axes, cells, title_settings))
+    grid = out_dir / GRID
+    _write_grid(grid, plan, axes, spectra, title_settings)
+    return index, grid
+
+
+def _lookup(plan: Plan) -> dict[tuple, Item]:
+    return {(i.steps, i.encoders, i.seed, i.guidance): i for i in plan.items}
+
+
+def _settings_line(settings: dict[str, Any]) -> str:
+    return " · ".join(f"{k} {v}" for k, v in settings.items() if v not in (None, ""))
+
+
+def _page_html(plan: Plan, axes: Axes, cells: dict[str, Cell], settings: dict[str, Any]) -> str:
+    esc = html.escape
+    prompt = plan.items[0].prompt
+    lookup = _lookup(plan)
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{esc(prompt)} · fluxmusic vary</title>",
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>{esc(prompt)}</h1>",
+        f'<p class="settings">{esc(_settings_line(settings))}</p>',
+    ]
+    for steps, encoders in axes.panels:
+        parts.append(f"<h2>{steps} steps · encoders {esc(encoders)}</h2>")
+        parts.append('<table><thead><tr><th scope="col"></th>')
+        parts += [f'<th scope="col">guidance {g:g}</th>' for g in axes.guidance]
+        parts.append("</tr></thead><tbody>")
+        for seed in axes.seeds:
+            parts.append(f'<tr><th scope="row">seed {seed}</th>')
+            for g in axes.guidance:
+                cell = cells[lookup[(steps, encoders, seed, g)].name]
+                parts.append(f"<td>{_cell_html(cell)}</td>")
+            parts.append("</tr>")
+        parts.append("</tbody></table>")
+    parts.append(
+        f'<p class="foot">Spectrograms: 64-band mel, 0 to 8 kHz. Every clip has its generation '
+        f'record beside it (NAME.json); all of them are in <a href="manifest.jsonl">'
+        f'manifest.jsonl</a>. The grid as one picture: <a href="{GRID}">{GRID}</a>.</p>'
+    )
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def _cell_html(cell: Cell) -> str:
+    item = cell.item
+    label = f"seed {item.seed}, guidance {item.guidance:g}, {item.steps} steps, {item.encoders}"
+    if cell.audio is None:
+        return f'<div class="missing">not generated<br><small>{html.escape(label)}</small></div>'
+    src = quote(cell.audio)
+    img = quote(cell.image or "")
+    return (
+        f'<figure><img src="{img}" alt="mel spectrogram: {html.escape(label)}" width="320" '
+        f'height="160"><audio controls preload="metadata" title="{html.escape(label)}">'
+        f'<source src="{src}" type="{MIME[item.fmt]}"></audio>'
+        f'<figcaption><a href="{src}">{html.escape(cell.audio)}</a></figcaption></figure>'
+    )
+
+
+_CSS = (
+    "body{font-family:system-ui,sans-serif;margin:1.5rem;color:#222;background:#fafafa}"
+    "h1{font-size:1.3rem;margin:0 0 .3rem}h2{font-size:1.05rem;margin:1.4rem 0 .4rem}"
+    ".settings,.foot{color:#555;font-size:.85rem}table{border-collapse:collapse}"
+    "th{font-weight:600;font-size:.85rem;padding:.3rem .5rem;white-space:nowrap}"
+    "td{padding:.3rem;vertical-align:top}figure{margin:0;width:320px}"
+    "img{display:block;width:320px;height:160px;background:#000}"
+    "audio{width:320px;margin-top:.2rem}figcaption{font-size:.75rem;color:#666}"
+    ".missing{width:320px;height:160px;display:flex;align-items:center;justify-content:center;"
+    "text-align:center;background:#eee;color:#a00}"
+)
+
+
+def _write_grid(
+    path: Path,
+    plan: Plan,
+    axes: Axes,
+    spectra: dict[str, tuple[np.ndarray, float, float]],
+    settings: dict[str, Any],
+) -> None:
+    import textwrap
+
+    lookup = _lookup(plan)
+    rows = [(n, e, s) for n, e in axes.panels for s in axes.seeds]
+    ncols = len(axes.guidance)
+    width = 1.2 + 2.4 * ncols
+    fig = _figure(width, 1.0 + 1.25 * len(rows), layout="constrained")
+    axs = fig.subplots(len(rows), ncols, squeeze=False)
+    for r, (steps, encoders, seed) in enumerate(rows):
+        for c, g in enumerate(axes.guidance):
+            ax = axs[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            found = spectra.get(lookup[(steps, encoders, seed, g)].name)
+            if found is None:
+                ax.text(0.5, 0.5, "not generated", ha="center", va="center", color="#a00")
+            else:
+                db, duration, fmax = found
+                extent = (0, duration, 0, fmax)
+                ax.imshow(db, origin="lower", aspect="auto", cmap="magma", extent=extent)
+            if r == 0:
+                ax.set_title(f"guidance {g:g}", fontsize=9)
+            if c == 0:
+                label = f"seed {seed}"
+                if len(axes.panels) > 1:
+                    label += f"\n{steps} steps, {encoders}"
+                ax.set_ylabel(label, fontsize=8)
+    chars = int(width * 13)  # about how many 9-point characters fit across
+    title = textwrap.shorten(plan.items[0].prompt, 2 * chars, placeholder=" ...")
+    lines = textwrap.wrap(title, chars) + textwrap.wrap(_settings_line(settings), chars)
+    fig.suptitle("\n".join(lines), fontsize=9)
+    _save(fig, path)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
