@@ -86,7 +86,7 @@ class ChildRun:
 
 def run_child(cmd: list[str], *, env: dict | None = None, stdin: str | None = None,
               cwd: Path | None = None, timeout: float | None = None) -> ChildRun:
-    """Run `cmd`; return its wall time and its own peak RSS (reaped with wait4 for its rusage)."""
+    """Run `cmd`; return its wall time and its own peak RSS (VmHWM polled every 20 ms)."""
     import tempfile
 
     full_env = {**os.environ, **(env or {})}
@@ -98,7 +98,11 @@ def run_child(cmd: list[str], *, env: dict | None = None, stdin: str | None = No
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdin=fin, stdout=fout, stderr=ferr, env=full_env, cwd=cwd)
         deadline = None if timeout is None else t0 + timeout
+        # rusage's ru_maxrss survives exec, so a child forked from a big harness process would
+        # report the harness's size; VmHWM belongs to the child's own address space.
+        peak_kb = 0
         while True:
+            peak_kb = max(peak_kb, _vm_hwm_kb(proc.pid))
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid == proc.pid:
                 break
@@ -109,7 +113,18 @@ def run_child(cmd: list[str], *, env: dict | None = None, stdin: str | None = No
         proc.returncode = os.waitstatus_to_exitcode(status)
         fout.seek(0)
         ferr.seek(0)
-        return ChildRun(wall, usage.ru_maxrss / 1024, proc.returncode, fout.read(), ferr.read())
+        return ChildRun(wall, peak_kb / 1024, proc.returncode, fout.read(), ferr.read())
+
+
+def _vm_hwm_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 def fluxmusic_exe() -> str:

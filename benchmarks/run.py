@@ -2,7 +2,8 @@
 
     python benchmarks/run.py [--quick] [--only step,clip,startup,load,batch,peers,gpu] [--out F]
 
-`--only t5xxl` (never part of the default set) writes a real-size T5-XXL (9.5 GB) and compares
+`--only compile` (opt-in) times the bf16 step under torch.compile on the CPU. `--only t5xxl`
+(opt-in too) writes a real-size T5-XXL (9.5 GB) and compares
 the memory policies. `peers` may be narrowed: `--only musicgen-small,audioldm2`.
 Results go to a JSON file (default benchmarks/results/latest.json) and a table on stdout.
 """
@@ -24,6 +25,7 @@ DEFAULT = ("step", "startup", "load", "clip", "batch", "peers", "gpu")
 PEERS = ("musicgen-small", "musicgen-medium", "audioldm2")
 MODULES = {
     "step": "step",
+    "compile": "step",
     "startup": "startup",
     "load": "startup",
     "clip": "clip",

@@ -185,10 +185,44 @@ def summary(r: dict) -> list[tuple[str, str]]:
 
 
 def run_section(name: str, quick: bool) -> dict:
-    return run(quick)
+    return run_compile(quick) if name == "compile" else run(quick)
 
 
 def summary_rows(name: str, r: dict) -> list[tuple[str, str]]:
     if "error" in r:
         return [("error", r["error"])]
+    if name == "compile":
+        return [("bf16 step eager / compiled",
+                 f"{r['eager_s_per_step']:.2f} / {r['compiled_s_per_step']:.2f} s "
+                 f"({r['speedup']:.2f}x; compiling took {r['compiled_first_step_s']:.0f} s)")]
     return summary(r)
+
+
+def run_compile(quick: bool) -> dict:
+    """The bf16 engine step, eager vs `perf.maybe_compile` (inductor), on this machine."""
+    from fluxmusic_cli.engine import sampling
+    from fluxmusic_cli.engine.perf import maybe_compile
+
+    start = load_avg()
+    n_measured = 2 if quick else 5
+    timesteps = sampling.get_schedule(50)[: n_measured + 3]
+    model16 = small_model()[0].to(torch.bfloat16)
+    img, txt, y = inputs()
+    eager_t, eager = _step_times(
+        lambda cb: engine_run(model16, img, txt, y, timesteps, cb), n_measured
+    )
+    notes: list[str] = []
+    compiled = maybe_compile(model16, True, on_fallback=notes.append)
+    stamps = [time.perf_counter()]
+    out = engine_run(compiled, img, txt, y, timesteps,
+                     lambda i, n: stamps.append(time.perf_counter()))  # fmt: skip
+    times = [b - a for a, b in zip(stamps[:-1], stamps[1:])]
+    return {
+        "eager_s_per_step": median(eager_t),
+        "compiled_first_step_s": times[0],
+        "compiled_s_per_step": median(times[2:]),
+        "speedup": median(eager_t) / median(times[2:]),
+        "rel_err_compiled_vs_eager": rel_err(out, eager),
+        "fallback": notes[0] if notes else None,
+        "load_avg": {"start": start, "end": load_avg()},
+    }
