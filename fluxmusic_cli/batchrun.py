@@ -480,8 +480,13 @@ def engine_identity(engine) -> dict[str, Any]:
     }
 
 
+# Items whose prompts are encoded (and held in memory) at a time: 256 T5 embeddings of
+# 256 x 4096 floats take 1 GiB, so a 5,000-caption list never holds all of them at once.
+ENCODE_WINDOW = 256
+
+
 class BatchRunner:
-    """Runs a plan on an engine: skips finished items, encodes every prompt once up front,
+    """Runs a plan on an engine: skips finished items, encodes prompts window by window,
     generates in forward batches and writes each clip as soon as its batch is decoded."""
 
     def __init__(
@@ -549,20 +554,26 @@ class BatchRunner:
     def run(self, todo: list[Item]) -> Summary:
         start = time.perf_counter()
         try:
-            self._encode(todo)
-            for chunk in forward_batches(todo, self.batch_size):
-                self._generate(chunk)
+            for lo in range(0, len(todo), ENCODE_WINDOW):
+                window = todo[lo : lo + ENCODE_WINDOW]
+                texts = self._encode(window)
+                for chunk in forward_batches(window, self.batch_size):
+                    self._generate(chunk)
+                for encoders, prompts in texts.items():
+                    self.engine.forget(prompts, encoders=encoders)
         finally:
             self.summary.elapsed_s = time.perf_counter() - start
         return self.summary
 
-    def _encode(self, todo: list[Item]) -> None:
+    def _encode(self, todo: list[Item]) -> dict[str, list[str]]:
         by_encoders: dict[str, list[str]] = {}
         for item in todo:
             by_encoders.setdefault(item.encoders, []).extend([item.prompt, item.negative_prompt])
-        for encoders, texts in by_encoders.items():
-            _, _, warnings = self.engine.encode(list(dict.fromkeys(texts)), encoders=encoders)
+        texts = {enc: list(dict.fromkeys(t)) for enc, t in by_encoders.items()}
+        for encoders, prompts in texts.items():
+            _, _, warnings = self.engine.encode(prompts, encoders=encoders)
             self._warn(warnings)
+        return texts
 
     def _warn(self, warnings: Iterable[str]) -> None:
         for w in warnings:

@@ -261,6 +261,7 @@ class ModelArgs:
     token: str | None = None
     compile: bool = False
     threads: int | None = None
+    forward_batch: int = 1
 
     def engine_options(self) -> EngineOptions:
         values = {f.name: _plain(getattr(self, f.name)) for f in fields(self)}

@@ -65,7 +65,7 @@ def vary(
     steps: StepsAxis = "50",
     encoders: EncodersAxis = "both",
     fmt: Format = FormatChoice.wav,
-    batch_size: BatchSize = 4,
+    batch_size: BatchSize = 1,
     model: opt.Model = DEFAULT_SOURCES["transformer"],
     t5: opt.T5 = DEFAULT_SOURCES["t5"],
     clap: opt.Clap = DEFAULT_SOURCES["clap"],

@@ -370,6 +370,15 @@ class Engine:
         y = torch.stack([r[1] for r in rows])
         return txt, y, warnings
 
+    def forget(
+        self, prompts: Sequence[str], *, encoders: str | None = None, mode: str | None = None
+    ) -> None:
+        """Drop prompts' embeddings from memory (a long batch encodes window by window)."""
+        encoders = encoders or self.options.encoders
+        mode = mode or self.options.conditioning
+        for p in prompts:
+            self._embeddings.pop((encoders, mode, p), None)
+
     # -- generation ------------------------------------------------------------------------------
 
     def generate(

@@ -185,3 +185,18 @@ def test_files_made_otherwise_are_conflicts_unless_forced_and_orphans_are_adopte
     sorted_ = batchrun.sort_items(plan, identity, SETTINGS, force=False)
     assert [f.row for f in sorted_.conflicts] == [1]
     assert "not in the manifest" in sorted_.conflicts[0].reason
+
+
+def test_long_lists_are_encoded_window_by_window_without_encoding_twice(
+    engine, tmp_path, monkeypatch
+):
+    import fluxmusic_cli.batchrun as batchrun
+
+    monkeypatch.setattr(batchrun, "ENCODE_WINDOW", 2)
+    plan = _plan("piano\ndrums\npiano\nflute\ndrums\n", out_dir=tmp_path / "out")
+    runner = BatchRunner(engine, plan, SETTINGS)
+    summary = runner.run(runner.prepare().todo)
+    assert len(summary.done) == 5 and not summary.failed
+    # Prompts leave memory after their window; repeats come back from the disk cache.
+    assert engine._embeddings == {}
+    assert engine.conditioner().prompts_encoded == {"t5": 4, "clap": 4}
