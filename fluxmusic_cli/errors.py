@@ -34,7 +34,7 @@ class ModelMissingError(FluxMusicError):
 
 
 class CheckpointError(FluxMusicError):
-    """A weights file exists but is not what it should be (truncated, other model, missing tensor)."""
+    """A weights file is not what it should be (truncated, another model, a missing tensor)."""
 
     exit_code = 3
 

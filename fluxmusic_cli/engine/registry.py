@@ -141,7 +141,7 @@ T5_SOURCES: dict[str, HubComponent] = {
         ),
         HubComponent(
             key="t5-sd3",
-            description="Stable Diffusion 3 text_encoder_3 (gated: accept the licence, use a token)",
+            description="SD3 text_encoder_3 (gated: accept its licence, use a token)",
             repo_id="stabilityai/stable-diffusion-3-medium-diffusers",
             files=(
                 "text_encoder_3/config.json",
@@ -172,6 +172,7 @@ def get_t5_source(name: str) -> HubComponent | None:
         if key in (comp.key, comp.repo_id, *comp.aliases):
             return comp
     return None
+
 
 # Parameter counts used for memory estimates only (weights; activations come on top).
 T5_XXL_ENCODER_PARAMS = 4_762_310_656  # T5-v1.1-XXL encoder: 9.52 GB in bf16

@@ -76,12 +76,16 @@ def parse_ref(kind: Kind, value: str, *, revision: str | None = None) -> Compone
             registry.T5_SOURCES[registry.DEFAULT_T5], key=value, repo_id=value, aliases=()
         )
     elif kind == "clap":
-        hub = registry.CLAP if value == registry.CLAP.repo_id else dataclasses.replace(
-            registry.CLAP, key=value, repo_id=value
+        hub = (
+            registry.CLAP
+            if value == registry.CLAP.repo_id
+            else dataclasses.replace(registry.CLAP, key=value, repo_id=value)
         )
     elif kind == "audioldm2":
-        hub = registry.AUDIOLDM2 if value == registry.AUDIOLDM2.repo_id else dataclasses.replace(
-            registry.AUDIOLDM2, key=value, repo_id=value
+        hub = (
+            registry.AUDIOLDM2
+            if value == registry.AUDIOLDM2.repo_id
+            else dataclasses.replace(registry.AUDIOLDM2, key=value, repo_id=value)
         )
     else:  # pragma: no cover - Kind is closed
         raise UsageError(f"Unknown component kind {kind!r}.")

@@ -124,9 +124,7 @@ def slaney_mel_matrix(
 ) -> np.ndarray:
     """(n_fft//2 + 1, mels) area-normalised triangles, equal to librosa.filters.mel(...).T."""
     fft_hz = np.linspace(0.0, sample_rate / 2.0, n_fft // 2 + 1)
-    mel_hz = mel_to_hz_slaney(
-        np.linspace(hz_to_mel_slaney(fmin), hz_to_mel_slaney(fmax), mels + 2)
-    )
+    mel_hz = mel_to_hz_slaney(np.linspace(hz_to_mel_slaney(fmin), hz_to_mel_slaney(fmax), mels + 2))
     widths = np.diff(mel_hz)
     ramps = mel_hz[:, None] - fft_hz[None, :]
     weights = np.zeros((mels, fft_hz.shape[0]))
@@ -149,13 +147,20 @@ def cnn14_log_mel(wave: torch.Tensor, front: Cnn14FrontEnd = CNN14_16K) -> torch
 
     window = torch.hann_window(front.n_fft, periodic=True, dtype=wave.dtype, device=wave.device)
     spec = torch.stft(
-        wave, n_fft=front.n_fft, hop_length=front.hop, win_length=front.n_fft, window=window,
-        center=True, pad_mode="reflect", return_complex=True,
+        wave,
+        n_fft=front.n_fft,
+        hop_length=front.hop,
+        win_length=front.n_fft,
+        window=window,
+        center=True,
+        pad_mode="reflect",
+        return_complex=True,
     )
     power = spec.real**2 + spec.imag**2  # (batch, bins, frames)
     mel_w = torch.as_tensor(
         slaney_mel_matrix(front.sample_rate, front.n_fft, front.mels, front.fmin, front.fmax),
-        dtype=wave.dtype, device=wave.device,
+        dtype=wave.dtype,
+        device=wave.device,
     )
     mel = power.transpose(1, 2) @ mel_w
     return (10.0 * torch.log10(torch.clamp(mel, min=front.amin)))[:, None]

@@ -124,8 +124,9 @@ def with_prompts(clips: list[ClipFile], prompts: dict[str, str]) -> list[ClipFil
     return [ClipFile(c.id, c.path, prompts.get(c.id, c.prompt)) for c in clips]
 
 
-def pair(generated: list[ClipFile], reference: list[ClipFile], allow_missing: bool
-         ) -> tuple[list[tuple[ClipFile, ClipFile]], list[str]]:
+def pair(
+    generated: list[ClipFile], reference: list[ClipFile], allow_missing: bool
+) -> tuple[list[tuple[ClipFile, ClipFile]], list[str]]:
     """Pairs by id; missing ids are an error unless `allow_missing` (then a warning)."""
     gen = {c.id: c for c in generated}
     ref = {c.id: c for c in reference}
@@ -133,11 +134,13 @@ def pair(generated: list[ClipFile], reference: list[ClipFile], allow_missing: bo
     only_ref = sorted(set(ref) - set(gen))
     problems = []
     if only_ref:
-        problems.append(f"{len(only_ref)} reference id(s) have no generated clip: "
-                        f"{_listing(only_ref)}")
+        problems.append(
+            f"{len(only_ref)} reference id(s) have no generated clip: {_listing(only_ref)}"
+        )
     if only_gen:
-        problems.append(f"{len(only_gen)} generated id(s) have no reference clip: "
-                        f"{_listing(only_gen)}")
+        problems.append(
+            f"{len(only_gen)} generated id(s) have no reference clip: {_listing(only_gen)}"
+        )
     if problems and not allow_missing:
         raise UsageError(
             "KL pairs clips by id, and the sets do not match. " + "; ".join(problems) + ".",

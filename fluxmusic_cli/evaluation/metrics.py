@@ -194,8 +194,9 @@ def inception_score(
         marginal = chunk_p.mean(axis=0, keepdims=True)
         kl = (chunk_p * (chunk_log_p - np.log(marginal))).sum(axis=1)
         scores.append(float(np.exp(kl.mean())))
-    return InceptionScore(mean=float(np.mean(scores)), std=float(np.std(scores)),
-                          split_scores=tuple(scores))
+    return InceptionScore(
+        mean=float(np.mean(scores)), std=float(np.std(scores)), split_scores=tuple(scores)
+    )
 
 
 def cosine_similarities(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -251,5 +252,10 @@ def fad_infinity(
     residual = y - (intercept + slope * x)
     total = ((y - y.mean()) ** 2).sum()
     r2 = 1.0 - float((residual**2).sum() / total) if total > 0 else 1.0
-    return FadInfinity(intercept=float(intercept), slope=float(slope), r2=r2,
-                       sizes=tuple(int(s) for s in sizes), values=tuple(values))
+    return FadInfinity(
+        intercept=float(intercept),
+        slope=float(slope),
+        r2=r2,
+        sizes=tuple(int(s) for s in sizes),
+        values=tuple(values),
+    )

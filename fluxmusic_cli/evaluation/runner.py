@@ -117,8 +117,9 @@ def _choose_metrics(request: EvalRequest, has_prompts: bool, notes: list[str]) -
     if request.metrics:
         unknown = [m for m in request.metrics if m not in METRICS]
         if unknown:
-            raise UsageError(f"Unknown metric(s) {', '.join(unknown)}; choose from "
-                             f"{', '.join(METRICS)}.")
+            raise UsageError(
+                f"Unknown metric(s) {', '.join(unknown)}; choose from {', '.join(METRICS)}."
+            )
         chosen = list(dict.fromkeys(request.metrics))
         if request.reference is None and {"fad", "kl"} & set(chosen):
             raise UsageError("FAD and KL compare against a reference set; pass --reference DIR.")
@@ -153,8 +154,15 @@ def _load_set(folder: Path, label: str, prompts: dict[str, str], hooks: Hooks) -
 class _Embedding:
     """Per-file embeddings for one model, computed only for files the cache lacks."""
 
-    def __init__(self, name: str, identity: str, settings: dict[str, Any],
-                 factory: Callable[[], Any], sample_rate: int, use_cache: bool) -> None:
+    def __init__(
+        self,
+        name: str,
+        identity: str,
+        settings: dict[str, Any],
+        factory: Callable[[], Any],
+        sample_rate: int,
+        use_cache: bool,
+    ) -> None:
         self.name = name
         self.factory = factory
         self.sample_rate = sample_rate
@@ -195,8 +203,9 @@ def _resolve_device(device: str) -> str:
 
 
 def _too_short(s: _Set, min_samples: int, rate: int) -> list[str]:
-    return [c.id for c in s.clips
-            if s.info[c.id].frames * rate / s.info[c.id].sample_rate < min_samples]
+    return [
+        c.id for c in s.clips if s.info[c.id].frames * rate / s.info[c.id].sample_rate < min_samples
+    ]
 
 
 def _listing(ids: list[str]) -> str:
@@ -246,8 +255,12 @@ def run_eval(request: EvalRequest, hooks: Hooks | None = None) -> EvalReport:
         resolved = weights.ensure_weights(
             spec, override, progress=lambda done, total: hooks.download(spec.key, done, total)
         )
-        models[spec.key] = {"file": str(resolved.path), "sha256": resolved.sha256,
-                            "published_checkpoint": resolved.verified, "source": resolved.source}
+        models[spec.key] = {
+            "file": str(resolved.path),
+            "sha256": resolved.sha256,
+            "published_checkpoint": resolved.verified,
+            "source": resolved.source,
+        }
         if not resolved.verified:
             warnings.append(
                 f"{spec.flag} {resolved.path} is not the published {spec.filename} (SHA-256 "
@@ -262,11 +275,15 @@ def run_eval(request: EvalRequest, hooks: Hooks | None = None) -> EvalReport:
         short = _too_short(gen, frontends.vggish_min_samples(), 16_000)
         short += _too_short(ref, frontends.vggish_min_samples(), 16_000) if ref else []
         if short:
-            raise UsageError(f"VGGish needs clips of at least 0.975 s; too short: "
-                             f"{_listing(short)}.")
+            raise UsageError(
+                f"VGGish needs clips of at least 0.975 s; too short: {_listing(short)}."
+            )
         embeddings["vggish"] = _Embedding(
-            "vggish", vg.sha256, {**VGGishEmbedder.settings, "resampler": audio_io.RESAMPLER},
-            lambda: VGGishEmbedder.from_file(vg.path, device), VGGishEmbedder.sample_rate,
+            "vggish",
+            vg.sha256,
+            {**VGGishEmbedder.settings, "resampler": audio_io.RESAMPLER},
+            lambda: VGGishEmbedder.from_file(vg.path, device),
+            VGGishEmbedder.sample_rate,
             request.use_cache,
         )
     if need_panns:
@@ -274,9 +291,11 @@ def run_eval(request: EvalRequest, hooks: Hooks | None = None) -> EvalReport:
 
         pn = weight_file(weights.PANNS_CNN14_16K, request.panns_weights)
         embeddings["panns"] = _Embedding(
-            "panns-cnn14-16k", pn.sha256,
+            "panns-cnn14-16k",
+            pn.sha256,
             {**Cnn14Embedder.settings, "resampler": audio_io.RESAMPLER},
-            lambda: Cnn14Embedder.from_file(pn.path, device), Cnn14Embedder.sample_rate,
+            lambda: Cnn14Embedder.from_file(pn.path, device),
+            Cnn14Embedder.sample_rate,
             request.use_cache,
         )
     clap_text_cache: EmbeddingCache | None = None
@@ -290,8 +309,9 @@ def run_eval(request: EvalRequest, hooks: Hooks | None = None) -> EvalReport:
         folder, identity = resolve_clap_dir(request.clap_model)
         if identity == "local":
             weight_files = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin"))
-            identity = "local:" + ",".join(weights.fingerprint(p)
-                                           for p in [folder / "config.json", *weight_files])
+            identity = "local:" + ",".join(
+                weights.fingerprint(p) for p in [folder / "config.json", *weight_files]
+            )
         models["clap"] = {"source": request.clap_model, "identity": identity}
         holder: dict[str, ClapEmbedder] = {}
 
@@ -300,33 +320,54 @@ def run_eval(request: EvalRequest, hooks: Hooks | None = None) -> EvalReport:
                 holder["model"] = ClapEmbedder(folder, device)
             return holder["model"]
 
-        probe_settings = {"sample_rate": SAMPLE_RATE, "resampler": audio_io.RESAMPLER,
-                          "crop_seed": 0, "preprocessor": _preprocessor_digest(folder)}
-        embeddings["clap"] = _Embedding("clap-audio", identity, probe_settings, clap_factory,
-                                        SAMPLE_RATE, request.use_cache)
-        clap_text_cache = EmbeddingCache(model_key("clap-text", identity, {}),
-                                         enabled=request.use_cache)
+        probe_settings = {
+            "sample_rate": SAMPLE_RATE,
+            "resampler": audio_io.RESAMPLER,
+            "crop_seed": 0,
+            "preprocessor": _preprocessor_digest(folder),
+        }
+        embeddings["clap"] = _Embedding(
+            "clap-audio", identity, probe_settings, clap_factory, SAMPLE_RATE, request.use_cache
+        )
+        clap_text_cache = EmbeddingCache(
+            model_key("clap-text", identity, {}), enabled=request.use_cache
+        )
 
     # 3. Embed (cached per file by content hash).
     gen_emb = {k: e.run(gen, hooks, "generated") for k, e in embeddings.items()}
-    ref_needs = {"vggish": "fad" in chosen, "panns": "kl" in chosen,
-                 "clap": "fad" in chosen and request.fad_embedder == "clap"}
-    ref_emb = ({k: e.run(ref, hooks, "reference") for k, e in embeddings.items()
-                if ref_needs[k]} if ref else {})
+    ref_needs = {
+        "vggish": "fad" in chosen,
+        "panns": "kl" in chosen,
+        "clap": "fad" in chosen and request.fad_embedder == "clap",
+    }
+    ref_emb = (
+        {k: e.run(ref, hooks, "reference") for k, e in embeddings.items() if ref_needs[k]}
+        if ref
+        else {}
+    )
 
     # 4. Metrics.
     results: dict[str, dict[str, Any]] = {}
-    rows = {c.id: PerFileRow(id=c.id, path=str(c.path),
-                             duration_s=round(gen.info[c.id].duration, 3),
-                             sample_rate=gen.info[c.id].sample_rate) for c in gen.clips}
+    rows = {
+        c.id: PerFileRow(
+            id=c.id,
+            path=str(c.path),
+            duration_s=round(gen.info[c.id].duration, 3),
+            sample_rate=gen.info[c.id].sample_rate,
+        )
+        for c in gen.clips
+    }
 
     if "fad" in chosen and ref is not None:
-        key, field_name = ("vggish", "frames") if request.fad_embedder == "vggish" else (
-            "clap", "audio")
-        gen_rows = np.concatenate([np.atleast_2d(gen_emb[key][c.id][field_name])
-                                   for c in gen.clips])
-        ref_rows = np.concatenate([np.atleast_2d(ref_emb[key][c.id][field_name])
-                                   for c in ref.clips])
+        key, field_name = (
+            ("vggish", "frames") if request.fad_embedder == "vggish" else ("clap", "audio")
+        )
+        gen_rows = np.concatenate(
+            [np.atleast_2d(gen_emb[key][c.id][field_name]) for c in gen.clips]
+        )
+        ref_rows = np.concatenate(
+            [np.atleast_2d(ref_emb[key][c.id][field_name]) for c in ref.clips]
+        )
         dim = gen_rows.shape[1]
         for label, r in (("generated", gen_rows), ("reference", ref_rows)):
             if r.shape[0] < maths.min_rows_for_stable_fd(dim):
@@ -338,36 +379,49 @@ def run_eval(request: EvalRequest, hooks: Hooks | None = None) -> EvalReport:
         if min(gen_rows.shape[0], ref_rows.shape[0]) < 2:
             raise UsageError("FAD needs at least two embeddings in each set.")
         ref_stats = maths.gaussian_stats(ref_rows)
-        fad = maths.frechet_distance(maths.gaussian_stats(gen_rows), ref_stats,
-                                       request.sqrt_method)
-        results["fad"] = {"value": fad, "embedder": request.fad_embedder, "dim": dim,
-                          "n_generated_embeddings": int(gen_rows.shape[0]),
-                          "n_reference_embeddings": int(ref_rows.shape[0]),
-                          "n_generated": len(gen.clips), "n_reference": len(ref.clips),
-                          "sqrt_method": request.sqrt_method}
+        fad = maths.frechet_distance(maths.gaussian_stats(gen_rows), ref_stats, request.sqrt_method)
+        results["fad"] = {
+            "value": fad,
+            "embedder": request.fad_embedder,
+            "dim": dim,
+            "n_generated_embeddings": int(gen_rows.shape[0]),
+            "n_reference_embeddings": int(ref_rows.shape[0]),
+            "n_generated": len(gen.clips),
+            "n_reference": len(ref.clips),
+            "sqrt_method": request.sqrt_method,
+        }
         if request.fad_embedder == "vggish":
             for c in gen.clips:
                 own = gen_emb["vggish"][c.id]["frames"]
                 if own.shape[0] >= 2:
                     rows[c.id].fad_own = maths.frechet_distance(
-                        maths.gaussian_stats(own), ref_stats, request.sqrt_method)
+                        maths.gaussian_stats(own), ref_stats, request.sqrt_method
+                    )
         if request.fad_infinity:
             try:
                 inf = maths.fad_infinity(gen_rows, ref_stats, method=request.sqrt_method)
             except ValueError as exc:
                 warnings.append(f"FAD-infinity skipped: {exc}.")
             else:
-                results["fad_infinity"] = {"value": inf.intercept, "r2": inf.r2,
-                                           "slope": inf.slope, "sizes": list(inf.sizes),
-                                           "values": list(inf.values)}
+                results["fad_infinity"] = {
+                    "value": inf.intercept,
+                    "r2": inf.r2,
+                    "slope": inf.slope,
+                    "sizes": list(inf.sizes),
+                    "values": list(inf.values),
+                }
 
     if "kl" in chosen and pairs:
         kl = maths.kl_divergence(
             np.stack([ref_emb["panns"][r.id]["logits"] for _, r in pairs]),
             np.stack([gen_emb["panns"][g.id]["logits"] for g, _ in pairs]),
         )
-        results["kl"] = {"value": kl.softmax, "kl_sigmoid": kl.sigmoid, "n_pairs": len(pairs),
-                         "direction": "reference || generated"}
+        results["kl"] = {
+            "value": kl.softmax,
+            "kl_sigmoid": kl.sigmoid,
+            "n_pairs": len(pairs),
+            "direction": "reference || generated",
+        }
         for (g, r), soft, sig in zip(pairs, kl.per_item_softmax, kl.per_item_sigmoid):
             rows[g.id].reference_path = str(r.path)
             rows[g.id].kl_softmax = float(soft)
@@ -385,8 +439,13 @@ def run_eval(request: EvalRequest, hooks: Hooks | None = None) -> EvalReport:
         except ValueError as exc:
             warnings.append(f"IS skipped: {exc}.")
         else:
-            results["is"] = {"value": score.mean, "std": score.std, "n": len(gen.clips),
-                             "splits": request.is_splits, "seed": maths.IS_SEED}
+            results["is"] = {
+                "value": score.mean,
+                "std": score.std,
+                "n": len(gen.clips),
+                "splits": request.is_splits,
+                "seed": maths.IS_SEED,
+            }
 
     if "clap" in chosen:
         assert clap_text_cache is not None
@@ -395,17 +454,24 @@ def run_eval(request: EvalRequest, hooks: Hooks | None = None) -> EvalReport:
         if unprompted:
             message = f"{len(unprompted)} generated clip(s) have no prompt: {_listing(unprompted)}"
             if not request.allow_missing:
-                raise UsageError(message + ".", hint="Give them prompts with --prompts FILE, "
-                                 "or pass --allow-missing to score only the prompted clips.")
+                raise UsageError(
+                    message + ".",
+                    hint="Give them prompts with --prompts FILE, "
+                    "or pass --allow-missing to score only the prompted clips.",
+                )
             warnings.append(message + "; the CLAP score leaves them out.")
-        text = _text_embeddings([c.prompt or "" for c in prompted], clap_text_cache,
-                                embeddings["clap"].factory)
+        text = _text_embeddings(
+            [c.prompt or "" for c in prompted], clap_text_cache, embeddings["clap"].factory
+        )
         audio = np.stack([gen_emb["clap"][c.id]["audio"] for c in prompted])
         scores = maths.cosine_similarities(text, audio)
         for c, s in zip(prompted, scores):
             rows[c.id].clap_score = float(s)
-        results["clap"] = {"value": float(scores.mean()), "n": len(prompted),
-                           "model": request.clap_model}
+        results["clap"] = {
+            "value": float(scores.mean()),
+            "n": len(prompted),
+            "model": request.clap_model,
+        }
         if request.clap_model == registry.CLAP.repo_id:
             notes.append(
                 f"CLAP score uses {registry.CLAP.repo_id}, the same model whose text tower "
@@ -433,8 +499,9 @@ def _preprocessor_digest(folder: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def _text_embeddings(prompts: list[str], cache: EmbeddingCache,
-                     factory: Callable[[], Any]) -> np.ndarray:
+def _text_embeddings(
+    prompts: list[str], cache: EmbeddingCache, factory: Callable[[], Any]
+) -> np.ndarray:
     out: list[np.ndarray | None] = []
     todo: list[int] = []
     for i, prompt in enumerate(prompts):

@@ -74,13 +74,17 @@ def tiny_cnn14_state(seed: int = 0, n_fft: int = 512, mels: int = 64) -> dict:
     window = periodic_hann(n_fft)
     angle = 2 * np.pi * k * n / n_fft
     state = {
-        "spectrogram_extractor.stft.conv_real.weight":
-            torch.from_numpy((np.cos(angle) * window)[:, None].astype(np.float32)),
-        "spectrogram_extractor.stft.conv_imag.weight":
-            torch.from_numpy((-np.sin(angle) * window)[:, None].astype(np.float32)),
+        "spectrogram_extractor.stft.conv_real.weight": torch.from_numpy(
+            (np.cos(angle) * window)[:, None].astype(np.float32)
+        ),
+        "spectrogram_extractor.stft.conv_imag.weight": torch.from_numpy(
+            (-np.sin(angle) * window)[:, None].astype(np.float32)
+        ),
         "logmel_extractor.melW": torch.from_numpy(
-            slaney_mel_matrix(CNN14_16K.sample_rate, n_fft, mels, CNN14_16K.fmin,
-                              CNN14_16K.fmax).astype(np.float32)),
+            slaney_mel_matrix(
+                CNN14_16K.sample_rate, n_fft, mels, CNN14_16K.fmin, CNN14_16K.fmax
+            ).astype(np.float32)
+        ),
     }
     # bn0 sees log-mel in dB (about -100..0): centre and scale it like a trained model would.
     state.update(_batch_norm("bn0", mels))

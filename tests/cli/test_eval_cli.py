@@ -26,9 +26,12 @@ def models(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("eval-cli-models")
     return [
-        "--vggish-weights", str(write_tiny_vggish(root / "v.pth")),
-        "--panns-weights", str(write_tiny_cnn14(root / "c.pth")),
-        "--clap-model", str(write_tiny_clap(root / "clap")),
+        "--vggish-weights",
+        str(write_tiny_vggish(root / "v.pth")),
+        "--panns-weights",
+        str(write_tiny_cnn14(root / "c.pth")),
+        "--clap-model",
+        str(write_tiny_clap(root / "clap")),
     ]
 
 
@@ -37,8 +40,11 @@ def write_set(folder, names, amp=0.3, manifest=False):
     t = np.arange(int(1.5 * SR)) / SR
     rows = []
     for i, name in enumerate(names):
-        sf.write(folder / f"{i:04d}.wav" if manifest else folder / f"{name}.wav",
-                 amp * np.sin(2 * np.pi * 300 * (i + 1) * t), SR)
+        sf.write(
+            folder / f"{i:04d}.wav" if manifest else folder / f"{name}.wav",
+            amp * np.sin(2 * np.pi * 300 * (i + 1) * t),
+            SR,
+        )
         rows.append({"path": f"{i:04d}.wav", "name": name, "prompt": f"tone number {i}"})
     if manifest:
         (folder / "manifest.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
@@ -50,8 +56,21 @@ def test_eval_json_and_per_file_csv_pair_batch_manifest_names(models, tmp_path):
     gen = write_set(tmp_path / "gen", names, amp=0.2, manifest=True)
     ref = write_set(tmp_path / "ref", names)
     per_file = tmp_path / "scores.csv"
-    result = runner.invoke(app, ["eval", str(gen), "-r", str(ref), "--is-splits", "1", "--json",
-                                 "--per-file", str(per_file), *models])
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            str(gen),
+            "-r",
+            str(ref),
+            "--is-splits",
+            "1",
+            "--json",
+            "--per-file",
+            str(per_file),
+            *models,
+        ],
+    )
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert set(doc["metrics"]) == {"fad", "kl", "is", "clap"}
@@ -65,8 +84,9 @@ def test_eval_json_and_per_file_csv_pair_batch_manifest_names(models, tmp_path):
 def test_eval_prints_a_table_with_counts_and_warnings(models, tmp_path):
     gen = write_set(tmp_path / "gen", ["a", "b"])
     ref = write_set(tmp_path / "ref", ["a", "b"])
-    result = runner.invoke(app, ["eval", str(gen), "--reference", str(ref),
-                                 "--metrics", "fad,kl", *models])
+    result = runner.invoke(
+        app, ["eval", str(gen), "--reference", str(ref), "--metrics", "fad,kl", *models]
+    )
     assert result.exit_code == 0, result.output
     assert "FAD (vggish)" in result.stdout and "KL (softmax)" in result.stdout
     assert "Generated: 2 clips" in result.stdout
@@ -88,8 +108,9 @@ def test_console_script_exits_2_for_a_usage_error_without_importing_torch(tmp_pa
         "from fluxmusic_cli.cli.app import main\n"
         "try:\n    main()\nfinally:\n    print('torch' in sys.modules, file=sys.stderr)"
     )
-    proc = subprocess.run([sys.executable, "-c", code, str(gen)], capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(gen)], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 2
     assert "--reference" in proc.stderr
     assert proc.stderr.strip().endswith("False")

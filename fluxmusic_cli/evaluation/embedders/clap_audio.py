@@ -81,7 +81,8 @@ class ClapEmbedder:
         np.random.seed(CROP_SEED)
         try:
             inputs = extractor(
-                [np.asarray(wave, dtype=np.float32)], sampling_rate=SAMPLE_RATE,
+                [np.asarray(wave, dtype=np.float32)],
+                sampling_rate=SAMPLE_RATE,
                 return_tensors="pt",
             )
         finally:
@@ -93,8 +94,9 @@ class ClapEmbedder:
         return {"audio": features[0].double().cpu().numpy()}
 
     def embed_texts(self, prompts: list[str]) -> np.ndarray:
-        tokens = self.processor.tokenizer(prompts, padding=True, truncation=True,
-                                          return_tensors="pt")
+        tokens = self.processor.tokenizer(
+            prompts, padding=True, truncation=True, return_tensors="pt"
+        )
         tokens = {k: v.to(self.device) for k, v in tokens.items()}
         with torch.inference_mode():
             features = self._features(self.model.get_text_features(**tokens))

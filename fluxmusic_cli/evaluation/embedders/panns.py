@@ -22,8 +22,10 @@ from fluxmusic_cli.evaluation.embedders._loading import load_checkpoint, strict_
 
 PUBLISHED_CHANNELS = (64, 128, 256, 512, 1024, 2048)
 AUDIOSET_CLASSES = 527
-STFT_KEYS = ("spectrogram_extractor.stft.conv_real.weight",
-             "spectrogram_extractor.stft.conv_imag.weight")
+STFT_KEYS = (
+    "spectrogram_extractor.stft.conv_real.weight",
+    "spectrogram_extractor.stft.conv_imag.weight",
+)
 MEL_KEY = "logmel_extractor.melW"
 MIN_INPUT_SAMPLES = 32_000  # audioldm_eval zero-pads shorter clips to 2 s before CNN14
 
@@ -100,8 +102,9 @@ def _check_front_end(state: dict[str, torch.Tensor], front: frontends.Cnn14Front
     mel_w = state.pop(MEL_KEY, None)
     if mel_w is None:
         return
-    ours = frontends.slaney_mel_matrix(front.sample_rate, front.n_fft, front.mels,
-                                       front.fmin, front.fmax)
+    ours = frontends.slaney_mel_matrix(
+        front.sample_rate, front.n_fft, front.mels, front.fmin, front.fmax
+    )
     stored = mel_w.detach().double().cpu().numpy()
     if stored.shape != ours.shape or not np.allclose(stored, ours, rtol=1e-4, atol=1e-6):
         raise CheckpointError(

@@ -17,8 +17,9 @@ def tone(freq: float, seconds: float = 2.0, amp: float = 0.3, sr: int = SR, seed
     return amp * np.sin(2 * np.pi * freq * t) + noise
 
 
-def make_set(folder: Path, waves: dict[str, np.ndarray], sr: int = SR,
-             prompts: dict[str, str] | None = None) -> Path:
+def make_set(
+    folder: Path, waves: dict[str, np.ndarray], sr: int = SR, prompts: dict[str, str] | None = None
+) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for name, wave in waves.items():
         sf.write(folder / f"{name}.wav", wave, sr)

@@ -13,10 +13,14 @@ from fluxmusic_cli.evaluation.embedders.vggish import VGGish, VGGishEmbedder
 from fluxmusic_cli.tinybundle.eval_models import tiny_cnn14_state
 
 TORCHVGGISH_SHAPES = {
-    "features.0.weight": (64, 1, 3, 3), "features.3.weight": (128, 64, 3, 3),
-    "features.6.weight": (256, 128, 3, 3), "features.8.weight": (256, 256, 3, 3),
-    "features.11.weight": (512, 256, 3, 3), "features.13.weight": (512, 512, 3, 3),
-    "embeddings.0.weight": (4096, 12288), "embeddings.2.weight": (4096, 4096),
+    "features.0.weight": (64, 1, 3, 3),
+    "features.3.weight": (128, 64, 3, 3),
+    "features.6.weight": (256, 128, 3, 3),
+    "features.8.weight": (256, 256, 3, 3),
+    "features.11.weight": (512, 256, 3, 3),
+    "features.13.weight": (512, 512, 3, 3),
+    "embeddings.0.weight": (4096, 12288),
+    "embeddings.2.weight": (4096, 4096),
     "embeddings.4.weight": (128, 4096),
 }
 

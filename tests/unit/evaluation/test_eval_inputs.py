@@ -13,8 +13,11 @@ from fluxmusic_cli.evaluation import inputs
 
 
 def test_manifest_names_and_prompts_win_over_file_names_and_sidecars(tmp_path):
-    folder = make_set(tmp_path / "gen", {"0001": np.zeros(100), "extra": np.zeros(100)},
-                      prompts={"0001": "sidecar prompt", "extra": "side"})
+    folder = make_set(
+        tmp_path / "gen",
+        {"0001": np.zeros(100), "extra": np.zeros(100)},
+        prompts={"0001": "sidecar prompt", "extra": "side"},
+    )
     row = {"path": "0001.wav", "name": "song-a", "prompt": "manifest prompt"}
     (folder / "manifest.jsonl").write_text(json.dumps(row) + "\n")
     clips = {c.id: c for c in inputs.collect(folder, "generated")}

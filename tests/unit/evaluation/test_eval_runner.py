@@ -13,8 +13,15 @@ PROMPTS = {f"clip{i}": f"a sine tone {i}" for i in range(4)}
 
 
 def request(models, gen, ref=None, **kw) -> EvalRequest:
-    return EvalRequest(generated=gen, reference=ref, vggish_weights=models.vggish,
-                       panns_weights=models.cnn14, clap_model=str(models.clap), is_splits=2, **kw)
+    return EvalRequest(
+        generated=gen,
+        reference=ref,
+        vggish_weights=models.vggish,
+        panns_weights=models.cnn14,
+        clap_model=str(models.clap),
+        is_splits=2,
+        **kw,
+    )
 
 
 @pytest.fixture
@@ -35,19 +42,21 @@ def test_identical_sets_give_zero_fad_and_kl_and_all_metrics_report_n(
     assert report.generated.n == 4 and report.generated.sample_rates == [16000]
     assert report.generated.duration_mean_s == pytest.approx(2.0)
     assert any("fewer than 10 per split" in w for w in report.warnings)
-    assert all(row.clap_score is not None and row.kl_softmax is not None
-               for row in report.per_file)
+    assert all(row.clap_score is not None and row.kl_softmax is not None for row in report.per_file)
 
 
 def test_degraded_copies_score_a_larger_fad(eval_models, tmp_path, reference):
     halved = {k: 0.5 * v for k, v in varied_waves().items()}
-    noisy = {k: v + 0.3 * np.random.default_rng(9).standard_normal(v.shape)
-             for k, v in varied_waves().items()}
+    noisy = {
+        k: v + 0.3 * np.random.default_rng(9).standard_normal(v.shape)
+        for k, v in varied_waves().items()
+    }
     fads = {}
     for name, waves in (("same", varied_waves()), ("halved", halved), ("noisy", noisy)):
         gen = make_set(tmp_path / name, waves)
-        fads[name] = run_eval(request(eval_models, gen, reference, metrics=("fad",))
-                              ).metrics["fad"]["value"]
+        fads[name] = run_eval(request(eval_models, gen, reference, metrics=("fad",))).metrics[
+            "fad"
+        ]["value"]
     assert fads["same"] < 1e-6 < fads["halved"]
     assert fads["noisy"] > 1e-3
 
@@ -105,8 +114,11 @@ def test_clap_needs_prompts_and_fad_needs_a_reference(eval_models, tmp_path):
 
 def test_clap_fad_and_fad_infinity_options(eval_models, tmp_path, reference):
     gen = make_set(tmp_path / "gen", {k: 0.5 * v for k, v in varied_waves().items()})
-    report = run_eval(request(eval_models, gen, reference, metrics=("fad",),
-                              fad_embedder="clap", fad_infinity=True))
+    report = run_eval(
+        request(
+            eval_models, gen, reference, metrics=("fad",), fad_embedder="clap", fad_infinity=True
+        )
+    )
     assert report.metrics["fad"]["embedder"] == "clap"
     assert report.metrics["fad"]["n_generated_embeddings"] == 4
     assert "r2" in report.metrics["fad_infinity"]

@@ -32,8 +32,9 @@ def served(monkeypatch):
 
 
 def spec_for(payload: bytes, **changes) -> weights.WeightFile:
-    base = dataclasses.replace(weights.VGGISH, filename="test.pth",
-                               sha256=hashlib.sha256(payload).hexdigest())
+    base = dataclasses.replace(
+        weights.VGGISH, filename="test.pth", sha256=hashlib.sha256(payload).hexdigest()
+    )
     return dataclasses.replace(base, **changes)
 
 
