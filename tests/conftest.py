@@ -26,3 +26,26 @@ def tiny_bundle(tmp_path_factory):
     from fluxmusic_cli.tinybundle.bundle import build_tiny_bundle
 
     return build_tiny_bundle(tmp_path_factory.mktemp("tiny-bundle"))
+
+
+@pytest.fixture
+def run_cli(monkeypatch, capsys):
+    """Run the console entry point in-process, as a user would: (exit code, stdout, stderr)."""
+    import io
+    import sys
+
+    from fluxmusic_cli.cli.app import main
+
+    def _run(args: list[str], stdin: str | None = None) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["fluxmusic", *args])
+        if stdin is not None:
+            monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+        code = 0
+        try:
+            main()
+        except SystemExit as exc:
+            code = exc.code or 0
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return _run

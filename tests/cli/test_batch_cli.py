@@ -3,39 +3,21 @@
 from __future__ import annotations
 
 import csv
-import io
 import json
-import sys
 
 import pytest
 import soundfile as sf
 
-from fluxmusic_cli.cli.app import main
-
 FAST = ["--steps", "2", "--duration", "0.32", "--device", "cpu", "--dtype", "fp32"]
 
 
-def run(monkeypatch, capsys, args, stdin: str | None = None):
-    """Run the console entry point as a user would; returns (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["fluxmusic", *args])
-    if stdin is not None:
-        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 @pytest.fixture
-def batch(monkeypatch, capsys, tiny_bundle, tmp_path):
+def batch(monkeypatch, run_cli, tiny_bundle, tmp_path):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("COLUMNS", "200")  # keep Rich from wrapping reasons mid-word
 
     def _batch(*args, stdin=None):
-        return run(monkeypatch, capsys, ["batch", *tiny_bundle.cli_args(), *FAST, *args], stdin)
+        return run_cli(["batch", *tiny_bundle.cli_args(), *FAST, *args], stdin)
 
     return _batch
 

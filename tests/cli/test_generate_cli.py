@@ -2,38 +2,20 @@
 
 from __future__ import annotations
 
-import io
 import json
-import sys
 
 import pytest
 import soundfile as sf
 
-from fluxmusic_cli.cli.app import main
-
 FAST = ["--steps", "2", "--duration", "0.48", "--device", "cpu", "--dtype", "fp32"]
 
 
-def run(monkeypatch, capsys, args, stdin: str | None = None):
-    """Run the console entry point as a user would; returns (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["fluxmusic", *args])
-    if stdin is not None:
-        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 @pytest.fixture
-def gen(monkeypatch, capsys, tiny_bundle, tmp_path):
+def gen(monkeypatch, run_cli, tiny_bundle, tmp_path):
     monkeypatch.chdir(tmp_path)
 
     def _gen(*args, stdin=None):
-        return run(monkeypatch, capsys, ["generate", *tiny_bundle.cli_args(), *FAST, *args], stdin)
+        return run_cli(["generate", *tiny_bundle.cli_args(), *FAST, *args], stdin)
 
     return _gen
 
@@ -101,10 +83,10 @@ def test_resampled_output_has_the_requested_rate(gen, tmp_path):
     assert info.samplerate == 44100 and info.frames == round(0.48 * 44100)
 
 
-def test_info_prints_the_record_as_json(gen, monkeypatch, capsys, tmp_path):
+def test_info_prints_the_record_as_json(gen, run_cli, tmp_path):
     assert gen("oboe", "-o", "o.mp3", "--seed", "2")[0] == 0
     (tmp_path / "o.json").unlink()  # the tags alone must still tell
-    code, out, err = run(monkeypatch, capsys, ["info", "o.mp3", "--json"])
+    code, out, err = run_cli(["info", "o.mp3", "--json"])
     assert code == 0, err
     record = json.loads(out)
     assert record["prompt"] == "oboe" and record["seed"] == 2 and record["steps"] == 2
@@ -129,9 +111,9 @@ def test_bad_input_gets_a_sentence_and_the_usage_exit_code(gen, args, code, word
     assert "Traceback" not in err
 
 
-def test_unknown_variant_lists_the_known_ones(monkeypatch, capsys, tmp_path):
+def test_unknown_variant_lists_the_known_ones(monkeypatch, run_cli, tmp_path):
     monkeypatch.chdir(tmp_path)
-    code, _, err = run(monkeypatch, capsys, ["generate", "tune", "--model", "huge", *FAST])
+    code, _, err = run_cli(["generate", "tune", "--model", "huge", *FAST])
     assert code == 2 and "small" in err and "giant-full" in err
 
 

@@ -4,14 +4,12 @@ use (a local fake of the hub's HTTP endpoint serving tiny bundles under the real
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import soundfile as sf
 from fakehub import start_fake_hub
 
-from fluxmusic_cli.cli.app import main
 from fluxmusic_cli.engine import registry
 
 FAST = ["--steps", "2", "--duration", "0.48", "--device", "cpu", "--dtype", "fp32"]
@@ -35,26 +33,11 @@ def hub_with_tiny_weights(monkeypatch, tiny_bundle):
     server.stop()
 
 
-def run(monkeypatch, capsys, args):
-    monkeypatch.setattr(sys, "argv", ["fluxmusic", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 def test_first_generate_downloads_then_runs_offline(
-    hub_with_tiny_weights, monkeypatch, capsys, tmp_path
+    hub_with_tiny_weights, monkeypatch, run_cli, tmp_path
 ):
     monkeypatch.chdir(tmp_path)
-    code, _, err = run(
-        monkeypatch,
-        capsys,
-        ["generate", "first tune", "-o", "a.wav", "--seed", "1", "--yes", *FAST],
-    )
+    code, _, err = run_cli(["generate", "first tune", "-o", "a.wav", "--seed", "1", "--yes", *FAST])
     assert code == 0, err
     record = json.loads((tmp_path / "a.json").read_text())
     assert record["model"]["variant"] == "small"
@@ -64,17 +47,15 @@ def test_first_generate_downloads_then_runs_offline(
 
     hub_with_tiny_weights.requests.clear()
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    code, _, err = run(
-        monkeypatch, capsys, ["generate", "first tune", "-o", "b.wav", "--seed", "1", *FAST]
-    )
+    code, _, err = run_cli(["generate", "first tune", "-o", "b.wav", "--seed", "1", *FAST])
     assert code == 0, err
     assert hub_with_tiny_weights.requests == []
     assert (sf.read(tmp_path / "a.wav")[0] == sf.read(tmp_path / "b.wav")[0]).all()
 
 
-def test_offline_without_weights_says_what_to_download(monkeypatch, capsys, tmp_path):
+def test_offline_without_weights_says_what_to_download(monkeypatch, run_cli, tmp_path):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    code, _, err = run(monkeypatch, capsys, ["generate", "tune", *FAST])
+    code, _, err = run_cli(["generate", "tune", *FAST])
     assert code == 3
     assert "fluxmusic download" in err and "Traceback" not in err

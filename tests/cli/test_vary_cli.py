@@ -4,35 +4,22 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 
 import numpy as np
 import pytest
 
-from fluxmusic_cli.cli.app import main
 from fluxmusic_cli.errors import UsageError
 from fluxmusic_cli.vary import mel_spectrogram, parse_encoders, parse_guidance, parse_seeds
 
 FAST = ["--duration", "0.32", "--device", "cpu", "--dtype", "fp32"]
 
 
-def run(monkeypatch, capsys, args):
-    monkeypatch.setattr(sys, "argv", ["fluxmusic", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 @pytest.fixture
-def vary(monkeypatch, capsys, tiny_bundle, tmp_path):
+def vary(monkeypatch, run_cli, tiny_bundle, tmp_path):
     monkeypatch.chdir(tmp_path)
 
     def _vary(*args):
-        return run(monkeypatch, capsys, ["vary", *tiny_bundle.cli_args(), *FAST, *args])
+        return run_cli(["vary", *tiny_bundle.cli_args(), *FAST, *args])
 
     return _vary
 

@@ -62,20 +62,12 @@ def _interrupt(tiny_bundle, folder: Path, sig: int) -> int:
     return proc.returncode
 
 
-def _rerun(tiny_bundle, folder: Path, monkeypatch, capsys) -> None:
+def _rerun(tiny_bundle, folder: Path, monkeypatch, run_cli) -> None:
     """Run the same command again, in-process (the interrupted runs were the real script)."""
-    from fluxmusic_cli.cli.app import main
-
     monkeypatch.chdir(folder)
-    monkeypatch.setattr(sys, "argv", _command(tiny_bundle))
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code or 0
-    out = capsys.readouterr()
-    assert code == 0, out.err
-    summary = json.loads(out.out.splitlines()[-1])
+    code, out, err = run_cli(_command(tiny_bundle)[1:])
+    assert code == 0, err
+    summary = json.loads(out.splitlines()[-1])
     assert summary["event"] == "summary" and summary["failed"] == 0
     assert summary["done"] + summary["skipped"] == ITEMS and summary["skipped"] >= 1
 
@@ -99,7 +91,7 @@ def _check_complete_set(out: Path) -> None:
 
 
 def test_ctrl_c_leaves_whole_files_and_a_rerun_completes_the_set(
-    tiny_bundle, tmp_path, monkeypatch, capsys
+    tiny_bundle, tmp_path, monkeypatch, run_cli
 ):
     code = _interrupt(tiny_bundle, tmp_path, signal.SIGINT)
     assert code == 130
@@ -115,12 +107,12 @@ def test_ctrl_c_leaves_whole_files_and_a_rerun_completes_the_set(
         assert len(sf.read(wav)[0]) == round(DURATION * 16000)
         assert wav.with_suffix(".json").is_file()
 
-    _rerun(tiny_bundle, tmp_path, monkeypatch, capsys)
+    _rerun(tiny_bundle, tmp_path, monkeypatch, run_cli)
     _check_complete_set(out)
 
 
 def test_kill_9_and_a_rerun_completes_the_set_without_duplicates(
-    tiny_bundle, tmp_path, monkeypatch, capsys
+    tiny_bundle, tmp_path, monkeypatch, run_cli
 ):
     code = _interrupt(tiny_bundle, tmp_path, signal.SIGKILL)
     assert code == -signal.SIGKILL
@@ -128,7 +120,7 @@ def test_kill_9_and_a_rerun_completes_the_set_without_duplicates(
     finished_before = {json.loads(line)["name"] for line in _complete_lines(out)}
     assert 1 <= len(finished_before) < ITEMS
 
-    _rerun(tiny_bundle, tmp_path, monkeypatch, capsys)
+    _rerun(tiny_bundle, tmp_path, monkeypatch, run_cli)
     _check_complete_set(out)
     # What was finished before the kill was kept, not made again.
     assert finished_before <= {e["name"] for e in _whole_lines(out / "manifest.jsonl")}
