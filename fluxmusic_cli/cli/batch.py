@@ -10,7 +10,12 @@ import typer
 
 from fluxmusic_cli.cli import options as opt
 from fluxmusic_cli.cli.console import emit_json_line, err, warn
-from fluxmusic_cli.engine.pipeline import DEFAULT_GUIDANCE, DEFAULT_NEGATIVE_PROMPT, DEFAULT_STEPS
+from fluxmusic_cli.engine.pipeline import (
+    DEFAULT_GUIDANCE,
+    DEFAULT_NEGATIVE_PROMPT,
+    DEFAULT_STEPS,
+    EngineOptions,
+)
 from fluxmusic_cli.engine.sampling import TRAINED_SECONDS
 from fluxmusic_cli.engine.sources import DEFAULT_SOURCES
 from fluxmusic_cli.errors import PartialFailure
@@ -165,19 +170,19 @@ def batch(
     plan = batchrun.plan_batch(
         table, output, settings, batchrun.parse_shard(shard) if shard else None
     )
-    model_args = opt.ModelArgs(
+    engine_options = opt.engine_options(
         model=model, t5=t5, clap=clap, vae_vocoder=vae_vocoder, encoders=encoders.value,
         conditioning=conditioning.value, device=device.value, dtype=dtype.value,
         memory=memory.value, token=token, compile=compile_model, threads=threads,
     )  # fmt: skip
-    run_plan(plan, settings, model_args, batch_size=batch_size, force=force,
+    run_plan(plan, settings, engine_options, batch_size=batch_size, force=force,
              json_out=json_out, quiet=quiet, yes=yes, label="rows")  # fmt: skip
 
 
 def run_plan(
     plan,
     settings,
-    model_args: opt.ModelArgs,
+    engine_options: EngineOptions,
     *,
     batch_size: int,
     force: bool,
@@ -196,10 +201,10 @@ def run_plan(
     from fluxmusic_cli.cli.progress import step_bars
     from fluxmusic_cli.cli.setup import make_engine
 
-    model_args = dataclasses.replace(model_args, forward_batch=batch_size)
+    engine_options = dataclasses.replace(engine_options, forward_batch=batch_size)
 
     with step_bars(quiet or json_out) as bars:
-        engine = make_engine(model_args, progress=bars, yes=yes, quiet=quiet or json_out)
+        engine = make_engine(engine_options, progress=bars, yes=yes, quiet=quiet or json_out)
         report = _Reporter(bars, json_out=json_out, quiet=quiet)
         runner = BatchRunner(engine, plan, settings, batch_size=batch_size, force=force,
                              on_event=report)  # fmt: skip

@@ -20,7 +20,9 @@ from fluxmusic_cli.engine.sampling import TRAINED_SECONDS
 from fluxmusic_cli.engine.sources import DEFAULT_SOURCES
 from fluxmusic_cli.errors import UsageError
 
-CHUNK = 4  # clips per forward pass in `generate`; `batch` exposes its own --batch-size
+# Options a record can replay that configure the engine rather than the request.
+ENGINE_KEYS = ("model", "t5", "clap", "vae_vocoder", "encoders", "conditioning", "device", "dtype")
+CHUNK = 4  # clips per engine call: each chunk is written as soon as it is decoded
 
 GENERATE_HELP = """Generate music from a text prompt.
 
@@ -120,17 +122,14 @@ def generate(
     from fluxmusic_cli.cli.setup import make_engine
     from fluxmusic_cli.engine.pipeline import GenerationRequest
 
-    model_args = opt.ModelArgs(
-        model=values["model"], t5=values["t5"], clap=values["clap"],
-        vae_vocoder=values["vae_vocoder"], encoders=_plain(values["encoders"]),
-        conditioning=_plain(values["conditioning"]), device=_plain(values["device"]),
-        dtype=_plain(values["dtype"]), memory=_plain(memory), token=token,
+    engine_options = opt.engine_options(
+        **{k: values[k] for k in ENGINE_KEYS}, memory=memory, token=token,
         compile=compile_model, threads=threads,
     )  # fmt: skip
     written: list[out.WrittenClip] = []
     warnings: list[str] = []
     with step_bars(quiet) as bars:
-        engine = make_engine(model_args, progress=bars, yes=yes, quiet=quiet)
+        engine = make_engine(engine_options, progress=bars, yes=yes, quiet=quiet)
         for start in range(0, len(plan), CHUNK):
             chunk = plan[start : start + CHUNK]
             request = GenerationRequest(
@@ -156,10 +155,6 @@ def generate(
                 written.append(item)
                 warnings += [f"{_name(item)}: {w}" for w in item.warnings]
     _report(written, warnings, json_out=json_out, quiet=quiet)
-
-
-def _plain(value: Any) -> Any:
-    return getattr(value, "value", value)
 
 
 def _apply_record(

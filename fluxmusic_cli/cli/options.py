@@ -6,7 +6,6 @@ what will run. Only the standard library and typer are imported here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,12 +13,8 @@ from typing import Annotated, Any
 import typer
 
 from fluxmusic_cli.engine.pipeline import (
-    DEFAULT_GUIDANCE,
-    DEFAULT_NEGATIVE_PROMPT,
-    DEFAULT_STEPS,
     EngineOptions,
 )
-from fluxmusic_cli.engine.sources import DEFAULT_SOURCES
 
 
 class EncodersChoice(str, Enum):
@@ -245,35 +240,6 @@ OutputPath = Annotated[
 ]
 
 
-@dataclass
-class ModelArgs:
-    """The model options of a command, gathered for `EngineOptions`."""
-
-    model: str = DEFAULT_SOURCES["transformer"]
-    t5: str = DEFAULT_SOURCES["t5"]
-    clap: str = DEFAULT_SOURCES["clap"]
-    vae_vocoder: str = DEFAULT_SOURCES["audioldm2"]
-    encoders: str = "both"
-    conditioning: str = "training"
-    device: str = "auto"
-    dtype: str = "auto"
-    memory: str = "auto"
-    token: str | None = None
-    compile: bool = False
-    threads: int | None = None
-    forward_batch: int = 1
-
-    def engine_options(self) -> EngineOptions:
-        values = {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
-        return EngineOptions(**values)
-
-
-def _plain(value: Any) -> Any:
-    return value.value if isinstance(value, Enum) else value
-
-
-DEFAULTS = {
-    "steps": DEFAULT_STEPS,
-    "guidance": DEFAULT_GUIDANCE,
-    "negative_prompt": DEFAULT_NEGATIVE_PROMPT,
-}
+def engine_options(**values: Any) -> EngineOptions:
+    """EngineOptions from a command's option values (choices arrive as enums)."""
+    return EngineOptions(**{k: v.value if isinstance(v, Enum) else v for k, v in values.items()})

@@ -103,14 +103,14 @@ def vary(
         sample_rate=sample_rate, peak_normalize=peak_normalize,
     )  # fmt: skip
     plan = grid.plan_vary(prompt, output, axes, settings)
-    model_args = opt.ModelArgs(
+    engine_options = opt.engine_options(
         model=model, t5=t5, clap=clap, vae_vocoder=vae_vocoder, encoders=axes.encoders[0],
         conditioning=conditioning.value, device=device.value, dtype=dtype.value,
         memory=memory.value, token=token, compile=compile_model, threads=threads,
     )  # fmt: skip
     failure: PartialFailure | None = None
     try:
-        run_plan(plan, settings, model_args, batch_size=batch_size, force=force,
+        run_plan(plan, settings, engine_options, batch_size=batch_size, force=force,
                  json_out=json_out, quiet=quiet, yes=yes, label="clips")  # fmt: skip
     except PartialFailure as exc:
         failure = exc  # the page still shows every clip that was made
