@@ -121,6 +121,16 @@ def render(paths: list[Path]) -> str:
             out.append(f"| {k} | {p['params'] / 1e6:.0f} M | {p['s_per_10s_clip']:.0f} | {how} | "
                        f"{p['peak_rss_mb']:.0f} MB | {_la(p)} |")  # fmt: skip
         out.append("")
+    t5 = sections.get("t5xxl")
+    if t5 and "sequential" in t5:
+        out += [f"### T5-XXL + small, {t5['steps']} steps (load {_la(t5)})", "",
+                "| --memory | wall | peak RSS | encode |", "|---|---|---|---|"]  # fmt: skip
+        for policy in ("sequential", "resident"):
+            v = t5[policy]
+            enc = ((v.get("record") or {}).get("timings") or {}).get("encode_s", float("nan"))
+            out.append(f"| {policy} | {v['wall_s']:.0f} s | {v['peak_rss_mb'] / 1024:.2f} GiB | "
+                       f"{enc:.1f} s |")  # fmt: skip
+        out.append("")
     g = sections.get("gpu")
     if g:
         if g.get("measured") is False:
