@@ -155,14 +155,10 @@ class Engine:
         options: EngineOptions | None = None,
         *,
         progress: ProgressCallback | None = None,
-        resolve: Callable[[ComponentRef], Path] | None = None,
-        resolve_transformer: Callable[[ComponentRef], Path] | None = None,
     ) -> None:
         self.options = options or EngineOptions()
         self.options.check()
         self._progress = progress
-        self._resolve = resolve
-        self._resolve_transformer = resolve_transformer
         self._placement: devices.Placement | None = None
         self._policy: str | None = None
         self._threads: int | None = None
@@ -184,6 +180,7 @@ class Engine:
 
     @property
     def placement(self) -> devices.Placement:
+        """Device and dtype, resolved on first use (which also sets the CPU thread count)."""
         if self._placement is None:
             from fluxmusic_cli.engine import perf
 
@@ -196,17 +193,11 @@ class Engine:
             self._progress(ProgressEvent(stage, completed, total, detail))
 
     def _local(self, ref: ComponentRef) -> Path:
-        if self._resolve is not None:
-            return self._resolve(ref)
         from fluxmusic_cli.engine import hub
 
         return hub.ensure_local(ref, token=self.options.token, offline=self.options.offline)
 
     def _local_transformer(self, ref: ComponentRef) -> Path:
-        if self._resolve_transformer is not None:
-            return self._resolve_transformer(ref)
-        if ref.path is not None:
-            return ref.path
         from fluxmusic_cli.engine import hub
 
         return hub.ensure_transformer(ref, token=self.options.token, offline=self.options.offline)
