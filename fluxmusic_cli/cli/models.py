@@ -86,15 +86,23 @@ def confirm_plan(plan: DownloadPlan, *, yes: bool) -> None:
     if yes or plan.fetch_bytes <= ASK_ABOVE_BYTES:
         return
     size = human_bytes(plan.fetch_bytes)
+    _confirm(
+        f"Download {size}?",
+        refusal=f"This would download {size} and there is no terminal to confirm it; "
+        "pass --yes to go ahead.",
+        declined="Nothing was downloaded.",
+        default=True,
+    )
+
+
+def _confirm(question: str, *, refusal: str, declined: str, default: bool) -> None:
+    """Ask `question` on the terminal; without one, refuse with `refusal` (a usage error)."""
     if not _interactive():
-        raise UsageError(
-            f"This would download {size} and there is no terminal to confirm it; "
-            "pass --yes to go ahead."
-        )
+        raise UsageError(refusal)
     from rich.prompt import Confirm
 
-    if not Confirm.ask(f"Download {size}?", console=err, default=True):
-        info("Nothing was downloaded.")
+    if not Confirm.ask(question, console=err, default=default):
+        info(declined)
         raise typer.Exit(1)
 
 
@@ -450,16 +458,13 @@ def cache_rm(
     size = human_bytes(sum(e.size_bytes for e in chosen))
     if not yes:
         listing = ", ".join(e.name for e in chosen)
-        if not _interactive():
-            raise UsageError(
-                f"Removing {listing} ({size}) needs confirmation; pass --yes when not "
-                "running in a terminal."
-            )
-        from rich.prompt import Confirm
-
-        if not Confirm.ask(f"Remove {listing} ({size})?", console=err, default=False):
-            info("Nothing was removed.")
-            raise typer.Exit(1)
+        _confirm(
+            f"Remove {listing} ({size})?",
+            refusal=f"Removing {listing} ({size}) needs confirmation; pass --yes when not "
+            "running in a terminal.",
+            declined="Nothing was removed.",
+            default=False,
+        )
     freed = sum(hub.remove_cache_entry(e) for e in chosen)
     info(
         f"Removed {len(chosen)} entr{'y' if len(chosen) == 1 else 'ies'}, "
