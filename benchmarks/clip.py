@@ -105,8 +105,9 @@ def batch(quick: bool) -> dict:
     help_run = run_child([fluxmusic_exe(), "batch", "--help"])
     if help_run.returncode != 0:
         return {"measured": False, "reason": "`fluxmusic batch` is not available"}
-    n = 4 if quick else 16
-    steps = 2 if quick else 5
+    # FMBENCH_BATCH_PROMPTS / FMBENCH_BATCH_STEPS shrink the run to fit a time budget.
+    n = int(os.environ.get("FMBENCH_BATCH_PROMPTS", 4 if quick else 16))
+    steps = int(os.environ.get("FMBENCH_BATCH_STEPS", 2 if quick else 5))
     prompts = list(CAPTIONS[:n])
     parts = _components()
     with tempfile.TemporaryDirectory(prefix="fm-batch-") as tmp:
@@ -124,14 +125,27 @@ def batch(quick: bool) -> dict:
             for i, p in enumerate(prompts)
         ]
     single_s = sum(r.wall_s for r in singles)
+    # Both ways run one prompt per forward pass, so 50 steps add the same denoising time to each
+    # clip; the step time is the `step` section's bf16 engine median (an input, not measured here).
+    step_s = float(os.environ.get("FMBENCH_STEP_S", "2.79"))
+    extra_s = n * (50 - steps) * step_s
     return {
         "prompts": n,
         "steps": steps,
         "batch_wall_s": b.wall_s,
         "batch_peak_rss_mb": b.peak_rss_mb,
         "generate_wall_s_total": single_s,
+        "generate_wall_s_each": [r.wall_s for r in singles],
+        "generate_peak_rss_mb_max": max(r.peak_rss_mb for r in singles),
         "clips_per_hour_batch": 3600 * n / b.wall_s,
         "clips_per_hour_generate": 3600 * n / single_s,
+        "extrapolated_50_steps": {
+            "step_s_assumed": step_s,
+            "batch_wall_s": b.wall_s + extra_s,
+            "generate_wall_s_total": single_s + extra_s,
+            "clips_per_hour_batch": 3600 * n / (b.wall_s + extra_s),
+            "clips_per_hour_generate": 3600 * n / (single_s + extra_s),
+        },
         "note": f"{steps} steps per clip (not 50): the saving is per-process start-up and "
                 "loading, which does not depend on the step count",
         "load_avg": {"start": start, "end": load_avg()},
@@ -191,7 +205,10 @@ def summary_rows(name: str, r: dict) -> list[tuple[str, str]]:
                  f"{r['batch_wall_s']:.0f} s ({r['clips_per_hour_batch']:.0f} clips/h)"),
                 (f"{r['prompts']} separate generate runs",
                  f"{r['generate_wall_s_total']:.0f} s "
-                 f"({r['clips_per_hour_generate']:.0f} clips/h)")]
+                 f"({r['clips_per_hour_generate']:.0f} clips/h)")] + [
+                ("  extrapolated to 50 steps: batch / generate",
+                 f"{x['clips_per_hour_batch']:.1f} / {x['clips_per_hour_generate']:.1f} clips/h")
+                for x in [r["extrapolated_50_steps"]] if "extrapolated_50_steps" in r]
     return [(f"T5-XXL + small, --memory {p}",
              f"{r[p]['wall_s']:.0f} s, peak RSS {r[p]['peak_rss_mb'] / 1024:.2f} GB")
             for p in ("sequential", "resident") if p in r]  # fmt: skip

@@ -2,7 +2,9 @@
 
     python benchmarks/run.py [--quick] [--only step,clip,startup,load,batch,peers,gpu] [--out F]
 
-`--only compile` (opt-in) times the bf16 step under torch.compile on the CPU. `--only t5xxl`
+`--only compile` (opt-in) times the bf16 step under torch.compile on the CPU. `--only load-released`
+(opt-in) writes large, giant-full and giant at real size (up to 17 GB), times loading, deletes
+them. `--only t5xxl`
 (opt-in too) writes a real-size T5-XXL (9.5 GB) and compares
 the memory policies. `peers` may be narrowed: `--only musicgen-small,audioldm2`.
 Results go to a JSON file (default benchmarks/results/latest.json) and a table on stdout.
@@ -28,6 +30,7 @@ MODULES = {
     "compile": "step",
     "startup": "startup",
     "load": "startup",
+    "load-released": "startup",
     "clip": "clip",
     "batch": "clip",
     "t5xxl": "clip",

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
+import time
 from pathlib import Path
 
 import fixtures
@@ -11,6 +13,7 @@ from common import fluxmusic_exe, load_avg, median, run_child
 
 WORKER = str(Path(__file__).resolve().parent / "worker.py")
 WORK = Path("/tmp/fluxmusic-bench")
+RELEASED = ("large", "giant-full", "giant")
 
 
 def _worker(*args: str):
@@ -45,28 +48,47 @@ def startup(quick: bool) -> dict:
     }
 
 
-def load(quick: bool) -> dict:
+def load(quick: bool, variants: tuple[str, ...] | None = None, *, remove: bool = False) -> dict:
     start = load_avg()
-    variants = ("small",) if quick else ("small", "base")
+    variants = variants or (("small",) if quick else ("small", "base"))
     reps = 1 if quick else 3
     out: dict = {}
     for variant in variants:
+        t0 = time.perf_counter()
         pt, st = fixtures.transformer(WORK, variant)
+        written_s = time.perf_counter() - t0
         for kind, path in ((".pt", pt), ("safetensors", st)):
-            runs = [_worker("load", str(path)) for _ in range(reps)]
+            runs = [_worker("load", str(path), *(["touch"] if remove else [])) for _ in range(reps)]
+            touched = [m for _, m in runs if "touch_s" in m]
+            if touched:
+                out[f"{variant} {kind} touched"] = {
+                    "touch_s_median": median([m["touch_s"] for m in touched]),
+                    "touch_s_all": [m["touch_s"] for m in touched],
+                    "vm_hwm_after_touch_mb_max": max(m["vm_hwm_after_touch_mb"] for m in touched),
+                }
             out[f"{variant} {kind}"] = {
                 "file_mb": path.stat().st_size / 2**20,
                 "load_s_median": median([m["load_s"] for _, m in runs]),
+                "load_s_all": [m["load_s"] for _, m in runs],
                 "process_wall_s_median": median([r.wall_s for r, _ in runs]),
                 "peak_rss_mb_max": max(r.peak_rss_mb for r, _ in runs),
+                "own_vm_hwm_mb_max": max(m.get("vm_hwm_mb", 0.0) for _, m in runs),
                 "params": runs[0][1]["params"],
+                "fixture_write_s": written_s,
+                "load_avg_after": load_avg(),
             }
+        if remove:  # the released sizes take 7-17 GB of disk per variant
+            shutil.rmtree(pt.parent)
     return {"variants": out, "page_cache": "warm (files just written or read)",
             "load_avg": {"start": start, "end": load_avg()}}  # fmt: skip
 
 
 def run_section(name: str, quick: bool) -> dict:
-    return startup(quick) if name == "startup" else load(quick)
+    if name == "startup":
+        return startup(quick)
+    if name == "load-released":
+        return load(quick, RELEASED, remove=True)
+    return load(quick)
 
 
 def summary_rows(name: str, r: dict) -> list[tuple[str, str]]:
@@ -82,5 +104,8 @@ def summary_rows(name: str, r: dict) -> list[tuple[str, str]]:
         return rows
     return [
         (f"load {k}", f"{v['load_s_median']:.2f} s, peak RSS {v['peak_rss_mb_max']:.0f} MB")
+        if "load_s_median" in v else
+        (f"  {k}", f"read all weights {v['touch_s_median']:.2f} s, "
+                   f"VmHWM then {v['vm_hwm_after_touch_mb_max']:.0f} MB")
         for k, v in r["variants"].items()
     ]

@@ -206,8 +206,12 @@ def run_compile(quick: bool) -> dict:
     start = load_avg()
     n_measured = 2 if quick else 5
     timesteps = sampling.get_schedule(50)[: n_measured + 3]
-    model16 = small_model()[0].to(torch.bfloat16)
+    model32 = small_model()[0]
     img, txt, y = inputs()
+    # An fp32 anchor says whether compiled bf16 drifts further from full precision than eager bf16.
+    with torch.inference_mode():
+        anchor = engine_run(model32, img, txt, y, timesteps, None)
+    model16 = model32.to(torch.bfloat16)
     eager_t, eager = _step_times(
         lambda cb: engine_run(model16, img, txt, y, timesteps, cb), n_measured
     )
@@ -223,6 +227,9 @@ def run_compile(quick: bool) -> dict:
         "compiled_s_per_step": median(times[2:]),
         "speedup": median(eager_t) / median(times[2:]),
         "rel_err_compiled_vs_eager": rel_err(out, eager),
+        "rel_err_eager_bf16_vs_fp32": rel_err(eager, anchor),
+        "rel_err_compiled_bf16_vs_fp32": rel_err(out, anchor),
+        "denoising_steps_compared": len(timesteps) - 1,
         "fallback": notes[0] if notes else None,
         "load_avg": {"start": start, "end": load_avg()},
     }

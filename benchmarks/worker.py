@@ -1,6 +1,6 @@
 """Measurements that must run in a fresh process (start-up, load, peers); prints one JSON line.
 
-    python benchmarks/worker.py load PATH
+    python benchmarks/worker.py load PATH [touch]
     python benchmarks/worker.py first-step PATH
     python benchmarks/worker.py peer NAME STEPS|default
 """
@@ -16,7 +16,7 @@ T_START = time.perf_counter()
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def load(path: str) -> dict:
+def load(path: str, touch: bool = False) -> dict:
     import torch
     from diffusers import FluxTransformer2DModel  # noqa: F401  (import cost is not load cost)
 
@@ -27,7 +27,26 @@ def load(path: str) -> dict:
     model, cfg = load_transformer(Path(path))
     t_load = time.perf_counter() - t0
     n = sum(p.numel() for p in model.parameters())
-    return {"import_s": t_import, "load_s": t_load, "params": n, "threads": torch.get_num_threads()}
+    out = {"import_s": t_import, "load_s": t_load, "params": n, "threads": torch.get_num_threads(),
+           "vm_hwm_mb": _own_vm_hwm_mb()}
+    if touch:
+        # Both formats are memory-mapped, so load_s excludes reading; the first forward pass would
+        # fault every page in. Summing each tensor does that reading here, where it can be timed.
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            for p in model.parameters():
+                p.sum()
+        out["touch_s"] = time.perf_counter() - t0
+        out["vm_hwm_after_touch_mb"] = _own_vm_hwm_mb()
+    return out
+
+
+def _own_vm_hwm_mb() -> float:
+    # The parent polls VmHWM every 20 ms; reading our own at the end cannot miss a short peak.
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def first_step(path: str) -> dict:
@@ -55,7 +74,7 @@ def first_step(path: str) -> dict:
 def main() -> int:
     what = sys.argv[1]
     if what == "load":
-        out = load(sys.argv[2])
+        out = load(sys.argv[2], touch=sys.argv[3:] == ["touch"])
     elif what == "first-step":
         out = first_step(sys.argv[2])
     elif what == "peer":
