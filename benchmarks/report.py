@@ -104,7 +104,8 @@ def render(paths: list[Path]) -> str:
                     f"{b['prompts']} prompts, {b['steps']} steps each: `batch` "
                     f"{b['batch_wall_s']:.0f} s ({b['clips_per_hour_batch']:.0f} clips/h) vs "
                     f"separate `generate` runs {b['generate_wall_s_total']:.0f} s "
-                    f"({b['clips_per_hour_generate']:.0f} clips/h). {b['note']}.", ""]  # fmt: skip
+                    f"({b['clips_per_hour_generate']:.0f} clips/h)."
+                    + (f" {b['note']}." if "note" in b else ""), ""]  # fmt: skip
     peers = [k for k in ("musicgen-small", "musicgen-medium", "audioldm2") if k in sections]
     if peers:
         out += ["### Peers, 10 s of audio, random weights", "",
