@@ -213,7 +213,7 @@ def summary_rows(name: str, r: dict) -> list[tuple[str, str]]:
                  f"({r['clips_per_hour_generate']:.0f} clips/h)")] + [
                 ("  extrapolated to 50 steps: batch / generate",
                  f"{x['clips_per_hour_batch']:.1f} / {x['clips_per_hour_generate']:.1f} clips/h")
-                for x in [r["extrapolated_50_steps"]] if "extrapolated_50_steps" in r]
+                for x in [r.get("extrapolated_50_steps")] if x]
     return [(f"T5-XXL + small, --memory {p}",
              f"{r[p]['wall_s']:.0f} s, peak RSS {r[p]['peak_rss_mb'] / 1024:.2f} GB")
             for p in ("sequential", "resident") if p in r]  # fmt: skip

@@ -1,7 +1,8 @@
-"""The GPU section of the benchmark harness, run on the CPU with a tiny architecture.
+"""Pieces of the benchmark harness that can run without real-size models.
 
-CI has no GPU, so this is the only place the loop behind `benchmarks/run.py --only gpu` runs
-before someone takes it to a CUDA machine.
+CI has no GPU, so the GPU section's loop runs here on the CPU with a tiny architecture: this is
+the only place it runs before someone takes it to a CUDA machine. The summary rows are checked
+on result dictionaries of both shapes the batch section writes.
 """
 
 from __future__ import annotations
@@ -15,14 +16,20 @@ BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
 @pytest.fixture(scope="module")
-def gpu_section():
+def bench():
     sys.path.insert(0, str(BENCH))
     try:
+        import clip
         import gpu
 
-        yield gpu
+        yield {"gpu": gpu, "clip": clip}
     finally:
         sys.path.remove(str(BENCH))
+
+
+@pytest.fixture(scope="module")
+def gpu_section(bench):
+    return bench["gpu"]
 
 
 TINY = dict(hidden=64, num_heads=4, depth=1, depth_single=1, context_in_dim=48, vec_in_dim=24)
@@ -54,3 +61,23 @@ def test_section_skips_with_a_reason_without_cuda(gpu_section, monkeypatch):
     assert gpu_section.summary_rows("gpu", result) == [
         ("not measured", "no CUDA device visible to torch")
     ]
+
+
+BATCH = {"prompts": 16, "steps": 50, "batch_wall_s": 2000.0, "generate_wall_s_total": 2400.0,
+         "clips_per_hour_batch": 28.8, "clips_per_hour_generate": 24.0}  # fmt: skip
+
+
+def test_batch_rows_at_full_steps_have_no_extrapolation(bench):
+    rows = bench["clip"].summary_rows("batch", BATCH)
+    assert rows == [
+        ("16 prompts x 50 steps: batch", "2000 s (29 clips/h)"),
+        ("16 separate generate runs", "2400 s (24 clips/h)"),
+    ]
+
+
+def test_batch_rows_at_reduced_steps_show_the_extrapolation(bench):
+    extra = {"clips_per_hour_batch": 24.34, "clips_per_hour_generate": 23.21}
+    rows = bench["clip"].summary_rows(
+        "batch", {**BATCH, "steps": 3, "extrapolated_50_steps": extra}
+    )
+    assert rows[-1] == ("  extrapolated to 50 steps: batch / generate", "24.3 / 23.2 clips/h")
