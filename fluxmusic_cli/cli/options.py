@@ -126,8 +126,8 @@ Compile = Annotated[
     bool,
     typer.Option(
         "--compile",
-        help="torch.compile the transformer: slower first step, faster after (GPU); falls "
-        "back to eager with a warning if compilation fails.",
+        help="torch.compile each transformer block: slower first step, faster after (on a "
+        "GPU; little gain on a CPU); falls back to eager with a warning if compilation fails.",
         rich_help_panel=MODELS,
     ),
 ]

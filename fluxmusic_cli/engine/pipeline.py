@@ -163,6 +163,7 @@ class Engine:
         self._policy: str | None = None
         self._threads: int | None = None
         self._compile_note: str | None = None
+        self._compile_scope: str | None = None  # "blocks" (regional) or "model", once compiled
         self._conditioners: dict[tuple[str, str], Any] = {}
         self._transformer = None
         self._transformer_info: dict[str, Any] = {}
@@ -302,6 +303,7 @@ class Engine:
                 from fluxmusic_cli.engine import perf
 
                 model = perf.maybe_compile(model, True, on_fallback=self._note_compile)
+                self._compile_scope = model.scope
             self._transformer = model
             self._transformer_info = {
                 "source": ref.identity,
@@ -511,6 +513,7 @@ class Engine:
             "forward_batch": self.options.forward_batch,
             "threads": self._threads,
             "compile": self.options.compile and self._compile_note is None,
+            "compile_scope": self._compile_scope if self._compile_note is None else None,
             "timings": {k: round(v, 3) for k, v in timings.items()},
             "versions": {
                 "torch": torch.__version__,

@@ -99,3 +99,54 @@ def test_maybe_compile_uses_the_compiled_callable_when_it_works(monkeypatch):
     wrapped = perf.maybe_compile(model, True, mode="max-autotune")
     wrapped(torch.randn(1, 2))
     assert wrapped.active and calls == ["max-autotune"]
+
+
+class _Blocky(torch.nn.Module):
+    """Names its repeated blocks the way diffusers models do."""
+
+    _repeated_blocks = ["Linear"]
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+
+    def forward(self, x):
+        return self.b(torch.relu(self.a(x)))
+
+    def compile_repeated_blocks(self, **kwargs):
+        for module in self.modules():
+            if type(module).__name__ in self._repeated_blocks:
+                module.compile(**kwargs)
+
+
+def test_a_model_with_repeated_blocks_is_compiled_block_by_block(monkeypatch):
+    compiled = []
+
+    def fake_compile(fn, mode=None):
+        compiled.append(fn.__self__)
+        return fn
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    model = _Blocky()
+    wrapped = perf.maybe_compile(model, True)
+    x = torch.randn(1, 2)
+    assert torch.equal(wrapped(x), model(x))
+    assert wrapped.scope == "blocks" and compiled == [model.a, model.b]
+
+
+def test_a_failing_block_falls_back_to_a_fully_eager_model(monkeypatch):
+    def broken(fn, mode=None):
+        def run(*args, **kwargs):
+            raise RuntimeError("inductor: unsupported op")
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken)
+    messages = []
+    model = _Blocky()
+    wrapped = perf.maybe_compile(model, True, on_fallback=messages.append)
+    x = torch.randn(1, 2)
+    out = wrapped(x)
+    assert messages and "unsupported op" in messages[0] and wrapped.scope is None
+    assert all(m._compiled_call_impl is None for m in model.modules())
+    assert torch.equal(out, model(x))

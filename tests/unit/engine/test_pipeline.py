@@ -166,7 +166,26 @@ def test_compile_failure_falls_back_to_eager_with_a_warning(tiny_bundle, engine,
     eager = engine.generate(request)
     assert any("torch.compile failed" in w for w in compiled.warnings)
     assert compiled.clips[0].record["compile"] is False
+    assert compiled.clips[0].record["compile_scope"] is None
     assert np.array_equal(compiled.clips[0].waveform, eager.clips[0].waveform)
+
+
+def test_compile_is_regional_and_recorded(tiny_bundle, engine, monkeypatch):
+    compiled_callables = []
+
+    def fake_compile(fn, **kwargs):
+        compiled_callables.append(fn)
+        return fn
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    request = GenerationRequest(prompts=("tuba",), seeds=(4,), **FAST)
+    compiled = Engine(tiny_bundle.engine_options(compile=True)).generate(request)
+    record = compiled.clips[0].record
+    assert record["compile"] is True and record["compile_scope"] == "blocks"
+    # One compiled callable per transformer block, none for the model as a whole.
+    owners = {type(fn.__self__).__name__ for fn in compiled_callables}
+    assert owners == {"FluxTransformerBlock", "FluxSingleTransformerBlock"}
+    assert np.array_equal(compiled.clips[0].waveform, engine.generate(request).clips[0].waveform)
 
 
 def test_thread_count_is_applied_and_recorded(tiny_bundle):
