@@ -231,5 +231,6 @@ def run_compile(quick: bool) -> dict:
         "rel_err_compiled_bf16_vs_fp32": rel_err(out, anchor),
         "denoising_steps_compared": len(timesteps) - 1,
         "fallback": notes[0] if notes else None,
+        "scope": getattr(compiled, "scope", None),
         "load_avg": {"start": start, "end": load_avg()},
     }
