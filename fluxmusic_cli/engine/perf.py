@@ -129,8 +129,9 @@ def maybe_compile(
     A diffusers model that names its repeated blocks (`FluxTransformer2DModel` does) gets
     regional compilation through its own `compile_repeated_blocks`: each block class is compiled
     once and the glue between blocks stays eager. On the small variant in bf16 on the CPU this
-    ran as fast as compiling the whole model, compiled in half the time, and stayed as close to
-    fp32 as eager does, where the whole-model graph drifted 13x further (benchmarks/RESULTS.md).
+    compiled 2.4x faster than the whole model and stayed as close to fp32 as eager does, where
+    the whole-model graph drifted ten times further; its steps were about 5% slower than the
+    whole graph's (benchmarks/RESULTS.md, follow-up 2).
     Other modules are compiled whole. Returns eager at once (calling `on_fallback`) when
     torch.compile is absent or cannot be set up.
     """
