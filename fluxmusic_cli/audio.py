@@ -1,8 +1,10 @@
-"""Audio out: writing WAV/FLAC/MP3/OGG with tags, resampling, normalising and checking.
+"""Audio files in and out: reading recordings, writing clips with tags, resampling, checking.
 
-Every format is written by soundfile's bundled libsndfile (MP3 through its LAME encoder,
-OGG as Vorbis), so `pip install` alone is enough: no ffmpeg. Only numpy is imported here at
-module level; scipy and pyloudnorm load inside the functions that use them.
+WAV, FLAC, MP3 and OGG are read and written by soundfile's bundled libsndfile (MP3 through its
+LAME encoder, OGG as Vorbis), so `pip install` alone is enough for them. Everything else a user
+may hand a music tool (M4A/AAC, MP4/MOV audio, WebM/Opus, WMA, unusual AIFF) is read through
+pydub, which drives ffmpeg, and `.m4a` is written the same way. Only numpy is imported here at
+module level; soundfile, pydub, scipy and pyloudnorm load inside the functions that use them.
 """
 
 from __future__ import annotations
@@ -27,7 +29,21 @@ _FORMATS: dict[str, tuple[str, str, float | None]] = {
     "mp3": ("MP3", "MPEG_LAYER_III", 0.2),
     "ogg": ("OGG", "VORBIS", 0.2),
 }
-SUPPORTED_FORMATS: tuple[str, ...] = tuple(_FORMATS)
+# extension -> (ffmpeg muxer, codec) for formats written through pydub and ffmpeg.
+_FFMPEG_FORMATS: dict[str, tuple[str, str]] = {
+    "m4a": ("ipod", "aac"),
+}
+SUPPORTED_FORMATS: tuple[str, ...] = (*_FORMATS, *_FFMPEG_FORMATS)
+SUPPORTED_SUFFIXES: tuple[str, ...] = tuple(f".{name}" for name in SUPPORTED_FORMATS)
+# Formats that only ffmpeg reads; anything else is tried with libsndfile first.
+FFMPEG_INPUT_SUFFIXES = (
+    ".m4a", ".aac", ".mp4", ".m4v", ".mov", ".webm", ".mkv", ".mka", ".opus", ".wma", ".3gp",
+    ".amr", ".ac3",
+)  # fmt: skip
+FFMPEG_HINT = (
+    "Install ffmpeg (Debian/Ubuntu: apt install ffmpeg; macOS: brew install ffmpeg; "
+    "Windows: winget install ffmpeg) and run again."
+)
 
 TAG_KEYS = (
     "title",
@@ -48,10 +64,27 @@ _LIBSNDFILE_SUFFIX = re.compile(r" \(libsndfile-[^)]*\)$")
 SILENCE_PEAK = 10 ** (-60 / 20)  # -60 dBFS
 
 
+def ffmpeg_available() -> bool:
+    import shutil
+
+    return shutil.which("ffmpeg") is not None
+
+
+def needs_ffmpeg(fmt: str) -> bool:
+    """Whether writing `fmt` goes through pydub and ffmpeg."""
+    return fmt in _FFMPEG_FORMATS
+
+
+def require_ffmpeg(path: Path | str, doing: str) -> None:
+    """Raise a one-sentence UsageError when ffmpeg, which `doing` `path` needs, is missing."""
+    if not ffmpeg_available():
+        raise UsageError(f"{doing} {path} needs ffmpeg, which is not installed.", hint=FFMPEG_HINT)
+
+
 def audio_format(path: Path, fmt: str | None = None) -> str:
     """The format to write: `fmt` if given, else the file's extension; refuses unknown ones."""
     name = (fmt if fmt is not None else Path(path).suffix).lower().lstrip(".")
-    if name not in _FORMATS:
+    if name not in SUPPORTED_FORMATS:
         what = f"format {fmt!r}" if fmt is not None else f"extension of {path}"
         raise UsageError(
             f"Unsupported audio {what}; supported: {', '.join(SUPPORTED_FORMATS)}.",
@@ -89,6 +122,9 @@ def _ascii_fold(text: str, replacement: str = "") -> str:
 
 
 def _write(target, data: np.ndarray, sample_rate: int, fmt: str, tags: dict[str, str]) -> None:
+    if fmt in _FFMPEG_FORMATS:
+        _write_ffmpeg(target, data, sample_rate, fmt, tags)
+        return
     import soundfile as sf
 
     major, subtype, level = _FORMATS[fmt]
@@ -107,6 +143,35 @@ def _write(target, data: np.ndarray, sample_rate: int, fmt: str, tags: dict[str,
         for key, value in tags.items():
             setattr(out, key, _tag_value(key, value, fmt))
         out.write(data)
+
+
+def _write_ffmpeg(
+    target: Path, data: np.ndarray, sample_rate: int, fmt: str, tags: dict[str, str]
+) -> None:
+    """Encode through pydub (ffmpeg): 16-bit PCM in, the format's codec out, tags as metadata."""
+    from pydub import AudioSegment
+
+    muxer, codec = _FFMPEG_FORMATS[fmt]
+    pcm = np.round(np.clip(data, -1.0, 1.0) * 32767.0).astype("<i2")
+    channels = 1 if data.ndim == 1 else data.shape[1]
+    segment = AudioSegment(pcm.tobytes(), frame_rate=sample_rate, sample_width=2, channels=channels)
+    metadata = {k: v for k, v in tags.items() if k in TAG_KEYS}
+    # ffmpeg picks the muxer from the name's extension, so the temporary name is passed as is
+    # with an explicit muxer.
+    from pydub.exceptions import CouldntEncodeError
+
+    try:
+        handle = segment.export(
+            str(target), format=muxer, codec=codec, bitrate="160k", tags=metadata
+        )
+        handle.close()
+    except CouldntEncodeError as exc:
+        raise UsageError(f"ffmpeg could not write {fmt.upper()}: {_last_line(exc)}") from None
+
+
+def _last_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
 
 
 def _with_software(tags: dict[str, str] | None) -> dict[str, str]:
@@ -139,6 +204,8 @@ def write_audio(
         raise UsageError(f"Cannot write {path}: the folder {path.parent} does not exist.")
     if path.is_dir():
         raise UsageError(f"Cannot write {path}: it is a folder.")
+    if needs_ffmpeg(fmt):
+        require_ffmpeg(path, "Writing")
     import soundfile as sf
 
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
@@ -165,6 +232,84 @@ def write_wav_bytes(
     buffer = io.BytesIO()
     _write(buffer, _as_frames(samples), sample_rate, "wav", _with_software(tags))
     return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class DecodedAudio:
+    """A whole audio file as float samples (frames, channels) at its own rate."""
+
+    samples: np.ndarray  # (frames, channels) float64
+    sample_rate: int
+    reader: str  # "libsndfile" or "ffmpeg"
+
+    @property
+    def channels(self) -> int:
+        return int(self.samples.shape[1])
+
+
+def read_audio(path: Path | str, data: bytes | None = None) -> DecodedAudio:
+    """Decode an audio file (or its bytes in `data`, for stdin), any format a user may have.
+
+    libsndfile reads WAV, FLAC, OGG and MP3 itself; anything it refuses goes through pydub and
+    ffmpeg. Raises UsageError with one sentence for a missing file, a non-audio file, or a
+    format that needs ffmpeg when ffmpeg is not installed.
+    """
+    name = str(path)
+    if data is None:
+        path = Path(path)
+        if not path.exists():
+            raise UsageError(f"No such file: {path}")
+        if path.is_dir():
+            raise UsageError(f"{path} is a folder, not an audio file.")
+    suffix = Path(name).suffix.lower()
+    if suffix not in FFMPEG_INPUT_SUFFIXES:
+        decoded = _read_sndfile(path, data)
+        if decoded is not None:
+            return decoded
+    if not ffmpeg_available():
+        if suffix in FFMPEG_INPUT_SUFFIXES:
+            require_ffmpeg(name, "Reading")
+        raise UsageError(
+            f"Cannot read {name}: it is not audio that libsndfile reads (WAV, FLAC, OGG, MP3), "
+            "and other formats need ffmpeg, which is not installed.",
+            hint=FFMPEG_HINT,
+        )
+    return _read_ffmpeg(name, data)
+
+
+def _read_sndfile(path, data: bytes | None) -> DecodedAudio | None:
+    import soundfile as sf
+
+    try:
+        samples, rate = sf.read(
+            io.BytesIO(data) if data is not None else str(path), dtype="float64", always_2d=True
+        )
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
+        return None
+    except OSError as exc:
+        raise UsageError(f"Cannot read {path}: {exc.strerror or exc}") from None
+    return DecodedAudio(samples, int(rate), "libsndfile")
+
+
+def _read_ffmpeg(name: str, data: bytes | None) -> DecodedAudio:
+    from pydub import AudioSegment
+    from pydub.exceptions import CouldntDecodeError
+
+    try:
+        segment = AudioSegment.from_file(io.BytesIO(data) if data is not None else name)
+    except (CouldntDecodeError, OSError, IndexError, ValueError) as exc:
+        raise UsageError(
+            f"Cannot read {name}: ffmpeg found no audio in it ({_last_line(exc)})."
+        ) from None
+    width = segment.sample_width
+    kinds = {1: np.int8, 2: np.int16, 4: np.int32}
+    if width not in kinds:
+        raise UsageError(f"Cannot read {name}: {8 * width}-bit samples are not supported.")
+    raw = np.array(segment.get_array_of_samples(), dtype=np.float64)
+    frames = raw.reshape(-1, segment.channels) / float(2 ** (8 * width - 1))
+    if frames.shape[0] == 0:
+        raise UsageError(f"Cannot read {name}: it holds no audio samples.")
+    return DecodedAudio(frames, int(segment.frame_rate), "ffmpeg")
 
 
 def read_tags(path: Path) -> dict[str, str]:

@@ -181,6 +181,19 @@ class Decoder:
         # The transposed convolutions run a few samples past the last frame: keep whole frames.
         return wave[:, : HOP * mel.shape[2]].float().cpu()
 
+    def encode_posterior(self, mel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """mel (B, 1, 4T, 64) -> the VAE posterior's (mean, logvar), each (B, 8, T, 16), unscaled,
+        float32 on the CPU."""
+        import torch
+
+        if self.vae is None:
+            raise RuntimeError("Decoder.encode_posterior called after release().")
+        if mel.ndim != 4 or mel.shape[1] != 1 or mel.shape[3] != MEL_BINS:
+            raise ValueError(f"Expected a mel (B, 1, frames, 64), got {tuple(mel.shape)}.")
+        with torch.inference_mode():
+            dist = self.vae.encode(mel.to(device=self.device, dtype=self.vae_dtype)).latent_dist
+        return dist.mean.float().cpu(), dist.logvar.float().cpu()
+
     def release(self) -> None:
         """Drop the models so their memory can be reused; the decoder is unusable afterwards."""
         self.vae = None
