@@ -1,7 +1,10 @@
-"""Rectified-flow sampling as small pure functions over tensors (SPEC sections 2 and 4).
+"""Rectified-flow sampling as small pure functions over tensors.
 
 Latents are (B, 8, T, 16): 8 channels, T latent frames (4 mel frames each, 25 per second),
 16 frequency rows. Tokens are 2x2 patches in time-major order, channels (c, ph, pw) inside.
+The sampler is Euler from t = 1 to 0 on the velocity v = eps - x0 with classifier-free
+guidance; `masked_denoise` is the same sampler with some latent frames known, which is what
+every editing operation (remix, repaint, extend, long-form windows, loop seams) runs.
 """
 
 from __future__ import annotations
@@ -19,9 +22,13 @@ LATENT_CHANNELS = 8
 LATENT_FREQ = 16
 SAMPLE_RATE = 16_000
 SAMPLES_PER_LATENT_FRAME = 160 * 4
+FRAME_SECONDS = 0.04
 GRID_SECONDS = 0.08  # two latent frames: the time patch size
 MAX_SECONDS = 300.0
 TRAINED_SECONDS = 10.24
+WINDOW_FRAMES = 256  # the trained window, 10.24 s
+DEFAULT_CONTEXT_FRAMES = 128  # 5.12 s of context for each further window
+DEFAULT_SEAM_FRAMES = 64  # 2.56 s loop seam
 
 
 def latent_length(seconds: float) -> int:
@@ -113,23 +120,13 @@ def denoise(
     """Euler from t = 1 to 0 with classifier-free guidance; returns the final tokens.
 
     `velocity(x, t)` takes x of (2B, N, D) -- the conditional half first, then the
-    unconditional half -- and t of (2B,), and returns v of the same shape as x. With guidance
-    exactly 1 the unconditional half cannot change the result, so it is not computed; then
-    `velocity` receives only B rows. The state is kept in fp32 whatever the model's dtype.
+    unconditional half -- and t of (2B,), and returns v of the same shape as x (see
+    `guided_velocity` for guidance 1). The state is kept in fp32 whatever the model's dtype.
     """
-    import torch
-
     img = img.float()
     n = len(timesteps) - 1
-    batch = img.shape[0]
-    guided = guidance != 1.0
     for i, (t_curr, t_prev) in enumerate(zip(timesteps[:-1], timesteps[1:])):
-        x = torch.cat([img, img]) if guided else img
-        t = torch.full((x.shape[0],), t_curr, dtype=torch.float32, device=img.device)
-        v = velocity(x, t).float()
-        if guided:
-            v_cond, v_uncond = v[:batch], v[batch:]
-            v = v_uncond + guidance * (v_cond - v_uncond)
+        v = guided_velocity(velocity, img, t_curr, guidance)
         img = img + (t_prev - t_curr) * v
         if on_step is not None:
             on_step(i + 1, n)
@@ -166,3 +163,174 @@ def model_velocity(
         )[0]
 
     return velocity
+
+
+def guided_velocity(velocity: VelocityFn, img: torch.Tensor, t: float, guidance: float):
+    """v_u + s (v_c - v_u) at time `t` for the state `img` (B, N, D), in fp32.
+
+    With guidance exactly 1 the unconditional half cannot change the result, so it is not
+    computed and `velocity` receives only B rows.
+    """
+    import torch
+
+    batch = img.shape[0]
+    guided = guidance != 1.0
+    x = torch.cat([img, img]) if guided else img
+    tt = torch.full((x.shape[0],), t, dtype=torch.float32, device=img.device)
+    v = velocity(x, tt).float()
+    if guided:
+        v_cond, v_uncond = v[:batch], v[batch:]
+        v = v_uncond + guidance * (v_cond - v_uncond)
+    return v
+
+
+def masked_denoise(
+    velocity: VelocityFn,
+    known: torch.Tensor,
+    mask: torch.Tensor,
+    noise: torch.Tensor,
+    timesteps: Sequence[float],
+    start: int,
+    guidance: float,
+    *,
+    on_step: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
+    """Sample with some latent frames known; returns the final latent (B, 8, T, 16).
+
+    `known` x0 (B, 8, T, 16) (zeros where unknown), `mask` (T,) with 1 = generate and 0 = keep,
+    `noise` eps like `known`, `timesteps` the full schedule t_N = 1 .. t_0 = 0, `start` the step
+    k to begin at (N: from pure noise; 0: no step at all). Starts at (1 - t_k) x0 + t_k eps;
+    after every Euler step the kept frames are put back on the straight path from x0 to eps at
+    the new time, so at t = 0 they equal x0 exactly. With every frame generated and k = N this
+    is exactly `denoise`.
+    """
+    import torch
+
+    n = len(timesteps) - 1
+    if not 0 <= start <= n:
+        raise ValueError(f"start must be in [0, {n}], got {start}.")
+    x0 = known.float()
+    eps = noise.float().to(x0.device)
+    length = x0.shape[2]
+    keep = patchify((mask.to(x0.device) == 0).view(1, 1, length, 1).expand_as(x0).float()) > 0
+    x0_tok, eps_tok = patchify(x0), patchify(eps)
+    sched = list(timesteps)[n - start :]  # t_k, ..., t_0
+    t_k = sched[0]
+    img = (1 - t_k) * x0_tok + t_k * eps_tok
+    for i, (t_curr, t_prev) in enumerate(zip(sched[:-1], sched[1:])):
+        v = guided_velocity(velocity, img, t_curr, guidance)
+        img = img + (t_prev - t_curr) * v
+        img = torch.where(keep, (1 - t_prev) * x0_tok + t_prev * eps_tok, img)
+        if on_step is not None:
+            on_step(i + 1, start)
+    return unpatchify(img, length, x0.shape[3])
+
+
+def region_frames(start: float, end: float, length: int) -> tuple[int, int]:
+    """Seconds [start, end) snapped outward to the 80 ms grid, as latent frames clipped to
+    [0, length). The 1e-9 keeps a time that lies on the grid on it."""
+    lo = 2 * math.floor(start / GRID_SECONDS + 1e-9)
+    hi = 2 * math.ceil(end / GRID_SECONDS - 1e-9)
+    return max(0, min(lo, length)), max(0, min(hi, length))
+
+
+def seconds_to_frames(seconds: float) -> int:
+    """A length in seconds (context, seam) as latent frames: round(seconds / 0.04)."""
+    return round(seconds / FRAME_SECONDS)
+
+
+class NoiseStream:
+    """One CPU generator from a seed, drawn window after window: the first draw of length L is
+    exactly `get_noise([seed], L)[0]`."""
+
+    def __init__(self, seed: int) -> None:
+        import torch
+
+        self.generator = torch.Generator("cpu").manual_seed(int(seed))
+
+    def draw(self, length: int) -> torch.Tensor:
+        import torch
+
+        return torch.randn(
+            (LATENT_CHANNELS, length, LATENT_FREQ), generator=self.generator, dtype=torch.float32
+        )
+
+
+# sample_window(known (8, L, 16), mask (L,), noise (8, L, 16)) -> final latent (8, L, 16)
+WindowSampler = Callable[["torch.Tensor", "torch.Tensor", "torch.Tensor"], "torch.Tensor"]
+
+
+def window_plan(have: int, target: int, context: int, window: int = WINDOW_FRAMES):
+    """The (context, new) frame counts of each window that grows `have` frames to `target`."""
+    if context % 2 or not 0 <= context < window:
+        raise ValueError(f"context must be even and below {window} frames, got {context}.")
+    plan = []
+    while have < target:
+        c = min(have, context)
+        new = min(window - c, target - have)
+        plan.append((c, new))
+        have += new
+    return plan
+
+
+def continue_latent(
+    sample_window: WindowSampler,
+    latent: torch.Tensor | None,
+    target: int,
+    noise: NoiseStream,
+    *,
+    context: int = DEFAULT_CONTEXT_FRAMES,
+    window: int = WINDOW_FRAMES,
+) -> torch.Tensor:
+    """Grow `latent` (8, n, 16), or nothing, to `target` frames, window after window.
+
+    Each window holds up to `context` frames of what exists so far as known frames and
+    generates the rest of the trained window; every window draws fresh noise of its own length
+    from `noise`. The result is (8, target, 16).
+    """
+    import torch
+
+    have = 0 if latent is None else latent.shape[1]
+    out = torch.zeros((LATENT_CHANNELS, 0, LATENT_FREQ)) if latent is None else latent.float().cpu()
+    for c, new in window_plan(have, target, context, window):
+        length = c + new
+        eps = noise.draw(length)
+        known = torch.zeros((LATENT_CHANNELS, length, LATENT_FREQ))
+        known[:, :c] = out[:, out.shape[1] - c :]
+        mask = torch.cat([torch.zeros(c), torch.ones(new)])
+        final = sample_window(known, mask, eps).float().cpu()
+        out = torch.cat([out, final[:, c:]], dim=1)
+    return out
+
+
+def loop_shift(length: int) -> int:
+    """How far a loop is rolled so its end-to-start junction lies mid-latent: 2 floor(n / 4)."""
+    return 2 * (length // 4)
+
+
+def seam_mask(length: int, seam: int) -> torch.Tensor:
+    """(n,) 1 on the `seam` frames centred on the junction of the rolled latent."""
+    import torch
+
+    h = loop_shift(length)
+    mask = torch.zeros(length)
+    mask[h - seam // 2 : h + seam // 2] = 1.0
+    return mask
+
+
+def make_loop(
+    sample_window: WindowSampler, latent: torch.Tensor, seam: int, noise: NoiseStream
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A latent (8, n, 16) that repeats without a seam, and its generated-frame mask (n,).
+
+    The latent is rolled by h so its junction lies between frames h - 1 and h, the `seam`
+    frames around it are repainted with the next draw of `noise`, and it is rolled back.
+    """
+    import torch
+
+    n = latent.shape[1]
+    h = loop_shift(n)
+    rolled = torch.roll(latent.float().cpu(), h, dims=1)
+    mask = seam_mask(n, seam)
+    final = sample_window(rolled, mask, noise.draw(n)).float().cpu()
+    return torch.roll(final, -h, dims=1), torch.roll(mask, -h, dims=0)
