@@ -8,7 +8,6 @@ be replayed: `replay_settings` turns it back into the options that made the clip
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -53,16 +52,16 @@ def sidecar_path(audio_path: Path) -> Path:
     return Path(audio_path).with_suffix(".json")
 
 
+def sidecar_bytes(record: dict[str, Any]) -> bytes:
+    """The sidecar file's contents for `record`."""
+    return (json.dumps(record, indent=2, default=str) + "\n").encode("utf-8")
+
+
 def write_sidecar(audio_path: Path, record: dict[str, Any]) -> Path:
     """Write the record next to the audio file, atomically."""
-    path = sidecar_path(audio_path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    from fluxmusic_cli import atomic
+
+    return atomic.write_bytes(sidecar_path(audio_path), sidecar_bytes(record))
 
 
 def tags_for(record: dict[str, Any]) -> dict[str, str]:

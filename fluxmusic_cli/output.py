@@ -23,15 +23,20 @@ class WrittenClip:
     warnings: list[str] = field(default_factory=list)
 
 
-def check_target(path: Path, *, force: bool) -> None:
-    """Refuse an unknown extension, an existing file (without `force`) or an unwritable folder."""
+def check_target(path: Path, *, force: bool, sample_rate: int | None = None) -> None:
+    """Refuse an unknown extension, a format that cannot hold `sample_rate`, an existing file
+    or record (without `force`) or an unwritable folder: all before any model loads."""
     if path.suffix.lower() not in SUPPORTED_SUFFIXES:
         raise UsageError(
             f"Unknown output extension {path.suffix or '(none)'!r} for {path}; use one of "
             f"{', '.join(SUPPORTED_SUFFIXES)}."
         )
-    if path.exists() and not force:
-        raise UsageError(f"{path} already exists; pass --force to overwrite it.")
+    if sample_rate is not None:
+        check_encodable(path.suffix.lower().lstrip("."), sample_rate)
+    if not force:
+        for taken in (path, metadata.sidecar_path(path)):
+            if taken.exists():
+                raise UsageError(f"{taken} already exists; pass --force to overwrite it.")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise UsageError(f"Folder {parent} does not exist.")
@@ -39,6 +44,14 @@ def check_target(path: Path, *, force: bool) -> None:
 
     if not os.access(parent, os.W_OK):
         raise UsageError(f"Folder {parent} is not writable.")
+
+
+def check_encodable(fmt: str, sample_rate: int) -> None:
+    """Refuse a format and rate the encoder cannot write, by encoding a few silent samples
+    (milliseconds), so the refusal comes before a generation rather than after it."""
+    import numpy as np
+
+    audio.encode(np.zeros(64, dtype=np.float32), sample_rate, fmt)
 
 
 def prepare(
@@ -76,9 +89,20 @@ def write_clip(
     )
     record["output"] = str(path.resolve())
     record["format"] = path.suffix.lower().lstrip(".")
-    audio.write_audio(path, samples, sample_rate, tags=metadata.tags_for(record))
-    metadata.write_sidecar(path, record)
+    write_pair(path, samples, sample_rate, record)
     return WrittenClip(path=path, record=record, warnings=warnings)
+
+
+def write_pair(path: Path, samples: Any, sample_rate: int, record: dict[str, Any]) -> None:
+    """The audio file and its record, both or neither (a full disk or Ctrl-C leaves none)."""
+    from fluxmusic_cli import atomic
+
+    data = audio.encode(
+        samples, sample_rate, path.suffix.lower().lstrip("."), metadata.tags_for(record)
+    )
+    atomic.write_together(
+        [(metadata.sidecar_path(path), metadata.sidecar_bytes(record)), (path, data)]
+    )
 
 
 def clip_wav_bytes(

@@ -201,9 +201,10 @@ def write_spectrogram_png(path: Path, db: np.ndarray, duration: float, fmax: flo
 
 
 def _save(fig, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png")
-    tmp.replace(path)
+    from fluxmusic_cli import atomic
+
+    with atomic.writing(path) as tmp:
+        fig.savefig(tmp, format="png")
 
 
 def _read_audio(path: Path) -> tuple[np.ndarray, int]:
@@ -363,6 +364,6 @@ def _write_grid(
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    from fluxmusic_cli import atomic
+
+    atomic.write_text(path, text)

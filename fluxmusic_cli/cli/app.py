@@ -59,8 +59,10 @@ def _debug() -> bool:
 
 def main() -> None:
     """Console-script entry point: run the app, turning known errors into sentences."""
-    from fluxmusic_cli.cli.console import err
+    from fluxmusic_cli import notices
+    from fluxmusic_cli.cli.console import err, warn
 
+    notices.set_sink(warn)
     try:
         # Without standalone mode, typer returns (not raises) the code of an Exit, and turns
         # Ctrl-C into code 130.

@@ -216,6 +216,8 @@ def run_plan(
             if json_out:
                 emit_json_line({**runner.summary.to_json(plan), "interrupted": True})
             raise
+        finally:
+            runner.close()
     for w in summary.warnings:
         warn(w)
     if json_out:
