@@ -8,11 +8,8 @@ with a stale latent.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
-
-from fluxmusic_cli.errors import UsageError
 
 SUFFIX = ".latent.safetensors"
 TENSOR = "latent"
@@ -25,30 +22,15 @@ def sidecar_path(audio_path: Path) -> Path:
     return path.with_name(path.stem + SUFFIX)
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def write_latent(audio_path: Path, latent: Any, *, force: bool = False) -> Path:
-    """Write `latent` (8, T, 16) beside the finished audio file, keyed by that file's hash."""
+def latent_bytes(latent: Any, audio_sha256: str) -> bytes:
+    """The sidecar file for `latent` (8, T, 16), keyed by its audio file's SHA-256."""
     import torch
     from safetensors.torch import save
 
-    from fluxmusic_cli.atomic import write_bytes
-
-    path = sidecar_path(audio_path)
-    if path.exists() and not force:
-        raise UsageError(f"{path} already exists; pass --force to overwrite it.")
     tensor = latent.detach().to(device="cpu", dtype=torch.float32).contiguous()
     if tensor.ndim != 3 or tensor.shape[0] != 8 or tensor.shape[2] != 16:
         raise ValueError(f"A latent is (8, T, 16), got {tuple(tensor.shape)}.")
-    data = save({TENSOR: tensor}, metadata={HASH_KEY: sha256_of(audio_path), "format": "fluxmusic"})
-    write_bytes(path, data)
-    return path
+    return save({TENSOR: tensor}, metadata={HASH_KEY: audio_sha256, "format": "fluxmusic"})
 
 
 def read_latent(audio_path: Path, audio_sha256: str) -> tuple[Any | None, str | None]:

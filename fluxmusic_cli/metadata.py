@@ -31,10 +31,20 @@ _REPLAYED = {
     "vae_vocoder": "vae_vocoder",
     "output_sample_rate": "sample_rate",
     "peak_normalize": "peak_normalize",
+    # Long-form, loops and edits.
+    "context": "context",
+    "loop": "loop",
+    "seam": "seam",
+    "strength": "strength",
+    "regions": "region",
+    "add": "add",
+    "to": "to",
+    "crossfade": "crossfade",
 }
 
 # The settings written into an audio file's comment tag (the sidecar has everything).
 _TAGGED = (
+    "operation",
     "seed",
     "steps",
     "guidance",
@@ -126,6 +136,8 @@ def replay_settings(record: dict[str, Any]) -> dict[str, Any]:
     for field, option in _REPLAYED.items():
         if record.get(field) is not None:
             out[option] = record[field]
+    if "region" in out:  # [[start, end or None], ...] -> the --region values
+        out["region"] = [f"{a!r}:{'' if b is None else repr(b)}" for a, b in out["region"]]
     model = record.get("model") or {}
     if model.get("variant"):
         out["model"] = model["variant"]
