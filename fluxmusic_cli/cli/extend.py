@@ -33,7 +33,7 @@ def register(app: typer.Typer) -> None:
 @shared_options("sampling", "engine", "output")
 def extend(
     ctx: typer.Context,
-    input_path: opt.InputAudio,
+    input_path: opt.InputAudio = None,
     prompt: opt.EditPrompt = None,
     output: opt.EditOutput = None,
     add: Annotated[

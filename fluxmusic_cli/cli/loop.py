@@ -29,7 +29,7 @@ def register(app: typer.Typer) -> None:
 @shared_options("sampling", "engine", "output")
 def loop(
     ctx: typer.Context,
-    input_path: opt.InputAudio,
+    input_path: opt.InputAudio = None,
     prompt: opt.EditPrompt = None,
     output: opt.EditOutput = None,
     seam: opt.Seam = DEFAULT_SEAM,

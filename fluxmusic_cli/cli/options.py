@@ -287,10 +287,10 @@ Seam = Annotated[
     ),
 ]
 InputAudio = Annotated[
-    str,
+    str | None,
     typer.Argument(
         help="Your recording: WAV, FLAC, OGG, MP3, or (with ffmpeg) M4A/AAC, MP4, MOV, WebM, "
-        "Opus, WMA...; '-' reads it from stdin.",
+        "Opus, WMA...; '-' reads it from stdin. With --from-record: the recorded input.",
         metavar="INPUT",
         show_default=False,
     ),
