@@ -39,6 +39,8 @@ class Settings:
     fmt: str = "wav"
     sample_rate: int = 16000
     peak_normalize: bool = False
+    save_latent: bool = False
+    source: Any = None  # EditSource: items with a strength remix this recording
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ class Item:
     duration: float
     encoders: str
     fmt: str
+    strength: float | None = None  # a remix of the run's recording at this strength
 
     @property
     def filename(self) -> str:
@@ -64,7 +67,10 @@ class Item:
     @property
     def group(self) -> tuple:
         """Items with the same group can share one forward pass."""
-        return (self.steps, self.guidance, self.negative_prompt, self.duration, self.encoders)
+        return (
+            self.steps, self.guidance, self.negative_prompt, self.duration, self.encoders,
+            self.strength,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -237,6 +243,7 @@ def expected_record(item: Item, identity: dict[str, Any], settings: Settings) ->
         "duration": item.duration,
         "negative_prompt": item.negative_prompt,
         "encoders": item.encoders,
+        **({} if item.strength is None else {"strength": item.strength}),
         "conditioning": identity.get("conditioning"),
         "format": item.fmt,
         "output_sample_rate": settings.sample_rate,
@@ -637,6 +644,9 @@ class BatchRunner:
         first = chunk[0]
         for item in chunk:
             self._emit(BatchEvent("item_started", item.row, item.name, item.prompt))
+        if first.strength is not None:
+            self._remix(chunk)
+            return
         request = GenerationRequest(
             prompts=tuple(i.prompt for i in chunk),
             seeds=tuple(i.seed for i in chunk),
@@ -663,6 +673,24 @@ class BatchRunner:
         for item, clip in zip(chunk, result.clips, strict=True):
             self._write(item, clip)
 
+    def _remix(self, chunk: list[Item]) -> None:
+        """Items with a strength: remixes of the run's recording, one at a time."""
+        from fluxmusic_cli.engine.editing import EditRequest
+
+        for item in chunk:
+            request = EditRequest(
+                operation="remix", source=self.settings.source, prompt=item.prompt,
+                seed=item.seed, negative_prompt=item.negative_prompt, steps=item.steps,
+                guidance=item.guidance, strength=item.strength, encoders=item.encoders,
+            )  # fmt: skip
+            try:
+                result = self.engine.edit(request)
+            except UsageError as exc:
+                self._fail_row(item.row, item.name, item.prompt, exc.message)
+                continue
+            self._warn(result.warnings)
+            self._write(item, result.clips[0])
+
     def _write(self, item: Item, clip) -> None:
         from fluxmusic_cli import output
 
@@ -679,7 +707,12 @@ class BatchRunner:
         record["output"] = str(path.resolve())
         record["format"] = item.fmt
         # Record and audio together (both or neither), manifest last.
-        output.write_pair(path, samples, self.settings.sample_rate, record)
+        latent = clip.latent if self.settings.save_latent else None
+        if latent is not None:
+            from fluxmusic_cli import latents
+
+            record["latent_file"] = latents.sidecar_path(path).name
+        output.write_pair(path, samples, self.settings.sample_rate, record, latent=latent)
         entry = _entry(item, path, record)
         append_manifest(self.plan.out_dir, entry)
         self._emit(

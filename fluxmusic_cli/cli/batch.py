@@ -149,6 +149,7 @@ def batch(
     threads: opt.Threads = None,
     sample_rate: opt.SampleRate = 16000,
     peak_normalize: opt.PeakNormalize = False,
+    save_latent: opt.SaveLatent = False,
     force: opt.Force = False,
     json_out: JsonLines = False,
     quiet: opt.Quiet = False,
@@ -165,7 +166,7 @@ def batch(
     settings = batchrun.Settings(
         steps=steps, guidance=guidance, negative_prompt=negative_prompt, duration=duration,
         seed=seed, encoders=encoders.value, fmt=fmt.value, sample_rate=sample_rate,
-        peak_normalize=peak_normalize,
+        peak_normalize=peak_normalize, save_latent=save_latent,
     )  # fmt: skip
     plan = batchrun.plan_batch(
         table, output, settings, batchrun.parse_shard(shard) if shard else None
