@@ -324,7 +324,7 @@ def _model_rows() -> list[dict[str, object]]:
                 "name": comp.key,
                 "kind": kind,
                 "source": comp.repo_id,
-                "params": preflight.PARAMS_BY_KIND[kind],
+                "params": registry.PARAMS_BY_KIND[kind],
                 "download_bytes": comp.size_bytes,
                 "gated": comp.gated,
                 "cached": "yes" if where else "no",

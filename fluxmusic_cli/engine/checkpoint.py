@@ -8,7 +8,6 @@ computes the same function once the keys are renamed and a few tensors split.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from collections.abc import Mapping
@@ -16,8 +15,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fluxmusic_cli.engine.filehash import file_sha256 as file_sha256  # re-exported for pipeline
 from fluxmusic_cli.engine.registry import AXES_DIM_BY_HEAD_DIM
-from fluxmusic_cli.errors import CheckpointError, ModelMissingError
+from fluxmusic_cli.errors import CheckpointError, ModelMissingError, first_line
 
 if TYPE_CHECKING:
     import torch
@@ -91,13 +91,13 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError) as exc:
             raise CheckpointError(
-                f"{path}: not a readable safetensors file ({_first_line(exc)}); "
+                f"{path}: not a readable safetensors file ({first_line(exc)}); "
                 "it may be truncated: delete it and download again."
             ) from exc
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
     except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, ...
-        text = _first_line(exc)
+        text = first_line(exc)
         if "weights only" in text.lower() or "weights_only" in text or "global" in text.lower():
             reason = "it holds Python objects other than tensors, which are never unpickled"
         elif "zip" in text.lower() or isinstance(exc, EOFError):
@@ -253,7 +253,7 @@ def build_transformer(sd: StateDict, *, source: str = "checkpoint"):
         model.load_state_dict(mapped, strict=True, assign=True)
     except RuntimeError as exc:
         raise CheckpointError(
-            f"{source}: tensors do not fit the inferred model: {_first_line(exc)}"
+            f"{source}: tensors do not fit the inferred model: {first_line(exc)}"
         ) from None
     return model.eval().requires_grad_(False), cfg
 
@@ -287,30 +287,5 @@ def convert_to_safetensors(src: Path, dst: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a weights file, remembered beside the tool cache by (path, size, mtime)."""
-    from fluxmusic_cli.engine.paths import cache_dir
-
-    path = Path(path).resolve()
-    st = path.stat()
-    key = hashlib.sha256(f"{path}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:32]
-    memo = cache_dir() / "hashes" / key
-    if memo.is_file():
-        return memo.read_text().strip()
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(block)
-    value = digest.hexdigest()
-    memo.parent.mkdir(parents=True, exist_ok=True)
-    memo.write_text(value)
-    return value
-
-
 def parameter_count(sd: StateDict) -> int:
     return sum(int(t.numel()) for t in sd.values())
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from fluxmusic_cli.engine.embedding_cache import EmbeddingCache, EmbeddingKey
 from fluxmusic_cli.engine.quiet import quiet_libraries
 from fluxmusic_cli.engine.sources import DEFAULT_SOURCES, ComponentRef, Kind, parse_ref
-from fluxmusic_cli.errors import CheckpointError, ModelMissingError, UsageError
+from fluxmusic_cli.errors import CheckpointError, ModelMissingError, UsageError, first_line
 
 if TYPE_CHECKING:
     import torch
@@ -230,16 +230,11 @@ def load_tokenizer(directory: Path) -> Any:
             tokenizer = AutoTokenizer.from_pretrained(str(directory))
     except (OSError, ValueError, ImportError) as err:
         raise CheckpointError(
-            f"Could not load the tokenizer in {directory}: {_first_line(err)}",
+            f"Could not load the tokenizer in {directory}: {first_line(err)}",
             hint="Re-download it, or check that sentencepiece and protobuf are installed.",
         ) from err
     check_tokenizer(tokenizer, directory)
     return tokenizer
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def t5_dirs(root: Path) -> tuple[Path, Path]:
@@ -275,7 +270,7 @@ def load_t5(root: Path, device: Any = "cpu", dtype: Any = None) -> tuple[Any, An
             )
     except (OSError, ValueError) as err:
         raise CheckpointError(
-            f"Could not load the T5 encoder in {model_dir}: {_first_line(err)}"
+            f"Could not load the T5 encoder in {model_dir}: {first_line(err)}"
         ) from err
     absent = sorted(info.get("missing_keys") or []) + sorted(
         str(k) for k in (info.get("mismatched_keys") or [])
@@ -375,7 +370,7 @@ def load_clap_text(root: Path, device: Any = "cpu", dtype: Any = None) -> tuple[
             config = AutoConfig.from_pretrained(str(root))
     except (OSError, ValueError) as err:
         raise CheckpointError(
-            f"Could not read the CLAP config in {root}: {_first_line(err)}"
+            f"Could not read the CLAP config in {root}: {first_line(err)}"
         ) from err
     text_config = getattr(config, "text_config", config)
     if getattr(text_config, "model_type", "") != "clap_text_model":

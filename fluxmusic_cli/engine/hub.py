@@ -515,7 +515,7 @@ def _etag_of(pt_path: Path) -> str:
     target = pt_path.resolve()
     if _HEX.match(target.name):
         return target.name  # the hub cache names blobs by their etag (sha256 for LFS files)
-    from fluxmusic_cli.engine.checkpoint import file_sha256
+    from fluxmusic_cli.engine.filehash import file_sha256
 
     return file_sha256(pt_path)
 

@@ -86,8 +86,6 @@ class HubComponent:
     size_bytes: int
     gated: bool = False
     revision: str = "main"
-    model_subfolder: str = ""
-    tokenizer_subfolder: str = ""
     notes: str = ""
     aliases: tuple[str, ...] = field(default=())
 
@@ -155,8 +153,6 @@ T5_SOURCES: dict[str, HubComponent] = {
             ),
             size_bytes=9_530_000_000,
             gated=True,
-            model_subfolder="text_encoder_3",
-            tokenizer_subfolder="tokenizer_3",
             aliases=("sd3",),
         ),
     )
@@ -174,7 +170,20 @@ def get_t5_source(name: str) -> HubComponent | None:
     return None
 
 
-# Parameter counts used for memory estimates only (weights; activations come on top).
-T5_XXL_ENCODER_PARAMS = 4_762_310_656  # T5-v1.1-XXL encoder: 9.52 GB in bf16
-CLAP_TEXT_PARAMS = 125_000_000  # RoBERTa-base text tower of larger_clap_music
-AUDIOLDM2_DECODE_PARAMS = 110_000_000  # VAE + 55 M-parameter HiFi-GAN (221 MB fp32), approximate
+# Parameters each component holds in memory once loaded (weights only; activations come on
+# top), counted on random-weight models built from the published configs:
+#   t5: T5-v1.1-XXL encoder stack (d_model 4096, 24 layers, d_ff 10240, vocab 32128), 9.52 GB
+#       in bf16;
+#   clap: the `ClapTextModel` of laion/larger_clap_music (RoBERTa-base-sized: 12 layers of 768,
+#       vocab 50265, 514 positions, with its pooler); its 768 -> 512 text projection (656,384
+#       more) is not loaded, since conditioning reads the pooler output;
+#   audioldm2: AudioLDM 2's AutoencoderKL (55,376,873, encoder included, as loaded) plus its
+#       HiFi-GAN vocoder (55,264,897).
+PARAMS_BY_KIND: dict[str, int] = {
+    "t5": 4_762_310_656,
+    "clap": 124_645_632,
+    "audioldm2": 110_641_770,
+}
+T5_XXL_ENCODER_PARAMS = PARAMS_BY_KIND["t5"]
+CLAP_TEXT_PARAMS = PARAMS_BY_KIND["clap"]
+AUDIOLDM2_DECODE_PARAMS = PARAMS_BY_KIND["audioldm2"]

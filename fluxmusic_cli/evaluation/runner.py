@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from fluxmusic_cli.engine import registry
+from fluxmusic_cli.engine.filehash import file_sha256
 from fluxmusic_cli.errors import UsageError
 from fluxmusic_cli.evaluation import audio_io, inputs, weights
 from fluxmusic_cli.evaluation import metrics as maths
@@ -310,7 +311,7 @@ def run_eval(request: EvalRequest, hooks: Hooks | None = None) -> EvalReport:
         if identity == "local":
             weight_files = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin"))
             identity = "local:" + ",".join(
-                weights.fingerprint(p) for p in [folder / "config.json", *weight_files]
+                file_sha256(p) for p in [folder / "config.json", *weight_files]
             )
         models["clap"] = {"source": request.clap_model, "identity": identity}
         holder: dict[str, ClapEmbedder] = {}
