@@ -285,7 +285,3 @@ def convert_to_safetensors(src: Path, dst: Path) -> None:
         os.replace(tmp, dst)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def parameter_count(sd: StateDict) -> int:
-    return sum(int(t.numel()) for t in sd.values())

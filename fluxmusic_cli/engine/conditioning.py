@@ -170,24 +170,6 @@ def run_encoder(model: Any, batch: TokenBatch, device: Any, output: str) -> torc
     return getattr(out, output).float().cpu()
 
 
-def encode_t5(
-    prompts: Sequence[str], tokenizer: Any, model: Any, mode: Mode = "training", device: Any = "cpu"
-) -> torch.Tensor:
-    """T5 `last_hidden_state` of all 256 positions: (B, 256, d_model), float32 on the CPU."""
-    return run_encoder(model, t5_inputs(prompts, tokenizer, mode), device, _OUTPUT["t5"])
-
-
-def encode_clap(
-    prompts: Sequence[str],
-    tokenizer: Any,
-    text_model: Any,
-    mode: Mode = "training",
-    device: Any = "cpu",
-) -> torch.Tensor:
-    """CLAP text tower `pooler_output`: (B, hidden), float32 on the CPU."""
-    return run_encoder(text_model, clap_inputs(prompts, tokenizer, mode), device, _OUTPUT["clap"])
-
-
 # -- loading ---------------------------------------------------------------------------------
 
 

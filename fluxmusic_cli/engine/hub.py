@@ -634,21 +634,6 @@ def where(ref: ComponentRef) -> Path | None:
     return state.snapshot if state.complete else None
 
 
-def cached_size(ref: ComponentRef) -> int:
-    """Bytes the component's files take on disk now (0 when nothing is there)."""
-    if ref.path is not None:
-        return tree_size(ref.path)
-    if ref.variant is not None:
-        conv = converted_checkpoints(ref.variant)
-        state = local_state(ref.variant.repo_id, "main", (ref.variant.filename,))
-        return sum(c.path.stat().st_size for c in conv[:1]) + sum(
-            p.stat().st_size for p in state.present.values()
-        )
-    assert ref.hub is not None
-    state = local_state(ref.hub.repo_id, ref.hub.revision, ref.hub.files)
-    return sum(p.stat().st_size for p in state.present.values())
-
-
 def tree_size(path: Path) -> int:
     """Bytes under `path`, following no symlinks except a top-level file's."""
     if path.is_file():

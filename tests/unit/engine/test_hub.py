@@ -68,7 +68,6 @@ def test_download_lands_in_the_hub_cache_and_is_reused_without_requests(fake_hub
     for name, data in repo.files.items():
         assert (root / name).read_bytes() == data
     assert hub.is_cached(ref) and hub.where(ref) == root
-    assert hub.cached_size(ref) == sum(len(d) for d in repo.files.values())
     assert ("laion/larger_clap_music/model.safetensors", 3000) in seen
     # Every file after the first is pinned to the resolved commit, so the snapshot is consistent.
     assert all(repo.commit in r.path for r in fake_hub.seen("HEAD")[1:])
