@@ -114,13 +114,46 @@ def test_manifest_survives_a_line_cut_short_by_a_killed_process(tmp_path):
     assert len(lines) == 4 and json.loads(lines[2]) == {"name": "c", "bytes": 3}
 
 
+_KILLED_WRITE = """
+import os, sys
+from pathlib import Path
+
+import numpy as np
+
+from fluxmusic_cli import audio, metadata
+
+def killed(*args, **kwargs):
+    os._exit(9)  # as kill -9 would, between writing the temporary file and renaming it
+
+os.replace = os.rename = killed
+target = Path(sys.argv[1])
+if sys.argv[2] == "audio":
+    audio.write_audio(target, np.zeros(1600, dtype="float32"), 16000)
+else:
+    metadata.write_sidecar(target, {"prompt": "x"})
+"""
+
+
+def _killed_write(target, what: str) -> set:
+    """What a real write of `target` leaves behind when its process dies before the rename."""
+    import subprocess
+    import sys
+
+    before = set(target.parent.iterdir())
+    proc = subprocess.run([sys.executable, "-c", _KILLED_WRITE, str(target), what], timeout=120)
+    assert proc.returncode == 9
+    return set(target.parent.iterdir()) - before
+
+
 def test_leftover_temporary_files_of_this_plan_only_are_removed(tmp_path):
     plan = _plan("mine\n", out_dir=tmp_path)
-    (name,) = [i.name for i in plan.items]
-    ours = [tmp_path / f".{name}.wav.1a2b3c4d.part", tmp_path / f".{name}.json.4242.tmp"]
-    theirs = [tmp_path / ".other-0001.wav.99.part", tmp_path / f"{name}.wav"]
-    for p in ours + theirs:
-        p.write_bytes(b"x")
+    (item,) = plan.items
+    ours = _killed_write(tmp_path / item.filename, "audio")
+    ours |= _killed_write(tmp_path / item.filename, "sidecar")
+    theirs = _killed_write(tmp_path / "other-0001.wav", "audio")
+    (tmp_path / item.filename).write_bytes(b"a finished clip")
+    theirs.add(tmp_path / item.filename)
+    assert len(ours) == 2 and len(theirs) == 2
     assert sorted(remove_leftovers(plan)) == sorted(ours)
     assert all(p.exists() for p in theirs) and not any(p.exists() for p in ours)
 
@@ -191,12 +224,22 @@ def test_long_lists_are_encoded_window_by_window_without_encoding_twice(
     engine, tmp_path, monkeypatch
 ):
     import fluxmusic_cli.batchrun as batchrun
+    from fluxmusic_cli.engine.conditioning import TextConditioner
 
+    asked: list[str] = []  # prompts the engine asks its conditioner for
+    encode = TextConditioner.encode
+
+    def spy(self, prompts, *args, **kwargs):
+        asked.extend(p for p in prompts if p)
+        return encode(self, prompts, *args, **kwargs)
+
+    monkeypatch.setattr(TextConditioner, "encode", spy)
     monkeypatch.setattr(batchrun, "ENCODE_WINDOW", 2)
     plan = _plan("piano\ndrums\npiano\nflute\ndrums\n", out_dir=tmp_path / "out")
     runner = BatchRunner(engine, plan, SETTINGS)
     summary = runner.run(runner.prepare().todo)
     assert len(summary.done) == 5 and not summary.failed
-    # Prompts leave memory after their window; repeats come back from the disk cache.
-    assert engine._embeddings == {}
+    # Prompts leave memory after their window: a repeat in a later window is asked for again,
+    # and comes back from the disk cache instead of being encoded twice.
+    assert (asked.count("piano"), asked.count("drums"), asked.count("flute")) == (2, 2, 1)
     assert engine.conditioner().prompts_encoded == {"t5": 4, "clap": 4}
