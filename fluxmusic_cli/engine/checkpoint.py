@@ -120,7 +120,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 def infer_config(sd: StateDict, *, source: str = "checkpoint") -> FluxMusicConfig:
-    """Read the architecture off the tensors' shapes (SPEC section 1)."""
+    """Read the architecture (widths, depths, heads) off the tensors' shapes."""
     missing = [k for k in _REQUIRED if k not in sd]
     if missing:
         sample = ", ".join(sorted(sd)[:3]) or "none"

@@ -1,6 +1,6 @@
 """Text conditioning: prompts -> T5 features `txt` (B, 256, 4096) and CLAP vector `y` (B, 768).
 
-Two modes (SPEC section 3). `training`, what the released weights saw: T5 ids are the prompt's
+Two tokenisation modes. `training`, what the released weights saw: T5 ids are the prompt's
 tokens with EOS, cut at 256 and filled to 256 with id 1, run with a mask over the fill; CLAP is
 padded to 77 and run with its mask. `reference-script`, what the published sampling script
 did: both padded to 256 with the tokenizer's pad id and run without a mask.

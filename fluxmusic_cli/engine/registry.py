@@ -12,7 +12,8 @@ from fluxmusic_cli.errors import UsageError
 
 FLUXMUSIC_REPO = "feizhengcong/FluxMusic"
 
-# RoPE axes per head_dim (SPEC section 1): the one architecture fact not stored in a checkpoint.
+# RoPE axes per head_dim (the FLUX transformer's rotary split of each attention head): the
+# one architecture fact not stored in a checkpoint.
 # 16 is the tiny size of the reference fixtures and of the test bundles.
 AXES_DIM_BY_HEAD_DIM: dict[int, tuple[int, int, int]] = {
     16: (4, 6, 6),
@@ -90,7 +91,7 @@ class HubComponent:
     aliases: tuple[str, ...] = field(default=())
 
 
-# AudioLDM 2's VAE and HiFi-GAN vocoder (SPEC section 5).
+# AudioLDM 2's VAE and HiFi-GAN vocoder, which turn latents into mel frames and 16 kHz audio.
 AUDIOLDM2 = HubComponent(
     key="audioldm2",
     description="AudioLDM 2 VAE + HiFi-GAN vocoder",
