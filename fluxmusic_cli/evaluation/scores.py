@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from fluxmusic_cli.engine import registry
 from fluxmusic_cli.errors import UsageError
@@ -26,6 +26,7 @@ Arrays = dict[str, "np.ndarray"]
 Embeddings = dict[str, dict[str, Arrays]]  # embedder -> clip id -> arrays
 TableRow = tuple[str, str, str]  # metric label, value, what it is based on
 FAD_EMBEDDERS = ("vggish", "clap")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,15 @@ class Metric:
     reference: Literal["none", "set", "pairs"] = "none"  # "pairs": matched by clip id
     prompts: bool = False
     columns: tuple[str, ...] = ()  # per-file columns it fills
+
+
+def _unless_refused(out: Scored, label: str, compute: Callable[[], T]) -> T | None:
+    """`compute()`, or None with a warning when the maths refuses its input (a ValueError)."""
+    try:
+        return compute()
+    except ValueError as exc:
+        out.warnings.append(f"{label} skipped: {exc}.")
+        return None
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:
@@ -128,11 +138,10 @@ def _fad(s: Scoring) -> Scored:
                 fd = maths.frechet_distance(maths.gaussian_stats(own), ref_stats, method)
                 out.per_file[c.id] = {"fad_own": fd}
     if s.request.fad_infinity:
-        try:
-            inf = maths.fad_infinity(gen_rows, ref_stats, method=method)
-        except ValueError as exc:
-            out.warnings.append(f"FAD-infinity skipped: {exc}.")
-        else:
+        inf = _unless_refused(
+            out, "FAD-infinity", lambda: maths.fad_infinity(gen_rows, ref_stats, method=method)
+        )
+        if inf is not None:
             out.results["fad_infinity"] = {
                 "value": inf.intercept,
                 "r2": inf.r2,
@@ -216,11 +225,8 @@ def _is(s: Scoring) -> Scored:
             f"IS: {logits.shape[0]} clips over {splits} splits is fewer than 10 per split; the "
             "score and its std are unstable."
         )
-    try:
-        score = maths.inception_score(logits, splits=splits)
-    except ValueError as exc:
-        out.warnings.append(f"IS skipped: {exc}.")
-    else:
+    score = _unless_refused(out, "IS", lambda: maths.inception_score(logits, splits=splits))
+    if score is not None:
         out.results["is"] = {
             "value": score.mean,
             "std": score.std,

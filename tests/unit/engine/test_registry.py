@@ -60,44 +60,23 @@ def test_the_memory_table_equals_models_built_from_the_published_configs():
     def count(model) -> int:
         return sum(p.numel() for p in model.parameters())
 
+    # fmt: off
+    vae = {"in_channels": 1, "out_channels": 1, "block_out_channels": [128, 256, 512],
+           "layers_per_block": 2, "latent_channels": 8, "norm_num_groups": 32,
+           "sample_size": 1024, "down_block_types": ["DownEncoderBlock2D"] * 3,
+           "up_block_types": ["UpDecoderBlock2D"] * 3}
+    hifigan = {"model_in_dim": 64, "sampling_rate": 16000, "upsample_rates": [5, 4, 2, 2, 2],
+               "upsample_kernel_sizes": [16, 16, 8, 4, 4], "upsample_initial_channel": 1024,
+               "resblock_kernel_sizes": [3, 7, 11], "resblock_dilation_sizes": [[1, 3, 5]] * 3,
+               "normalize_before": False}
+    t5 = {"d_model": 4096, "d_ff": 10240, "num_layers": 24, "num_heads": 64, "d_kv": 64,
+          "vocab_size": 32128, "feed_forward_proj": "gated-gelu"}
+    # fmt: on
     with torch.device("meta"):
-        clap = ClapTextModel(ClapTextConfig())
-        vae = AutoencoderKL(
-            in_channels=1,
-            out_channels=1,
-            block_out_channels=[128, 256, 512],
-            layers_per_block=2,
-            latent_channels=8,
-            norm_num_groups=32,
-            sample_size=1024,
-            down_block_types=["DownEncoderBlock2D"] * 3,
-            up_block_types=["UpDecoderBlock2D"] * 3,
-        )
-        vocoder = SpeechT5HifiGan(
-            SpeechT5HifiGanConfig(
-                model_in_dim=64,
-                sampling_rate=16000,
-                upsample_rates=[5, 4, 2, 2, 2],
-                upsample_kernel_sizes=[16, 16, 8, 4, 4],
-                upsample_initial_channel=1024,
-                resblock_kernel_sizes=[3, 7, 11],
-                resblock_dilation_sizes=[[1, 3, 5]] * 3,
-                normalize_before=False,
-            )
-        )
-        t5 = T5EncoderModel(
-            T5Config(
-                d_model=4096,
-                d_ff=10240,
-                num_layers=24,
-                num_heads=64,
-                d_kv=64,
-                vocab_size=32128,
-                feed_forward_proj="gated-gelu",
-            )
-        )
-    assert {
-        "t5": count(t5),
-        "clap": count(clap),
-        "audioldm2": count(vae) + count(vocoder),
-    } == registry.PARAMS_BY_KIND
+        counted = {
+            "t5": count(T5EncoderModel(T5Config(**t5))),
+            "clap": count(ClapTextModel(ClapTextConfig())),
+            "audioldm2": count(AutoencoderKL(**vae))
+            + count(SpeechT5HifiGan(SpeechT5HifiGanConfig(**hifigan))),
+        }
+    assert counted == registry.PARAMS_BY_KIND
