@@ -36,7 +36,7 @@ def cpu_has_native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def _mps_available() -> bool:
+def mps_available() -> bool:
     import torch
 
     return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
@@ -48,7 +48,7 @@ def auto_device() -> str:
 
     if torch.cuda.is_available():
         return "cuda"
-    return "mps" if _mps_available() else "cpu"
+    return "mps" if mps_available() else "cpu"
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -61,7 +61,7 @@ def resolve_device(device: str = "auto") -> str:
         return auto_device()
     if device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda was asked for, but torch sees no CUDA GPU.")
-    if device == "mps" and not _mps_available():
+    if device == "mps" and not mps_available():
         raise UsageError("--device mps was asked for, but this torch has no Metal (MPS) support.")
     return device
 
