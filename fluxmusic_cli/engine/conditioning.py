@@ -504,10 +504,12 @@ class TextConditioner:
         self.cache.put(key, out[0])
         return out[0]
 
-    def precompute_empty(self, modes: Sequence[str] = MODES) -> list[EmbeddingKey]:
-        """Store "" embeddings of both encoders in each mode (what `download` does once)."""
+    def precompute_empty(
+        self, kinds: Sequence[str] = KINDS, modes: Sequence[str] = MODES
+    ) -> list[EmbeddingKey]:
+        """Store the "" embeddings of `kinds` in each mode (what `download` does once)."""
         keys = []
-        for kind in KINDS:
+        for kind in kinds:
             for mode in modes:
                 _check_mode(mode)
                 self.empty_embedding(kind, mode)
