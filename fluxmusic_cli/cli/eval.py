@@ -15,7 +15,7 @@ from fluxmusic_cli.cli.console import emit_json, err, info, warn
 from fluxmusic_cli.cli.options import DeviceChoice, DeviceOpt, Json, Quiet
 from fluxmusic_cli.engine import registry
 from fluxmusic_cli.errors import UsageError
-from fluxmusic_cli.evaluation.scores import FAD_EMBEDDERS, METRICS
+from fluxmusic_cli.evaluation.scores import FAD_EMBEDDERS, METRICS, PER_FILE_COLUMNS
 
 EXAMPLE = (
     "Example: fluxmusic eval out/musiccaps --reference data/musiccaps-wav "
@@ -173,7 +173,8 @@ def eval_command(
     per_file: Annotated[
         Path | None,
         typer.Option(
-            "--per-file", help="Write per-clip CLAP score, KL and own-stats FAD to this CSV."
+            "--per-file",
+            help=f"Write one row per clip ({', '.join(PER_FILE_COLUMNS)}) to this CSV.",
         ),
     ] = None,
     json_output: Json = False,
