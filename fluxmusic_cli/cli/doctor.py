@@ -43,7 +43,7 @@ def _environment() -> dict[str, Any]:
 
     place = devices.resolve_placement("auto", "auto")
     cuda = torch.cuda.is_available()
-    mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    mps = devices.mps_available()
     free_disk = shutil.disk_usage(_existing_parent(hub.hub_cache_dir())).free
     return {
         "versions": {

@@ -192,7 +192,7 @@ def download_refs(
 
 def _store_empty_embeddings(refs: Sequence[ComponentRef], token: str | None, quiet: bool) -> list:
     """Encode "" once per downloaded text encoder and mode, so a left-out encoder stays unloaded."""
-    from fluxmusic_cli.engine.conditioning import MODES, TextConditioner
+    from fluxmusic_cli.engine.conditioning import TextConditioner
 
     encoders = {r.kind: r for r in refs if r.kind in ("t5", "clap")}
     if not encoders:
@@ -212,9 +212,8 @@ def _store_empty_embeddings(refs: Sequence[ComponentRef], token: str | None, qui
     for kind in encoders:
         if not quiet:
             info(f"Storing the empty-prompt embeddings of {kind} ...")
-        for mode in MODES:
-            conditioner.empty_embedding(kind, mode)
-            stored.append({"encoder": kind, "mode": mode})
+        keys = conditioner.precompute_empty((kind,))
+        stored += [{"encoder": kind, "mode": key.mode} for key in keys]
         conditioner.release()
     return stored
 
@@ -324,7 +323,7 @@ def _model_rows() -> list[dict[str, object]]:
                 "name": comp.key,
                 "kind": kind,
                 "source": comp.repo_id,
-                "params": preflight.PARAMS_BY_KIND[kind],
+                "params": registry.PARAMS_BY_KIND[kind],
                 "download_bytes": comp.size_bytes,
                 "gated": comp.gated,
                 "cached": "yes" if where else "no",

@@ -1,6 +1,6 @@
 """Text conditioning: prompts -> T5 features `txt` (B, 256, 4096) and CLAP vector `y` (B, 768).
 
-Two modes (SPEC section 3). `training`, what the released weights saw: T5 ids are the prompt's
+Two tokenisation modes. `training`, what the released weights saw: T5 ids are the prompt's
 tokens with EOS, cut at 256 and filled to 256 with id 1, run with a mask over the fill; CLAP is
 padded to 77 and run with its mask. `reference-script`, what the published sampling script
 did: both padded to 256 with the tokenizer's pad id and run without a mask.
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from fluxmusic_cli.engine.embedding_cache import EmbeddingCache, EmbeddingKey
 from fluxmusic_cli.engine.quiet import quiet_libraries
 from fluxmusic_cli.engine.sources import DEFAULT_SOURCES, ComponentRef, Kind, parse_ref
-from fluxmusic_cli.errors import CheckpointError, ModelMissingError, UsageError
+from fluxmusic_cli.errors import CheckpointError, ModelMissingError, UsageError, first_line
 
 if TYPE_CHECKING:
     import torch
@@ -170,24 +170,6 @@ def run_encoder(model: Any, batch: TokenBatch, device: Any, output: str) -> torc
     return getattr(out, output).float().cpu()
 
 
-def encode_t5(
-    prompts: Sequence[str], tokenizer: Any, model: Any, mode: Mode = "training", device: Any = "cpu"
-) -> torch.Tensor:
-    """T5 `last_hidden_state` of all 256 positions: (B, 256, d_model), float32 on the CPU."""
-    return run_encoder(model, t5_inputs(prompts, tokenizer, mode), device, _OUTPUT["t5"])
-
-
-def encode_clap(
-    prompts: Sequence[str],
-    tokenizer: Any,
-    text_model: Any,
-    mode: Mode = "training",
-    device: Any = "cpu",
-) -> torch.Tensor:
-    """CLAP text tower `pooler_output`: (B, hidden), float32 on the CPU."""
-    return run_encoder(text_model, clap_inputs(prompts, tokenizer, mode), device, _OUTPUT["clap"])
-
-
 # -- loading ---------------------------------------------------------------------------------
 
 
@@ -230,16 +212,11 @@ def load_tokenizer(directory: Path) -> Any:
             tokenizer = AutoTokenizer.from_pretrained(str(directory))
     except (OSError, ValueError, ImportError) as err:
         raise CheckpointError(
-            f"Could not load the tokenizer in {directory}: {_first_line(err)}",
+            f"Could not load the tokenizer in {directory}: {first_line(err)}",
             hint="Re-download it, or check that sentencepiece and protobuf are installed.",
         ) from err
     check_tokenizer(tokenizer, directory)
     return tokenizer
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def t5_dirs(root: Path) -> tuple[Path, Path]:
@@ -275,7 +252,7 @@ def load_t5(root: Path, device: Any = "cpu", dtype: Any = None) -> tuple[Any, An
             )
     except (OSError, ValueError) as err:
         raise CheckpointError(
-            f"Could not load the T5 encoder in {model_dir}: {_first_line(err)}"
+            f"Could not load the T5 encoder in {model_dir}: {first_line(err)}"
         ) from err
     absent = sorted(info.get("missing_keys") or []) + sorted(
         str(k) for k in (info.get("mismatched_keys") or [])
@@ -375,7 +352,7 @@ def load_clap_text(root: Path, device: Any = "cpu", dtype: Any = None) -> tuple[
             config = AutoConfig.from_pretrained(str(root))
     except (OSError, ValueError) as err:
         raise CheckpointError(
-            f"Could not read the CLAP config in {root}: {_first_line(err)}"
+            f"Could not read the CLAP config in {root}: {first_line(err)}"
         ) from err
     text_config = getattr(config, "text_config", config)
     if getattr(text_config, "model_type", "") != "clap_text_model":
@@ -527,10 +504,12 @@ class TextConditioner:
         self.cache.put(key, out[0])
         return out[0]
 
-    def precompute_empty(self, modes: Sequence[str] = MODES) -> list[EmbeddingKey]:
-        """Store "" embeddings of both encoders in each mode (what `download` does once)."""
+    def precompute_empty(
+        self, kinds: Sequence[str] = KINDS, modes: Sequence[str] = MODES
+    ) -> list[EmbeddingKey]:
+        """Store the "" embeddings of `kinds` in each mode (what `download` does once)."""
         keys = []
-        for kind in KINDS:
+        for kind in kinds:
             for mode in modes:
                 _check_mode(mode)
                 self.empty_embedding(kind, mode)

@@ -516,7 +516,7 @@ def _etag_of(pt_path: Path) -> str:
     target = pt_path.resolve()
     if _HEX.match(target.name):
         return target.name  # the hub cache names blobs by their etag (sha256 for LFS files)
-    from fluxmusic_cli.engine.checkpoint import file_sha256
+    from fluxmusic_cli.engine.filehash import file_sha256
 
     return file_sha256(pt_path)
 
@@ -631,21 +631,6 @@ def where(ref: ComponentRef) -> Path | None:
     assert ref.hub is not None
     state = local_state(ref.hub.repo_id, ref.hub.revision, ref.hub.files)
     return state.snapshot if state.complete else None
-
-
-def cached_size(ref: ComponentRef) -> int:
-    """Bytes the component's files take on disk now (0 when nothing is there)."""
-    if ref.path is not None:
-        return tree_size(ref.path)
-    if ref.variant is not None:
-        conv = converted_checkpoints(ref.variant)
-        state = local_state(ref.variant.repo_id, "main", (ref.variant.filename,))
-        return sum(c.path.stat().st_size for c in conv[:1]) + sum(
-            p.stat().st_size for p in state.present.values()
-        )
-    assert ref.hub is not None
-    state = local_state(ref.hub.repo_id, ref.hub.revision, ref.hub.files)
-    return sum(p.stat().st_size for p in state.present.values())
 
 
 def tree_size(path: Path) -> int:
