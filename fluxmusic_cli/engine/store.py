@@ -114,7 +114,8 @@ class ModelStore:
             t5 = params * max(per, 2)
         clap = 0
         if self.options.encoders != "t5":
-            params = registry.PARAMS_BY_KIND["clap"] if clap_ref.hub else _local_params(clap_ref.path, 4)
+            table = registry.PARAMS_BY_KIND["clap"]
+            params = table if clap_ref.hub else _local_params(clap_ref.path, 4)
             clap = params * 4
         dec_ref = self.refs["audioldm2"]
         decoder = 4 * (
