@@ -2,7 +2,9 @@
 
     python benchmarks/run.py [--quick] [--only step,clip,startup,load,batch,peers,gpu] [--out F]
 
-`--only compile` (opt-in) times the bf16 step under torch.compile on the CPU. `--only load-released`
+`--only longform` (opt-in) compares 30 s and 60 s long-form windows with one long window and
+checks the 5-minute memory target. `--only compile` (opt-in) times the bf16 step under
+torch.compile on the CPU. `--only load-released`
 (opt-in) writes large, giant-full and giant at real size (up to 17 GB), times loading, deletes
 them. `--only t5xxl`
 (opt-in too) writes a real-size T5-XXL (9.5 GB) and compares
@@ -35,6 +37,7 @@ MODULES = {
     "batch": "clip",
     "t5xxl": "clip",
     "gpu": "gpu",
+    "longform": "longform",
     **{p: "peers" for p in PEERS},
 }
 
