@@ -8,6 +8,7 @@ computes the same function once the keys are renamed and a few tensors split.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 from collections.abc import Mapping
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from fluxmusic_cli import atomic
 from fluxmusic_cli.engine.registry import AXES_DIM_BY_HEAD_DIM
-from fluxmusic_cli.errors import CheckpointError, ModelMissingError
+from fluxmusic_cli.errors import CheckpointError, ModelMissingError, OutputError
 
 if TYPE_CHECKING:
     import torch
@@ -278,13 +279,18 @@ def convert_to_safetensors(src: Path, dst: Path) -> None:
     sd = read_state_dict(src)
     infer_config(sd, source=str(src))
     dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
+    atomic.make_folder(dst.parent)
     with atomic.writing(dst) as tmp:
         save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp), metadata={"format": "pt"})
 
 
+# Files smaller than this are hashed again each time (fast), so no memo is left for them.
+MEMO_MIN_BYTES = 64 * 1024**2
+
+
 def file_sha256(path: Path) -> str:
-    """SHA-256 of a weights file, remembered beside the tool cache by (path, size, mtime)."""
+    """SHA-256 of a weights file, remembered beside the tool cache by (path, size, mtime) for
+    large files; a cache that cannot be written only costs the hashing again."""
     from fluxmusic_cli.engine.paths import cache_dir
 
     path = Path(path).resolve()
@@ -298,8 +304,10 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 22), b""):
             digest.update(block)
     value = digest.hexdigest()
-    memo.parent.mkdir(parents=True, exist_ok=True)
-    memo.write_text(value)
+    if st.st_size >= MEMO_MIN_BYTES:
+        with contextlib.suppress(OutputError):
+            atomic.make_folder(memo.parent)
+            atomic.write_text(memo, value)
     return value
 
 

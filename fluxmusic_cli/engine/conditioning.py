@@ -14,6 +14,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -406,7 +407,8 @@ class TextConditioning:
 
 
 def _local_revision(path: Path) -> str:
-    """Stands in for a hub revision: changes when any file under a local source changes."""
+    """Stands in for a hub revision: changes when any file under a local source changes, by
+    size, mtime and content (whole small files; the first and last 64 KiB of large ones)."""
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
     digest = hashlib.sha256()
     for p in files:
@@ -415,7 +417,24 @@ def _local_revision(path: Path) -> str:
             f"{p.relative_to(path) if p != path else p.name}:{st.st_size}:"
             f"{st.st_mtime_ns}\n".encode()
         )
+        with open(p, "rb") as fh:
+            if st.st_size <= 1 << 20:
+                digest.update(fh.read())
+            else:
+                digest.update(fh.read(1 << 16))
+                fh.seek(-(1 << 16), os.SEEK_END)
+                digest.update(fh.read(1 << 16))
     return "local-" + digest.hexdigest()[:16]
+
+
+def _revision(ref: ComponentRef) -> str | None:
+    """What identifies the weights: a local folder's fingerprint, or the hub commit the
+    revision resolves to in the cache now (None until it is downloaded)."""
+    if ref.path is not None:
+        return _local_revision(ref.path) if ref.path.exists() else None
+    from fluxmusic_cli.engine import hub
+
+    return hub.resolved_commit(ref)
 
 
 class TextConditioner:
@@ -472,8 +491,14 @@ class TextConditioner:
     def key(self, kind: str, prompt: str, mode: str | None = None) -> EmbeddingKey:
         ref = self.refs[kind]
         if kind not in self._revisions:
-            local = ref.path is not None and ref.path.exists()
-            self._revisions[kind] = _local_revision(ref.path) if local else ref.revision
+            found = _revision(ref)
+            if found is None:
+                # Weights not on disk (yet, or removed once "" was stored): the empty prompt's
+                # stored embedding still serves a left-out encoder; nothing else matches.
+                known = self.cache.stored_revision(ref.identity, mode or self.mode)
+                revision = known if prompt == "" and known else ref.revision
+                return EmbeddingKey(ref.identity, revision, mode or self.mode, prompt)
+            self._revisions[kind] = found
         return EmbeddingKey(ref.identity, self._revisions[kind], mode or self.mode, prompt)
 
     def _encoder(self, kind: str) -> tuple[Any, Any]:
