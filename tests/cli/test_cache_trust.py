@@ -3,6 +3,7 @@ checked on every read, and skipped (said once) when they cannot be written."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -71,11 +72,12 @@ def full_disk(tmp_path):
     if done.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.strip() or 'not root'}")
     (point / "cache").mkdir()
-    with open(point / "filler", "wb") as f:
-        try:
-            f.write(b"\0" * 65536)
-        except OSError:
+    fd = os.open(point / "filler", os.O_WRONLY | os.O_CREAT)
+    with contextlib.suppress(OSError):
+        while os.write(fd, b"\0" * 4096):
             pass
+    os.close(fd)
+    assert os.statvfs(point).f_bavail == 0
     yield point / "cache"
     subprocess.run(["umount", "-l", str(point)], check=False)
 
@@ -146,9 +148,7 @@ def test_temporary_files_of_a_killed_cache_writer_are_cleaned(gen, tmp_path):
     assert not left.exists()
 
 
-def test_a_local_encoder_whose_weights_change_is_encoded_again(
-    gen, run_cli, tiny_bundle, tmp_path
-):
+def test_a_local_encoder_whose_weights_change_is_encoded_again(gen, run_cli, tiny_bundle, tmp_path):
     import shutil
 
     from fluxmusic_cli.tinybundle.text import write_tiny_t5
