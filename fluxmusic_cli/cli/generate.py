@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from fluxmusic_cli.cli import options as opt
-from fluxmusic_cli.cli.console import emit_json, err, warn
+from fluxmusic_cli.cli.console import emit_json, err, refuse_binary_to_terminal, warn, write_stdout
 from fluxmusic_cli.engine.pipeline import (
     DEFAULT_GUIDANCE,
     DEFAULT_NEGATIVE_PROMPT,
@@ -115,7 +115,10 @@ def generate(
     plan = [(p, base_seed + k) for p in prompts for k in range(num_outputs)]
     if to_stdout and len(plan) > 1:
         raise UsageError("-o - takes exactly one clip; give one prompt and no -n.")
-    targets = [] if to_stdout else _targets(plan, output, len(prompts), force=force)
+    if to_stdout:
+        refuse_binary_to_terminal()
+    targets = [] if to_stdout else _targets(plan, output, len(prompts), force=force,
+                                            sample_rate=values["sample_rate"])  # fmt: skip
 
     from fluxmusic_cli import output as out
     from fluxmusic_cli.cli.progress import step_bars
@@ -148,8 +151,7 @@ def generate(
                 )
                 if to_stdout:
                     data, item = out.clip_wav_bytes(clip, **opts)
-                    sys.stdout.buffer.write(data)
-                    sys.stdout.flush()
+                    write_stdout(data)
                 else:
                     item = out.write_clip(clip, targets[start + i], force=force, **opts)
                 written.append(item)
@@ -191,16 +193,22 @@ def _read_prompts(prompt: str | None) -> list[str]:
 
 
 def _targets(
-    plan: list[tuple[str, int]], output: Path | None, n_prompts: int, *, force: bool
+    plan: list[tuple[str, int]],
+    output: Path | None,
+    n_prompts: int,
+    *,
+    force: bool,
+    sample_rate: int | None = None,
 ) -> list[Path]:
     """One path per planned clip, all checked before any generation starts."""
     from fluxmusic_cli.audio import slugify
-    from fluxmusic_cli.output import check_target
+    from fluxmusic_cli.output import check_target, output_folder
 
-    # Typer's Path drops a trailing slash, so a path without an extension names a folder.
-    as_dir = output is not None and (output.is_dir() or not output.suffix)
+    as_dir = output_folder(output)
     if as_dir:
-        output.mkdir(parents=True, exist_ok=True)
+        from fluxmusic_cli.atomic import make_folder
+
+        make_folder(output)
     paths: list[Path] = []
     for i, (prompt, seed) in enumerate(plan):
         if output is None or as_dir:
@@ -216,7 +224,7 @@ def _targets(
         while candidate in paths:
             candidate = path.with_name(f"{path.stem}-{k}{path.suffix}")
             k += 1
-        check_target(candidate, force=force)
+        check_target(candidate, force=force, sample_rate=sample_rate)
         paths.append(candidate)
     return paths
 

@@ -223,8 +223,15 @@ class Engine:
                 cache=EmbeddingCache(),
                 resolve=self._local,
                 use_prompt_cache=self.options.prompt_cache,
+                expect=self._text_width,
             )
         return self._conditioners[key]
+
+    def _text_width(self, kind: str) -> int | None:
+        """The width of `kind`'s embeddings the transformer takes (from shapes, no weights)."""
+        from fluxmusic_cli.engine.checkpoint import text_widths
+
+        return text_widths(self._local_transformer(self.refs["transformer"])).get(kind)
 
     def _memory_policy(self) -> str:
         """Decided once, before anything loads (free memory shrinks as models load)."""
