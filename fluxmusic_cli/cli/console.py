@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sys
 from typing import Any
 
@@ -53,8 +54,20 @@ def emit_json_line(event: dict[str, Any]) -> None:
     write_stdout(json.dumps(event, default=str) + "\n")
 
 
+# Quoted user text in a message (a prompt, a name, a bad value) is cut to this many characters.
+QUOTE_CHARS = 80
+_LONG_WORD = re.compile(rf"\S{{{QUOTE_CHARS + 1},}}")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def printable(text: str) -> str:
+    """`text` safe for a terminal: control characters escaped, runaway words shortened."""
+    text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    return _LONG_WORD.sub(lambda m: m.group()[: QUOTE_CHARS - 3] + "...", text)
+
+
 def warn(message: str) -> None:
-    err.print(f"[yellow]warning:[/yellow] {message}")
+    err.print(f"[yellow]warning:[/yellow] {printable(message)}")
 
 
 def info(message: str) -> None:
