@@ -23,6 +23,10 @@ from fluxmusic_cli.errors import BadAudioError, OutOfMemoryError, UsageError
 from fluxmusic_cli.prompts import PromptTable
 
 MAX_NAME_BYTES = 200
+# Device names Windows reserves in every folder, with or without an extension.
+_RESERVED = frozenset(
+    ["CON", "PRN", "AUX", "NUL"] + [f"{d}{i}" for d in ("COM", "LPT") for i in range(1, 10)]
+)
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg")
 
 
@@ -127,6 +131,8 @@ def name_problem(name: str) -> str | None:
         return f"name {name!r} starts with '.', which would make a hidden file"
     if any(ord(c) < 32 or c in ':*?"<>|' for c in name):
         return f"name {name!r} contains a character that file systems refuse"
+    if name.split(".", 1)[0].upper() in _RESERVED:
+        return f"name {name!r} is reserved on Windows (a device name), so the file could not exist"
     if len(name.encode("utf-8")) > MAX_NAME_BYTES:
         return f"name is longer than {MAX_NAME_BYTES} bytes"
     return None

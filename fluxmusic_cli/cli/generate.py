@@ -186,10 +186,10 @@ def _read_prompts(prompt: str | None) -> list[str]:
         return [prompt.strip()]
     if sys.stdin.isatty():
         raise UsageError("'-' reads prompts from stdin, but stdin is a terminal; pipe them in.")
-    prompts = [line.strip() for line in sys.stdin.read().splitlines() if line.strip()]
-    if not prompts:
-        raise UsageError("No prompts on stdin (blank lines are skipped).")
-    return prompts
+    from fluxmusic_cli.prompts import parse_prompts
+
+    # The reader `batch` uses for .txt lists: blank lines and # comments are skipped.
+    return [row.prompt for row in parse_prompts(sys.stdin.read(), "txt", source="stdin").rows]
 
 
 def _targets(

@@ -321,10 +321,12 @@ def _model_rows() -> list[dict[str, object]]:
     for kind, comp in comps:
         ref = ComponentRef(kind=kind, hub=comp)  # type: ignore[arg-type]
         where = hub.where(ref)
+        # The VAE + vocoder is "vae-vocoder" to the user everywhere (--vae-vocoder, download).
+        label = "vae-vocoder" if kind == "audioldm2" else None
         rows.append(
             {
-                "name": comp.key,
-                "kind": kind,
+                "name": label or comp.key,
+                "kind": label or kind,
                 "source": comp.repo_id,
                 "params": preflight.PARAMS_BY_KIND[kind],
                 "download_bytes": comp.size_bytes,
