@@ -63,8 +63,10 @@ def main() -> None:
     """Console-script entry point: run the app, turning known errors into sentences."""
     from fluxmusic_cli import notices
     from fluxmusic_cli.cli.console import err, printable, warn
+    from fluxmusic_cli.engine.quiet import quiet_by_default
 
     notices.set_sink(warn)
+    quiet_by_default()
     try:
         # Without standalone mode, typer returns (not raises) the code of an Exit, and turns
         # Ctrl-C into code 130.

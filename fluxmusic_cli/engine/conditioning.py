@@ -166,7 +166,9 @@ def run_encoder(model: Any, batch: TokenBatch, device: Any, output: str) -> torc
     import torch
 
     mask = None if batch.attention_mask is None else batch.attention_mask.to(device)
-    with torch.inference_mode():
+    # Without a mask (training mode) transformers advises one on stderr; it is left out on
+    # purpose, as the model was trained.
+    with torch.inference_mode(), quiet_libraries():
         out = model(input_ids=batch.input_ids.to(device), attention_mask=mask)
     return getattr(out, output).float().cpu()
 

@@ -129,3 +129,27 @@ def test_models_calls_the_vae_and_vocoder_vae_vocoder(run_cli):
     assert code == 0
     rows = {r["name"]: r for r in json.loads(out)}
     assert rows["vae-vocoder"]["kind"] == "vae-vocoder"
+
+
+def test_library_load_bars_and_advice_stay_off_stderr(tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    from fluxmusic_cli.tinybundle.text import write_tiny_clap
+
+    fluxmusic = Path(sys.executable).with_name("fluxmusic")
+    if not fluxmusic.exists():
+        pytest.skip(f"console script not installed at {fluxmusic}")
+    (tmp_path / "gen").mkdir()
+    t = np.arange(16000) / 16000
+    for i in range(2):
+        sf.write(tmp_path / "gen" / f"c{i}.wav", 0.3 * np.sin(2 * np.pi * 300 * (i + 1) * t), 16000)
+        (tmp_path / "gen" / f"c{i}.json").write_text(json.dumps({"prompt": f"tone {i}", "seed": i}))
+    clap = write_tiny_clap(tmp_path / "clap")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    for name in ("TQDM_DISABLE", "TRANSFORMERS_VERBOSITY", "DIFFUSERS_VERBOSITY"):
+        env.pop(name, None)
+    command = [str(fluxmusic), "eval", "gen", "--metrics", "clap", "--clap-model", str(clap)]
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "Loading weights" not in done.stderr and "it/s" not in done.stderr
