@@ -63,7 +63,14 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 def printable(text: str) -> str:
     """`text` safe for a terminal: control characters escaped, runaway words shortened."""
     text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
-    return _LONG_WORD.sub(lambda m: m.group()[: QUOTE_CHARS - 3] + "...", text)
+    return _LONG_WORD.sub(_shorten, text)
+
+
+def _shorten(match: re.Match) -> str:
+    word = match.group()
+    if "/" in word and len(word) <= 1024:  # a file path is told in full
+        return word
+    return word[: QUOTE_CHARS - 3] + "..."
 
 
 def warn(message: str) -> None:

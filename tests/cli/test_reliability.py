@@ -175,7 +175,7 @@ def test_a_second_unsharded_batch_on_one_folder_is_refused_naming_shard(tiny_bun
         pytest.skip(f"console script not installed at {fluxmusic}")
     (tmp_path / "cues.txt").write_text("".join(f"cue {i}, solo cello\n" for i in range(6)))
     command = [str(fluxmusic), "batch", "cues.txt", "-o", "out", *tiny_bundle.cli_args(),
-               *FAST[:2], "4", "--duration", "0.64", *FAST[4:]]  # fmt: skip
+               FAST[0], "4", "--duration", "0.64", *FAST[4:]]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
     with open(tmp_path / "first.txt", "wb") as log:
         first = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=log)
