@@ -60,8 +60,10 @@ def _print_table(report: Any) -> None:
 def _write_per_file(path: Path, report: Any, quiet: bool) -> None:
     existed = path.exists()
     fields = [f.name for f in dataclasses.fields(report.per_file[0])] if report.per_file else []
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as fh:
+    from fluxmusic_cli import atomic
+
+    atomic.make_folder(path.parent)
+    with atomic.writing(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
         for row in report.per_file:

@@ -82,7 +82,8 @@ def render_plan(plan: DownloadPlan) -> None:
 
 
 def confirm_plan(plan: DownloadPlan, *, yes: bool) -> None:
-    """Ask before a large download; refuse without a terminal unless `yes`."""
+    """Ask before a large download (the answer defaults to no); refuse without a terminal
+    unless `yes`."""
     if yes or plan.fetch_bytes <= ASK_ABOVE_BYTES:
         return
     size = human_bytes(plan.fetch_bytes)
@@ -90,20 +91,21 @@ def confirm_plan(plan: DownloadPlan, *, yes: bool) -> None:
         f"Download {size}?",
         refusal=f"This would download {size} and there is no terminal to confirm it; "
         "pass --yes to go ahead.",
-        declined="Nothing was downloaded.",
-        default=True,
+        declined="Nothing was downloaded; run again with --yes, or answer y, to fetch it.",
+        default=False,
     )
 
 
 def _confirm(question: str, *, refusal: str, declined: str, default: bool) -> None:
-    """Ask `question` on the terminal; without one, refuse with `refusal` (a usage error)."""
+    """Ask `question` on the terminal; without one, refuse with `refusal` (a usage error).
+    A "no" is the user's choice, not a failure: `declined` is said and the exit code is 0."""
     if not _interactive():
         raise UsageError(refusal)
     from rich.prompt import Confirm
 
     if not Confirm.ask(question, console=err, default=default):
         info(declined)
-        raise typer.Exit(1)
+        raise typer.Exit(0)
 
 
 class _Bars:
@@ -318,10 +320,12 @@ def _model_rows() -> list[dict[str, object]]:
     for kind, comp in comps:
         ref = ComponentRef(kind=kind, hub=comp)  # type: ignore[arg-type]
         where = hub.where(ref)
+        # The VAE + vocoder is "vae-vocoder" to the user everywhere (--vae-vocoder, download).
+        label = "vae-vocoder" if kind == "audioldm2" else None
         rows.append(
             {
-                "name": comp.key,
-                "kind": kind,
+                "name": label or comp.key,
+                "kind": label or kind,
                 "source": comp.repo_id,
                 "params": registry.PARAMS_BY_KIND[kind],
                 "download_bytes": comp.size_bytes,

@@ -119,6 +119,23 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return dict(obj)
 
 
+def text_widths(path: Path) -> dict[str, int]:
+    """The embedding widths a transformer file takes, {"t5": ..., "clap": ...}, from tensor
+    shapes alone (a safetensors header, or a memory-mapped pickle): no weights are read."""
+    path = Path(path)
+    keys = {"t5": "txt_in.weight", "clap": "vector_in.in_layer.weight"}
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                return {k: int(f.get_slice(key).get_shape()[1]) for k, key in keys.items()}
+        except Exception:  # noqa: BLE001 - loading reports a damaged file in full
+            return {}
+    sd = read_state_dict(path)
+    return {k: int(sd[key].shape[1]) for k, key in keys.items() if key in sd}
+
+
 def infer_config(sd: StateDict, *, source: str = "checkpoint") -> FluxMusicConfig:
     """Read the architecture (widths, depths, heads) off the tensors' shapes."""
     missing = [k for k in _REQUIRED if k not in sd]
@@ -313,6 +330,6 @@ def convert_to_safetensors(src: Path, dst: Path) -> None:
     sd = read_state_dict(src)
     infer_config(sd, source=str(src))
     dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
+    atomic.make_folder(dst.parent)
     with atomic.writing(dst) as tmp:
         save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp), metadata={"format": "pt"})

@@ -1,17 +1,20 @@
 """The tool's one file hash: SHA-256 of a file, remembered so that large weights hash once.
 
 The memo lives in the tool cache, keyed by the file's resolved path, size and modification
-time, so an edited or replaced file is hashed again.
+time, so an edited or replaced file is hashed again. Only large files are memoised (small ones
+hash in milliseconds), and a cache that cannot be written only costs the hashing again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from pathlib import Path
 
 from fluxmusic_cli.engine.paths import cache_dir
 
 BLOCK = 1 << 22
+MEMO_MIN_BYTES = 64 * 1024**2  # smaller files are hashed again each time, leaving no memo
 
 
 def file_sha256(path: Path) -> str:
@@ -27,6 +30,11 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: fh.read(BLOCK), b""):
             digest.update(block)
     value = digest.hexdigest()
-    memo.parent.mkdir(parents=True, exist_ok=True)
-    memo.write_text(value)
+    if st.st_size >= MEMO_MIN_BYTES:
+        from fluxmusic_cli import atomic
+        from fluxmusic_cli.errors import OutputError
+
+        with contextlib.suppress(OutputError):
+            atomic.make_folder(memo.parent)
+            atomic.write_text(memo, value)
     return value

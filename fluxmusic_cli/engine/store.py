@@ -81,8 +81,19 @@ class ModelStore:
                 cache=EmbeddingCache(),
                 resolve=self._local,
                 use_prompt_cache=self.options.prompt_cache,
+                expect=self._text_width,
             )
         return self._conditioners[key]
+
+    def _text_width(self, kind: str) -> int | None:
+        """The width of `kind`'s embeddings the transformer takes (from shapes, no weights)."""
+        from fluxmusic_cli.engine import hub
+        from fluxmusic_cli.engine.checkpoint import text_widths
+
+        path = hub.ensure_transformer(
+            self.refs["transformer"], token=self.options.token, offline=self.options.offline
+        )
+        return text_widths(path).get(kind)
 
     def memory_policy(self) -> str:
         """Decided once, before anything loads (free memory shrinks as models load)."""

@@ -34,7 +34,8 @@ def test_models_json_lists_variants_and_components_with_cache_state(fake_hub, ru
     assert code == 0, err
     rows = {r["name"]: r for r in json.loads(out)}
     assert set(registry.VARIANTS) <= set(rows)
-    assert {"t5-city96", "t5-sd3", "clap", "audioldm2"} <= set(rows)
+    assert {"t5-city96", "t5-sd3", "clap", "vae-vocoder"} <= set(rows)
+    assert "audioldm2" not in json.dumps([r["name"] + r["kind"] for r in rows.values()])
     assert rows["clap"]["cached"] == "yes" and rows["clap"]["where"].startswith(
         str(hub.hub_cache_dir())
     )
