@@ -38,25 +38,22 @@ class AudioInfo:
 
 
 def read_mono(path: Path) -> tuple[np.ndarray, int]:
-    import soundfile as sf
+    """The file's samples mixed to mono, through the tool's one audio reader (libsndfile, then
+    ffmpeg), which says in one sentence why a file that is not audio cannot be read."""
+    from fluxmusic_cli.audio import read_audio
 
-    try:
-        data, rate = sf.read(str(path), dtype="float64", always_2d=True)
-    except Exception as exc:  # noqa: BLE001 - soundfile raises several types for bad files
-        raise UsageError(f"Cannot read audio file {path}: {exc}") from exc
-    return data.mean(axis=1), int(rate)
+    decoded = read_audio(path)
+    return decoded.samples.mean(axis=1), decoded.sample_rate
 
 
 def inspect(path: Path) -> AudioInfo:
     """Content hash (of the file bytes), format facts and peak level of one file."""
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    import soundfile as sf
+    from fluxmusic_cli.audio import read_audio
 
-    try:
-        channels = sf.info(str(path)).channels
-    except Exception as exc:  # noqa: BLE001
-        raise UsageError(f"Cannot read audio file {path}: {exc}") from exc
-    mono, rate = read_mono(path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    decoded = read_audio(path)
+    channels = decoded.channels
+    mono, rate = decoded.samples.mean(axis=1), decoded.sample_rate
     if not np.isfinite(mono).all():
         raise UsageError(f"{path} contains NaN or infinite samples; it cannot be scored.")
     peak = float(np.max(np.abs(mono))) if mono.size else 0.0

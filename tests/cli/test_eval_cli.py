@@ -162,3 +162,11 @@ def test_a_metric_added_to_the_registry_is_computed_and_rendered(
     doc = json.loads(out)
     assert set(doc["metrics"]) == {"loudest"} and doc["metrics"]["loudest"]["n"] == 2
     assert list(doc["cache"]) == ["panns-cnn14-16k"]  # only the embedder it declared
+
+
+def test_a_random_bytes_mp3_is_called_not_audio_not_a_pipe(models, tmp_path, run_cli):
+    gen = write_set(tmp_path / "gen", ["a", "b"])
+    (gen / "junk.mp3").write_bytes(np.random.default_rng(0).bytes(5000))
+    code, out, err = run_cli(["eval", str(gen), "--metrics", "is", *models])
+    assert code == 2 and "junk.mp3" in err and "pipe" not in err and "Traceback" not in err
+    assert out == ""
