@@ -9,7 +9,9 @@ module level; soundfile, pydub, scipy and pyloudnorm load inside the functions t
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -274,13 +276,34 @@ def read_audio(path: Path | str, data: bytes | None = None) -> DecodedAudio:
     return _read_ffmpeg(name, data)
 
 
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """libsndfile's MP3 decoder prints its complaints about a broken file straight to file
+    descriptor 2; the tool says what went wrong in its own sentence instead."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _read_sndfile(path, data: bytes | None) -> DecodedAudio | None:
     import soundfile as sf
 
     try:
-        samples, rate = sf.read(
-            io.BytesIO(data) if data is not None else str(path), dtype="float64", always_2d=True
-        )
+        with _quiet_native_stderr():
+            samples, rate = sf.read(
+                io.BytesIO(data) if data is not None else str(path),
+                dtype="float64",
+                always_2d=True,
+            )
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
         return None
     except OSError as exc:
