@@ -596,12 +596,15 @@ class Engine:
 
     @staticmethod
     def _input_record(source: editing.EditSource, plan) -> dict[str, Any]:
+        from fluxmusic_cli.engine import audio_in
+
         return {
             "path": source.path,
             "sha256": source.sha256,
             "duration": round(source.samples.shape[0] / sampling.SAMPLE_RATE, 6),
             "channels": source.channels,
             "sample_rate": source.source_rate,
+            "to_16k": audio_in.RESAMPLER,
             "latent_file": source.latent_file,
             "from_latent": source.latent is not None,
             "used_samples": plan.original_samples,
