@@ -12,7 +12,8 @@ from __future__ import annotations
 import math
 import platform
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
@@ -380,88 +381,57 @@ class Engine:
         mode: str | None = None,
         latents: Any | None = None,
     ) -> GenerationResult:
-        """Generate one clip per (prompt, seed); `latents` (B, 8, T, 16) replaces the noise.
-
-        At most 10.24 s a clip is one window from its seed's noise; longer clips are sampled
-        in windows that each continue the music so far, and a loop gets its seam repainted.
-        """
-        timings: dict[str, float] = {}
-        t0 = time.perf_counter()
+        """One clip per (prompt, seed): one window up to 10.24 s, else windows that continue
+        the music so far; a loop gets its seam repainted. `latents` replaces the noise."""
+        clock = _Stopwatch()
         encoders = encoders or request.encoders or self.options.encoders
         mode = mode or request.conditioning or self.options.conditioning
 
         # 1. Check the request.
         warnings = request.check()
         length = sampling.latent_length(request.duration)
-        batch = len(request.prompts)
-        shape = (batch, sampling.LATENT_CHANNELS, length, sampling.LATENT_FREQ)
+        shape = (len(request.prompts), sampling.LATENT_CHANNELS, length, sampling.LATENT_FREQ)
         if latents is not None and (request.windowed or tuple(latents.shape) != shape):
             raise UsageError(f"Given latents have shape {tuple(latents.shape)}, not the request's.")
 
         # 2. Encode the prompts and the negative prompt (each distinct text once).
-        t = time.perf_counter()
-        txt, y, enc_warnings = self._guided_text(
-            request.prompts, request.negative_prompt, encoders, mode
-        )
+        with clock("encode_s"):
+            txt, y, enc_warnings = self._guided_text(
+                request.prompts, request.negative_prompt, encoders, mode
+            )
         warnings += enc_warnings
-        timings["encode_s"] = time.perf_counter() - t
 
         # 3. Load the flow model.
-        t = time.perf_counter()
-        model = self.store.transformer()
-        timings["load_s"] = time.perf_counter() - t
+        with clock("load_s"):
+            model = self.store.transformer()
 
         # 4. Denoise: one window per clip from its seed's noise (drawn on the CPU), or
         #    long-form windows and loop seams.
-        t = time.perf_counter()
-        windows = 1
-        if request.windowed:
-            finals, windows = self._denoise_windowed(model, txt, y, request)
-        else:
-            noise = latents if latents is not None else sampling.get_noise(request.seeds, length)
-            finals = self._denoise_batch(model, txt, y, noise, request)
-        timings["denoise_s"] = time.perf_counter() - t
-        if self.store.compile_note:
-            warnings.append(self.store.compile_note)
+        with clock("denoise_s"):
+            windows = 1
+            if request.windowed:
+                finals, windows = self._denoise_windowed(model, txt, y, request)
+            else:
+                noise = (
+                    latents if latents is not None else sampling.get_noise(request.seeds, length)
+                )
+                finals = self._denoise_batch(model, txt, y, noise, request)
+        warnings += [self.store.compile_note] if self.store.compile_note else []
 
         # 5. Decode each whole latent; trim to the requested duration (a loop keeps its period).
-        t = time.perf_counter()
-        keep = length * sampling.SAMPLES_PER_LATENT_FRAME if request.loop else None
-        wave = self._decode(
-            finals, keep or sampling.num_samples(request.duration), loop=request.loop
-        )
-        timings["decode_s"] = time.perf_counter() - t
-        timings["total_s"] = time.perf_counter() - t0
+        with clock("decode_s"):
+            keep = length * sampling.SAMPLES_PER_LATENT_FRAME if request.loop else None
+            keep = keep or sampling.num_samples(request.duration)
+            wave = self._decode(finals, keep, loop=request.loop)
 
         # 6. Records.
-        settings = {
-            "operation": "generate",
-            "negative_prompt": request.negative_prompt,
-            "steps": request.steps,
-            "guidance": request.guidance,
-            "duration": round(wave.shape[1] / sampling.SAMPLE_RATE, 6)
-            if request.loop
-            else request.duration,
-        }
-        if request.windowed:
-            settings.update(windows=windows, loop=request.loop)
-            if length > sampling.WINDOW_FRAMES:
-                settings["context"] = request.context
-            if request.loop:
-                settings["seam"] = request.seam
-        base = self._record_base(settings, encoders, mode, length, timings)
+        settings = _generate_settings(request, windows, wave.shape[1], length)
+        base = self._record_base(settings, encoders, mode, length, clock.done())
         clips = [
-            Clip(
-                prompt=p,
-                seed=s,
-                waveform=wave[i],
-                sample_rate=sampling.SAMPLE_RATE,
-                record={**base, "prompt": p, "seed": s},
-                latent=finals[i],
-            )
+            Clip(p, s, wave[i], sampling.SAMPLE_RATE, {**base, "prompt": p, "seed": s}, finals[i])
             for i, (p, s) in enumerate(zip(request.prompts, request.seeds))
         ]
-        return GenerationResult(clips=clips, warnings=warnings, timings=timings)
+        return GenerationResult(clips=clips, warnings=warnings, timings=clock.timings)
 
     # -- operation: edit a recording -------------------------------------------------------------
 
@@ -469,67 +439,45 @@ class Engine:
         """Remix, repaint, extend or loop one recording; the result holds one clip."""
         from fluxmusic_cli.engine.edit_plan import plan_edit
 
-        timings: dict[str, float] = {}
-        t0 = time.perf_counter()
+        clock = _Stopwatch()
         encoders = request.encoders or self.options.encoders
         mode = request.conditioning or self.options.conditioning
 
         # 1. Check everything that needs no model, and plan the frames.
         GenerationRequest(
-            prompts=(request.prompt,),
-            seeds=(request.seed,),
-            negative_prompt=request.negative_prompt,
-            steps=request.steps,
+            prompts=(request.prompt,), seeds=(request.seed,),
+            negative_prompt=request.negative_prompt, steps=request.steps,
             guidance=request.guidance,
-        ).check()
+        ).check()  # fmt: skip
         plan = plan_edit(request)
 
         # 2. The recording's latent: its exact sidecar latent, or the VAE's encoding.
-        t = time.perf_counter()
-        latent, gain = self._source_latent(request.source, plan.cut_samples)
-        timings["encode_audio_s"] = time.perf_counter() - t
+        with clock("encode_audio_s"):
+            latent, gain = self._source_latent(request.source, plan.cut_samples)
 
         # 3. Encode the prompt and the negative prompt.
-        t = time.perf_counter()
-        txt, y, warnings = self._guided_text(
-            [request.prompt], request.negative_prompt, encoders, mode
-        )
-        timings["encode_s"] = time.perf_counter() - t
+        with clock("encode_s"):
+            txt, y, warnings = self._guided_text(
+                [request.prompt], request.negative_prompt, encoders, mode
+            )
 
         # 4. Sample with the kept frames known.
-        t = time.perf_counter()
-        model = self.store.transformer()
-        timings["load_s"] = time.perf_counter() - t
-        t = time.perf_counter()
-        final, generated, windows = self._sample_edit(model, txt, y, request, plan, latent)
-        timings["denoise_s"] = time.perf_counter() - t
-        if self.store.compile_note:
-            warnings.append(self.store.compile_note)
+        with clock("load_s"):
+            model = self.store.transformer()
+        with clock("denoise_s"):
+            final, generated, windows = self._sample_edit(model, txt, y, request, plan, latent)
+        warnings += [self.store.compile_note] if self.store.compile_note else []
 
         # 5. Decode the whole latent in one pass, back at the recording's level.
-        t = time.perf_counter()
-        decoded = self._decode(final[None], plan.output_samples, loop=plan.loop)[0] / gain
-        timings["decode_s"] = time.perf_counter() - t
+        with clock("decode_s"):
+            decoded = self._decode(final[None], plan.output_samples, loop=plan.loop)[0] / gain
 
         # 6. Kept regions play the recording itself, crossfaded into the generated ones.
-        from fluxmusic_cli.engine import splice
-
-        original = request.source.samples[: plan.original_samples]
-        weight = splice.decoded_weight(
-            splice.frame_mask_to_samples(generated, plan.output_samples),
-            original.shape[0],
-            request.crossfade,
-            circular=plan.loop,
-        )
-        wave = splice.splice(decoded, original, weight)
-        timings["total_s"] = time.perf_counter() - t0
+        wave = _splice_recording(request, plan, decoded, generated)
 
         # 7. Record.
         settings = {
-            "operation": request.operation,
-            "negative_prompt": request.negative_prompt,
-            "steps": request.steps,
-            "guidance": request.guidance,
+            **_sampling_settings(request.operation, request),
             "duration": round(plan.output_samples / sampling.SAMPLE_RATE, 6),
             **plan.record,
             "windows": windows,
@@ -537,16 +485,10 @@ class Engine:
             "gain": gain,
             "input": self._input_record(request.source, plan),
         }
-        base = self._record_base(settings, encoders, mode, final.shape[1], timings)
-        clip = Clip(
-            prompt=request.prompt,
-            seed=request.seed,
-            waveform=wave,
-            sample_rate=sampling.SAMPLE_RATE,
-            record={**base, "prompt": request.prompt, "seed": request.seed},
-            latent=final,
-        )
-        return GenerationResult(clips=[clip], warnings=warnings, timings=timings)
+        base = self._record_base(settings, encoders, mode, final.shape[1], clock.done())
+        record = {**base, "prompt": request.prompt, "seed": request.seed}
+        clip = Clip(request.prompt, request.seed, wave, sampling.SAMPLE_RATE, record, final)
+        return GenerationResult(clips=[clip], warnings=warnings, timings=clock.timings)
 
     def _source_latent(self, source: editing.EditSource, cut_samples: int | None):
         """(latent (8, T, 16), gain): the sidecar's latent with gain 1, else the VAE's mean
@@ -648,6 +590,67 @@ class Engine:
                 "python": platform.python_version(),
             },
         }
+
+
+def _sampling_settings(operation: str, request) -> dict[str, Any]:
+    return {
+        "operation": operation,
+        "negative_prompt": request.negative_prompt,
+        "steps": request.steps,
+        "guidance": request.guidance,
+    }
+
+
+def _generate_settings(
+    request: GenerationRequest, windows: int, samples: int, length: int
+) -> dict[str, Any]:
+    """What a generation's record says about how it was sampled (a loop: its period)."""
+    settings = _sampling_settings("generate", request)
+    settings["duration"] = (
+        round(samples / sampling.SAMPLE_RATE, 6) if request.loop else request.duration
+    )
+    if request.windowed:
+        settings.update(windows=windows, loop=request.loop)
+        if length > sampling.WINDOW_FRAMES:
+            settings["context"] = request.context
+        if request.loop:
+            settings["seam"] = request.seam
+    return settings
+
+
+def _splice_recording(request: editing.EditRequest, plan, decoded, generated):
+    """The decoded audio where frames were generated, the recording itself where they were
+    kept, blended linearly over the crossfade inside the kept part."""
+    from fluxmusic_cli.engine import splice
+
+    original = request.source.samples[: plan.original_samples]
+    weight = splice.decoded_weight(
+        splice.frame_mask_to_samples(generated, plan.output_samples),
+        original.shape[0],
+        request.crossfade,
+        circular=plan.loop,
+    )
+    return splice.splice(decoded, original, weight)
+
+
+class _Stopwatch:
+    """Seconds per stage (`with clock("decode_s"): ...`), and the total since it was made."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.timings: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, key: str) -> Iterator[None]:
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[key] = time.perf_counter() - t
+
+    def done(self) -> dict[str, float]:
+        self.timings["total_s"] = time.perf_counter() - self.start
+        return self.timings
 
 
 class _StepCounter:
