@@ -39,7 +39,7 @@ def run_edit(
     from_record: Path | None,
 ) -> None:
     """Run one edit end to end; `own` holds the operation's options by their parameter names."""
-    from fluxmusic_cli.edit_input import input_record, load_source
+    from fluxmusic_cli.edit_input import load_source
 
     values = dict(shared.values)
     values.update(own)
@@ -63,12 +63,7 @@ def run_edit(
     if from_record is not None:
         _check_input_hash(from_record, source.sha256, input_path)
     if prompt is None:
-        record = input_record(input_path, data)
-        if record is None or not str(record.get("prompt", "")).strip():
-            raise UsageError(
-                f"Give a PROMPT: {_shown(input_path)} carries no fluxmusic record to take one from."
-            )
-        prompt = str(record["prompt"])
+        prompt = _prompt_of_input(input_path, data)
         notes.append(f'using the prompt of {_shown(input_path)}\'s record: "{_quote(prompt)}"')
     seed = values["seed"] if values["seed"] is not None else secrets.randbelow(2**31)
 
@@ -80,7 +75,6 @@ def run_edit(
     target = None if to_stdout else _target(output, input_path, operation, seed, values)
 
     # 3. Run it and write the result.
-    from fluxmusic_cli import output as out
     from fluxmusic_cli.cli.progress import step_bars
     from fluxmusic_cli.cli.reporting import report_clips, written_name
     from fluxmusic_cli.cli.setup import make_engine
@@ -93,19 +87,36 @@ def run_edit(
     with step_bars(quiet) as bars:
         engine = make_engine(engine_options, progress=bars, yes=values["yes"], quiet=quiet)
         result = engine.edit(request)
-    clip = result.clips[0]
+    item = _write(result.clips[0], target, values)
+    warnings = list(result.warnings) + [f"{written_name(item)}: {w}" for w in item.warnings]
+    report_clips([item], warnings, json_out=values["json_out"], quiet=quiet)
+
+
+def _write(clip, target: Path | None, values: dict[str, Any]):
+    """The edited clip to its file (with record and, if asked, latent), or WAV on stdout."""
+    from fluxmusic_cli import output as out
+
     opts = dict(sample_rate=values["sample_rate"], peak_normalize=values["peak_normalize"])
-    if to_stdout:
+    if target is None:
         from fluxmusic_cli.cli.console import write_stdout
 
         wav, item = out.clip_wav_bytes(clip, **opts)
         write_stdout(wav)
-    else:
-        item = out.write_clip(
-            clip, target, force=values["force"], save_latent=values["save_latent"], **opts
+        return item
+    return out.write_clip(
+        clip, target, force=values["force"], save_latent=values["save_latent"], **opts
+    )
+
+
+def _prompt_of_input(input_path: str, data: bytes | None) -> str:
+    from fluxmusic_cli.edit_input import input_record
+
+    record = input_record(input_path, data)
+    if record is None or not str(record.get("prompt", "")).strip():
+        raise UsageError(
+            f"Give a PROMPT: {_shown(input_path)} carries no fluxmusic record to take one from."
         )
-    warnings = list(result.warnings) + [f"{written_name(item)}: {w}" for w in item.warnings]
-    report_clips([item], warnings, json_out=values["json_out"], quiet=quiet)
+    return str(record["prompt"])
 
 
 def _request(operation: str, source, prompt: str, seed: int, values: dict[str, Any]):
