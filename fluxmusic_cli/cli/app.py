@@ -27,7 +27,9 @@ app = typer.Typer(
 )
 
 # Each module defines `register(app)`; the list is the single place commands are added.
-COMMAND_MODULES: tuple[str, ...] = ("generate", "models", "doctor", "eval", "batch", "vary")
+COMMAND_MODULES: tuple[str, ...] = (
+    "generate", "models", "doctor", "eval", "batch", "vary", "train",
+)  # fmt: skip
 
 
 def _version_callback(value: bool) -> None:

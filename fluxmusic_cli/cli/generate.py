@@ -92,6 +92,7 @@ def generate(
     token: opt.Token = None,
     compile_model: opt.Compile = False,
     threads: opt.Threads = None,
+    lora: opt.Lora = None,
     sample_rate: opt.SampleRate = 16000,
     peak_normalize: opt.PeakNormalize = False,
     force: opt.Force = False,
@@ -105,6 +106,7 @@ def generate(
         negative_prompt=negative_prompt, seed=seed, duration=duration, device=device,
         dtype=dtype, sample_rate=sample_rate, peak_normalize=peak_normalize,
     )  # fmt: skip
+    values["lora"] = lora
     if from_record is not None:
         prompt = _apply_record(ctx, from_record, values, prompt)
     prompts = _read_prompts(prompt)
@@ -124,7 +126,7 @@ def generate(
 
     engine_options = opt.engine_options(
         **{k: values[k] for k in ENGINE_KEYS}, memory=memory, token=token,
-        compile=compile_model, threads=threads,
+        compile=compile_model, threads=threads, loras=opt.loras(values["lora"]),
     )  # fmt: skip
     written: list[out.WrittenClip] = []
     warnings: list[str] = []

@@ -56,6 +56,7 @@ class EngineOptions:
     forward_batch: int = 1
     compile: bool = False  # torch.compile the transformer (falls back to eager on failure)
     threads: int | None = None  # CPU threads; None: OMP_NUM_THREADS, else physical cores
+    loras: tuple[tuple[str, float], ...] = ()  # (file, scale): merged into the transformer
 
     def check(self) -> None:
         if self.forward_batch < 1:
@@ -167,6 +168,7 @@ class Engine:
         self._conditioners: dict[tuple[str, str], Any] = {}
         self._transformer = None
         self._transformer_info: dict[str, Any] = {}
+        self._loras: list[dict[str, Any]] = []
         self._decoder = None
         self._embeddings: dict[tuple[str, str, str], tuple[Any, Any]] = {}
         self.load_counts: dict[str, int] = {"transformer": 0, "decoder": 0}
@@ -299,6 +301,10 @@ class Engine:
                 model, cfg = load_transformer(path, device=place.device, dtype=place.torch_dtype)
             except RuntimeError as exc:
                 raise _as_oom(exc, "the transformer") from exc
+            if self.options.loras:
+                from fluxmusic_cli.engine.lora import apply_loras
+
+                self._loras = apply_loras(model, self.options.loras)
             if self.options.compile:
                 from fluxmusic_cli.engine import perf
 
@@ -504,6 +510,7 @@ class Engine:
             "latent_frames": length,
             "sample_rate": sampling.SAMPLE_RATE,
             "model": dict(self._transformer_info),
+            "loras": list(self._loras),
             "t5": self.refs["t5"].identity,
             "clap": self.refs["clap"].identity,
             "vae_vocoder": self.refs["audioldm2"].identity,
