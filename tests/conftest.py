@@ -49,3 +49,24 @@ def run_cli(monkeypatch, capsys):
         return code, out.out, out.err
 
     return _run
+
+
+@pytest.fixture
+def load_counts(monkeypatch):
+    """How often the flow model and the decoder were loaded, counted around the real loaders."""
+    from fluxmusic_cli.engine import checkpoint, decode
+
+    counts = {"transformer": 0, "decoder": 0}
+
+    def counted(kind, real):
+        def load(*args, **kwargs):
+            counts[kind] += 1
+            return real(*args, **kwargs)
+
+        return load
+
+    monkeypatch.setattr(
+        checkpoint, "load_transformer", counted("transformer", checkpoint.load_transformer)
+    )
+    monkeypatch.setattr(decode, "load_decoder", counted("decoder", decode.load_decoder))
+    return counts

@@ -1,29 +1,29 @@
 """Orchestration: a request in, 16 kHz waveforms and their generation records out.
 
-`Engine.generate` reads as the steps it takes: check the request, encode the prompts (each
-distinct prompt once), draw the noise, denoise, decode, trim. Models load lazily and stay
+`Engine.generate` and `Engine.edit` read as the steps they take (check, encode the prompts,
+prepare latents, denoise, decode, splice, record), composed from stage functions over the
+model store (`engine/store.py`), so a new operation reuses them. Models load lazily and stay
 loaded between calls, so a batch loads each model once. Progress is reported through a
 callback; nothing here prints.
 """
 
 from __future__ import annotations
 
-import gc
 import math
 import platform
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, Literal
 
 from fluxmusic_cli import __version__
-from fluxmusic_cli.engine import devices, sampling
+from fluxmusic_cli.engine import editing, sampling
 from fluxmusic_cli.engine.conditioning import ENCODER_SUBSETS, MODES, Encoders
 from fluxmusic_cli.engine.conditioning import Mode as ConditioningMode
-from fluxmusic_cli.engine.sources import DEFAULT_SOURCES, ComponentRef, parse_ref
-from fluxmusic_cli.errors import OutOfMemoryError, UsageError
+from fluxmusic_cli.engine.sources import DEFAULT_SOURCES
+from fluxmusic_cli.engine.store import ModelStore, as_oom
+from fluxmusic_cli.errors import UsageError
 
 DEFAULT_NEGATIVE_PROMPT = "low quality, gentle"
 DEFAULT_STEPS = 50
@@ -88,6 +88,16 @@ class GenerationRequest:
     steps: int = DEFAULT_STEPS
     guidance: float = DEFAULT_GUIDANCE
     duration: float = sampling.TRAINED_SECONDS
+    loop: bool = False  # make each clip a seamless loop, a whole latent long
+    seam: float = editing.DEFAULT_SEAM  # loop seam, seconds
+    context: float = editing.DEFAULT_CONTEXT  # long-form: seconds each window continues from
+    encoders: str | None = None  # None: the engine's
+    conditioning: str | None = None
+
+    @property
+    def windowed(self) -> bool:
+        """Longer than the trained window (long-form windows) or a loop: sampled item by item."""
+        return self.loop or sampling.latent_length(self.duration) > sampling.WINDOW_FRAMES
 
     def check(self) -> list[str]:
         """Raise on what cannot run; return warnings for what runs but deserves a word."""
@@ -109,14 +119,12 @@ class GenerationRequest:
             raise UsageError(f"Steps must be between 1 and {MAX_STEPS}, got {self.steps}.")
         if not math.isfinite(self.guidance) or self.guidance < 0:
             raise UsageError(f"Guidance must be a number >= 0, got {self.guidance}.")
-        sampling.latent_length(self.duration)
-        warnings = []
-        if self.duration > sampling.TRAINED_SECONDS + 1e-9:
-            warnings.append(
-                f"Duration {self.duration:g} s is longer than the {sampling.TRAINED_SECONDS} s "
-                "clips the model was trained on; quality may drop."
-            )
-        return warnings
+        length = sampling.latent_length(self.duration)
+        if length > sampling.WINDOW_FRAMES:
+            editing.context_frames(self.context)
+        if self.loop:
+            editing.seam_frames(self.seam, length)
+        return []
 
 
 @dataclass
@@ -139,6 +147,7 @@ class Clip:
     waveform: Any  # np.ndarray (samples,), float32, at `sample_rate`
     sample_rate: int
     record: dict[str, Any]
+    latent: Any = None  # torch.Tensor (8, T, 16), float32: the final latent (for --save-latent)
 
 
 @dataclass
@@ -149,7 +158,7 @@ class GenerationResult:
 
 
 class Engine:
-    """Holds the loaded models between generations; one per process is the intended use."""
+    """Holds the loaded models between operations; one per process is the intended use."""
 
     def __init__(
         self,
@@ -160,184 +169,39 @@ class Engine:
         self.options = options or EngineOptions()
         self.options.check()
         self._progress = progress
-        self._placement: devices.Placement | None = None
-        self._policy: str | None = None
-        self._threads: int | None = None
-        self._compile_note: str | None = None
-        self._compile_scope: str | None = None  # "blocks" (regional) or "model", once compiled
-        self._conditioners: dict[tuple[str, str], Any] = {}
-        self._transformer = None
-        self._transformer_info: dict[str, Any] = {}
-        self._loras: list[dict[str, Any]] = []
-        self._decoder = None
+        self.store = ModelStore(self.options, report=self._emit)
         self._embeddings: dict[tuple[str, str, str], tuple[Any, Any]] = {}
-        self.load_counts: dict[str, int] = {"transformer": 0, "decoder": 0}
-        self.refs = {
-            "transformer": parse_ref("transformer", self.options.model),
-            "t5": parse_ref("t5", self.options.t5),
-            "clap": parse_ref("clap", self.options.clap),
-            "audioldm2": parse_ref("audioldm2", self.options.vae_vocoder),
-        }
 
-    # -- placement and loading ---------------------------------------------------------------
+    # -- the store's face ------------------------------------------------------------------------
 
     @property
-    def placement(self) -> devices.Placement:
-        """Device and dtype, resolved on first use (which also sets the CPU thread count)."""
-        if self._placement is None:
-            from fluxmusic_cli.engine import perf
+    def refs(self):
+        return self.store.refs
 
-            self._placement = devices.resolve_placement(self.options.device, self.options.dtype)
-            self._threads = perf.configure_threads(self.options.threads)
-        return self._placement
+    @property
+    def placement(self):
+        return self.store.placement
+
+    def conditioner(self, encoders: str | None = None, mode: str | None = None):
+        return self.store.conditioner(encoders, mode)
+
+    def required_refs(self):
+        return self.store.required_refs()
+
+    def estimate_memory_bytes(self) -> dict[str, int]:
+        return self.store.estimate_memory_bytes()
+
+    def release_encoders(self) -> None:
+        self.store.release_encoders()
+
+    def close(self) -> None:
+        self.store.close()
 
     def _emit(self, stage: str, completed: int, total: int, detail: str = "") -> None:
         if self._progress is not None:
             self._progress(ProgressEvent(stage, completed, total, detail))
 
-    def _local(self, ref: ComponentRef) -> Path:
-        from fluxmusic_cli.engine import hub
-
-        return hub.ensure_local(ref, token=self.options.token, offline=self.options.offline)
-
-    def _local_transformer(self, ref: ComponentRef) -> Path:
-        from fluxmusic_cli.engine import hub
-
-        return hub.ensure_transformer(ref, token=self.options.token, offline=self.options.offline)
-
-    def conditioner(self, encoders: str | None = None, mode: str | None = None):
-        """The text conditioner for an encoder subset and mode (created once, loads lazily)."""
-        from fluxmusic_cli.engine.conditioning import TextConditioner
-        from fluxmusic_cli.engine.embedding_cache import EmbeddingCache
-
-        key = (encoders or self.options.encoders, mode or self.options.conditioning)
-        if key not in self._conditioners:
-            place = self.placement
-            # T5-XXL overflows in fp16; it runs in bf16 there instead.
-            enc_dtype = "bf16" if place.dtype == "fp16" else place.dtype
-            self._conditioners[key] = TextConditioner(
-                t5=self.refs["t5"],
-                clap=self.refs["clap"],
-                encoders=key[0],
-                mode=key[1],
-                device=place.device,
-                dtype=devices.Placement(place.device, enc_dtype, "").torch_dtype,
-                cache=EmbeddingCache(),
-                resolve=self._local,
-                use_prompt_cache=self.options.prompt_cache,
-            )
-        return self._conditioners[key]
-
-    def _memory_policy(self) -> str:
-        """Decided once, before anything loads (free memory shrinks as models load)."""
-        if self._policy is None:
-            if self.options.memory != "auto":
-                self._policy = self.options.memory
-            else:
-                avail = devices.available_memory_bytes(self.placement.device)
-                need = self.estimate_memory_bytes()["total"]
-                fits = avail is not None and need < 0.8 * avail
-                self._policy = "resident" if fits else "sequential"
-        return self._policy
-
-    def estimate_memory_bytes(self) -> dict[str, int]:
-        """Rough weights memory of the chosen setup (parameters x bytes per parameter)."""
-        from fluxmusic_cli.engine import registry
-
-        per = devices.BYTES_PER_PARAM[self.placement.dtype]
-        ref = self.refs["transformer"]
-        transformer = (ref.variant.params if ref.variant else _local_params(ref.path, 4)) * per
-        t5_ref, clap_ref = self.refs["t5"], self.refs["clap"]
-        t5 = 0
-        if self.options.encoders != "clap":
-            params = registry.T5_XXL_ENCODER_PARAMS if t5_ref.hub else _local_params(t5_ref.path, 2)
-            t5 = params * max(per, 2)
-        clap = 0
-        if self.options.encoders != "t5":
-            params = registry.CLAP_TEXT_PARAMS if clap_ref.hub else _local_params(clap_ref.path, 4)
-            clap = params * 4
-        dec_ref = self.refs["audioldm2"]
-        decoder = 4 * (
-            registry.AUDIOLDM2_DECODE_PARAMS if dec_ref.hub else _local_params(dec_ref.path, 4)
-        )
-        return {
-            "transformer": transformer,
-            "t5": t5,
-            "clap": clap,
-            "decoder": decoder,
-            "total": transformer + t5 + clap + decoder,
-        }
-
-    def required_refs(self) -> list[ComponentRef]:
-        """Components a generation needs on disk: the transformer, the decoder, the encoders in
-        use, and a left-out encoder only while its empty-prompt embedding is not stored."""
-        refs = [self.refs["transformer"], self.refs["audioldm2"]]
-        cond = self.conditioner()
-        for kind in ("t5", "clap"):
-            needed = kind in cond.active or cond.cache.get(cond.key(kind, "")) is None
-            if needed:
-                refs.append(self.refs[kind])
-        return refs
-
-    def release_encoders(self) -> None:
-        for cond in self._conditioners.values():
-            cond.release()
-        _free_memory(self.placement.device)
-
-    def release_transformer(self) -> None:
-        self._transformer = None
-        _free_memory(self.placement.device)
-
-    def transformer(self):
-        """The flow model, loaded once (from the converted safetensors when available)."""
-        if self._transformer is None:
-            from fluxmusic_cli.engine.checkpoint import file_sha256, load_transformer
-
-            ref = self.refs["transformer"]
-            self._emit("load", 0, 1, "transformer")
-            path = self._local_transformer(ref)
-            place = self.placement
-            try:
-                model, cfg = load_transformer(path, device=place.device, dtype=place.torch_dtype)
-            except RuntimeError as exc:
-                raise _as_oom(exc, "the transformer") from exc
-            if self.options.loras:
-                from fluxmusic_cli.engine.lora import apply_loras
-
-                self._loras = apply_loras(model, self.options.loras)
-            if self.options.compile:
-                from fluxmusic_cli.engine import perf
-
-                model = perf.maybe_compile(model, True, on_fallback=self._note_compile)
-                self._compile_scope = model.scope
-            self._transformer = model
-            self._transformer_info = {
-                "source": ref.identity,
-                "variant": ref.variant.name if ref.variant else None,
-                "file": str(path),
-                "sha256": file_sha256(path),
-                "config": cfg.to_dict(),
-            }
-            self.load_counts["transformer"] += 1
-            self._emit("load", 1, 1, "transformer")
-        return self._transformer
-
-    def _note_compile(self, reason: str) -> None:
-        self._compile_note = reason
-
-    def decoder(self):
-        if self._decoder is None:
-            from fluxmusic_cli.engine.decode import load_decoder
-
-            self._emit("load", 0, 1, "vae+vocoder")
-            root = self._local(self.refs["audioldm2"])
-            place = self.placement
-            self._decoder = load_decoder(root, place.device, place.torch_dtype)
-            self.load_counts["decoder"] += 1
-            self._emit("load", 1, 1, "vae+vocoder")
-        return self._decoder
-
-    # -- text ------------------------------------------------------------------------------------
+    # -- stage: text -----------------------------------------------------------------------------
 
     def encode(
         self, prompts: Sequence[str], *, encoders: str | None = None, mode: str | None = None
@@ -354,15 +218,15 @@ class Engine:
         todo = [p for p in dict.fromkeys(prompts) if (encoders, mode, p) not in self._embeddings]
         warnings: list[str] = []
         if todo:
-            if self._transformer is not None and self._memory_policy() == "sequential":
-                self.release_transformer()
+            if self.store.transformer_loaded and self.store.sequential:
+                self.store.release_transformer()
             self._emit("encode", 0, len(todo))
             result = self.conditioner(encoders, mode).encode(todo)
             for i, p in enumerate(todo):
                 self._embeddings[(encoders, mode, p)] = (result.txt[i], result.y[i])
-            warnings.extend(_truncation_warnings(result))
+            warnings.extend(str(item) for item in getattr(result, "truncated", []) or [])
             self._emit("encode", len(todo), len(todo))
-            if self._memory_policy() == "sequential":
+            if self.store.sequential:
                 self.release_encoders()
         rows = [self._embeddings[(encoders, mode, p)] for p in prompts]
         txt = torch.stack([r[0] for r in rows])
@@ -378,59 +242,54 @@ class Engine:
         for p in prompts:
             self._embeddings.pop((encoders, mode, p), None)
 
-    # -- generation ------------------------------------------------------------------------------
-
-    def generate(
-        self,
-        request: GenerationRequest,
-        *,
-        encoders: str | None = None,
-        mode: str | None = None,
-        latents: Any | None = None,
-    ) -> GenerationResult:
-        """Generate one clip per (prompt, seed); `latents` (B, 8, T, 16) replaces the noise."""
-        import numpy as np
+    def _guided_text(
+        self, prompts: Sequence[str], negative: str, encoders: str, mode: str
+    ) -> tuple[Any, Any, list[str]]:
+        """Conditioning for `denoise`'s halves: the prompts' rows, then the negative's for each."""
         import torch
 
-        timings: dict[str, float] = {}
-        t0 = time.perf_counter()
-        encoders = encoders or self.options.encoders
-        mode = mode or self.options.conditioning
-
-        # 1. Check the request.
-        warnings = request.check()
-        length = sampling.latent_length(request.duration)
-        batch = len(request.prompts)
-
-        # 2. Encode the prompts and the negative prompt (each distinct text once).
-        t = time.perf_counter()
-        txt, y, enc_warnings = self.encode(
-            [*request.prompts, request.negative_prompt], encoders=encoders, mode=mode
-        )
-        warnings += enc_warnings
+        batch = len(prompts)
+        txt, y, warnings = self.encode([*prompts, negative], encoders=encoders, mode=mode)
         txt = torch.cat([txt[:batch], txt[batch:].expand(batch, -1, -1)])
         y = torch.cat([y[:batch], y[batch:].expand(batch, -1)])
-        timings["encode_s"] = time.perf_counter() - t
+        return txt, y, warnings
 
-        # 3. Load the flow model; draw noise per seed on the CPU.
-        t = time.perf_counter()
-        model = self.transformer()
-        timings["load_s"] = time.perf_counter() - t
-        place = self.placement
-        if latents is None:
-            latents = sampling.get_noise(request.seeds, length)
-        elif tuple(latents.shape) != (
-            batch,
-            sampling.LATENT_CHANNELS,
-            length,
-            sampling.LATENT_FREQ,
-        ):
-            raise UsageError(f"Given latents have shape {tuple(latents.shape)}, not the request's.")
-        img = sampling.patchify(latents.float()).to(place.device)
+    # -- stage: sampling -------------------------------------------------------------------------
 
-        # 4. Denoise: Euler from t = 1 to 0, guided; each forward pass carries the conditional
-        #    and unconditional halves of `forward_batch` items.
-        t = time.perf_counter()
+    def _window_sampler(
+        self, model, txt, y, steps: int, guidance: float, start: int, on_step
+    ) -> sampling.WindowSampler:
+        """A `sample_window(known, mask, noise)` for one item: masked sampling of one window,
+        with position ids made for that window's own length."""
+        device = self.placement.device
+        schedule = sampling.get_schedule(steps)
+
+        def sample(known, mask, noise):
+            velocity = sampling.model_velocity(model, txt, y, length=known.shape[1])
+            try:
+                out = sampling.masked_denoise(
+                    velocity,
+                    known[None].to(device),
+                    mask,
+                    noise[None],
+                    schedule,
+                    start,
+                    guidance,
+                    on_step=lambda i, n: on_step(),
+                )
+            except RuntimeError as exc:
+                raise as_oom(exc, "denoising") from exc
+            return out[0]
+
+        return sample
+
+    def _denoise_batch(self, model, txt, y, latents, request: GenerationRequest):
+        """One clip per row of `latents` (B, 8, T, 16) from noise, `forward_batch` items per
+        forward pass; returns the final latents (B, 8, T, 16) on the CPU."""
+        import torch
+
+        batch, length = latents.shape[0], latents.shape[2]
+        img = sampling.patchify(latents.float()).to(self.placement.device)
         chunks = _chunks(batch, self.options.forward_batch)
         schedule = sampling.get_schedule(request.steps)
         finals = []
@@ -444,40 +303,153 @@ class Engine:
                         length=length,
                     )
                     done = k * request.steps
-                    finals.append(
-                        sampling.denoise(
-                            cond,
-                            img[lo:hi],
-                            schedule,
-                            request.guidance,
-                            on_step=lambda i, n, done=done: self._emit(
-                                "denoise", done + i, n * len(chunks)
-                            ),
-                        )
+                    final = sampling.denoise(
+                        cond,
+                        img[lo:hi],
+                        schedule,
+                        request.guidance,
+                        on_step=lambda i, n, done=done: self._emit(
+                            "denoise", done + i, n * len(chunks)
+                        ),
                     )
+                    finals.append(sampling.unpatchify(final, length).float().cpu())
         except RuntimeError as exc:
-            raise _as_oom(exc, "denoising") from exc
-        timings["denoise_s"] = time.perf_counter() - t
-        if self._compile_note:
-            warnings.append(self._compile_note)
+            raise as_oom(exc, "denoising") from exc
+        return torch.cat(finals)
 
-        # 5. Decode: latent -> mel -> waveform; trim to the requested duration.
-        t = time.perf_counter()
-        decoder = self.decoder()
-        keep = sampling.num_samples(request.duration)
-        waves = []
-        self._emit("decode", 0, len(chunks))
+    def _denoise_windowed(self, model, txt, y, request: GenerationRequest):
+        """Long-form windows and loop seams, item by item; returns (latents, windows)."""
+        import torch
+
+        batch = len(request.prompts)
+        target = sampling.latent_length(request.duration)
+        context = editing.context_frames(request.context) if target > sampling.WINDOW_FRAMES else 0
+        windows = len(sampling.window_plan(0, target, context))
+        passes = windows + (1 if request.loop else 0)
+        tracker = _StepCounter(self._emit, passes * request.steps * batch)
+        finals = []
         with torch.inference_mode():
-            for k, final in enumerate(finals):
-                wave = decoder.decode(sampling.unpatchify(final, length))
-                waves.append(wave[:, :keep].float().cpu().numpy())
-                self._emit("decode", k + 1, len(chunks))
-        wave = np.concatenate(waves)
+            for i, seed in enumerate(request.seeds):
+                rows = [i] if request.guidance == 1.0 else [i, batch + i]
+                window = self._window_sampler(
+                    model, txt[rows], y[rows], request.steps, request.guidance, request.steps,
+                    tracker,
+                )  # fmt: skip
+                noise = sampling.NoiseStream(seed)
+                latent = sampling.continue_latent(window, None, target, noise, context=context)
+                if request.loop:
+                    seam = editing.seam_frames(request.seam, target)
+                    latent, _ = sampling.make_loop(window, latent, seam, noise)
+                finals.append(latent)
+        return torch.stack(finals), windows
+
+    # -- stage: decoding -------------------------------------------------------------------------
+
+    def _decode(self, latents, keep: int, *, loop: bool = False):
+        """(B, 8, T, 16) -> (B, keep) float32 numpy, each latent decoded whole in one pass. A
+        loop is decoded three times over and its middle third kept, so its end flows into its
+        start."""
+        import torch
+
+        decoder = self.store.decoder()
+        length = latents.shape[2]
+        waves = []
+        self._emit("decode", 0, latents.shape[0])
+        with torch.inference_mode():
+            for k in range(latents.shape[0]):
+                z = latents[k : k + 1]
+                if loop:
+                    z = torch.cat([z, z, z], dim=2)
+                wave = decoder.decode(z)[0]
+                if loop:
+                    period = length * sampling.SAMPLES_PER_LATENT_FRAME
+                    wave = wave[period : 2 * period]
+                waves.append(wave[:keep].float().cpu().numpy())
+                self._emit("decode", k + 1, latents.shape[0])
+        import numpy as np
+
+        return np.stack(waves)
+
+    # -- operation: generate ---------------------------------------------------------------------
+
+    def generate(
+        self,
+        request: GenerationRequest,
+        *,
+        encoders: str | None = None,
+        mode: str | None = None,
+        latents: Any | None = None,
+    ) -> GenerationResult:
+        """Generate one clip per (prompt, seed); `latents` (B, 8, T, 16) replaces the noise.
+
+        At most 10.24 s a clip is one window from its seed's noise; longer clips are sampled
+        in windows that each continue the music so far, and a loop gets its seam repainted.
+        """
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        encoders = encoders or request.encoders or self.options.encoders
+        mode = mode or request.conditioning or self.options.conditioning
+
+        # 1. Check the request.
+        warnings = request.check()
+        length = sampling.latent_length(request.duration)
+        batch = len(request.prompts)
+        shape = (batch, sampling.LATENT_CHANNELS, length, sampling.LATENT_FREQ)
+        if latents is not None and (request.windowed or tuple(latents.shape) != shape):
+            raise UsageError(f"Given latents have shape {tuple(latents.shape)}, not the request's.")
+
+        # 2. Encode the prompts and the negative prompt (each distinct text once).
+        t = time.perf_counter()
+        txt, y, enc_warnings = self._guided_text(
+            request.prompts, request.negative_prompt, encoders, mode
+        )
+        warnings += enc_warnings
+        timings["encode_s"] = time.perf_counter() - t
+
+        # 3. Load the flow model.
+        t = time.perf_counter()
+        model = self.store.transformer()
+        timings["load_s"] = time.perf_counter() - t
+
+        # 4. Denoise: one window per clip from its seed's noise (drawn on the CPU), or
+        #    long-form windows and loop seams.
+        t = time.perf_counter()
+        windows = 1
+        if request.windowed:
+            finals, windows = self._denoise_windowed(model, txt, y, request)
+        else:
+            noise = latents if latents is not None else sampling.get_noise(request.seeds, length)
+            finals = self._denoise_batch(model, txt, y, noise, request)
+        timings["denoise_s"] = time.perf_counter() - t
+        if self.store.compile_note:
+            warnings.append(self.store.compile_note)
+
+        # 5. Decode each whole latent; trim to the requested duration (a loop keeps its period).
+        t = time.perf_counter()
+        keep = length * sampling.SAMPLES_PER_LATENT_FRAME if request.loop else None
+        wave = self._decode(
+            finals, keep or sampling.num_samples(request.duration), loop=request.loop
+        )
         timings["decode_s"] = time.perf_counter() - t
         timings["total_s"] = time.perf_counter() - t0
 
         # 6. Records.
-        base = self._record_base(request, encoders, mode, length, timings)
+        settings = {
+            "operation": "generate",
+            "negative_prompt": request.negative_prompt,
+            "steps": request.steps,
+            "guidance": request.guidance,
+            "duration": round(wave.shape[1] / sampling.SAMPLE_RATE, 6)
+            if request.loop
+            else request.duration,
+        }
+        if request.windowed:
+            settings.update(windows=windows, loop=request.loop)
+            if length > sampling.WINDOW_FRAMES:
+                settings["context"] = request.context
+            if request.loop:
+                settings["seam"] = request.seam
+        base = self._record_base(settings, encoders, mode, length, timings)
         clips = [
             Clip(
                 prompt=p,
@@ -485,21 +457,162 @@ class Engine:
                 waveform=wave[i],
                 sample_rate=sampling.SAMPLE_RATE,
                 record={**base, "prompt": p, "seed": s},
+                latent=finals[i],
             )
             for i, (p, s) in enumerate(zip(request.prompts, request.seeds))
         ]
         return GenerationResult(clips=clips, warnings=warnings, timings=timings)
 
+    # -- operation: edit a recording -------------------------------------------------------------
+
+    def edit(self, request: editing.EditRequest) -> GenerationResult:
+        """Remix, repaint, extend or loop one recording; the result holds one clip."""
+        from fluxmusic_cli.engine.edit_plan import plan_edit
+
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        encoders = request.encoders or self.options.encoders
+        mode = request.conditioning or self.options.conditioning
+
+        # 1. Check everything that needs no model, and plan the frames.
+        GenerationRequest(
+            prompts=(request.prompt,),
+            seeds=(request.seed,),
+            negative_prompt=request.negative_prompt,
+            steps=request.steps,
+            guidance=request.guidance,
+        ).check()
+        plan = plan_edit(request)
+
+        # 2. The recording's latent: its exact sidecar latent, or the VAE's encoding.
+        t = time.perf_counter()
+        latent, gain = self._source_latent(request.source, plan.cut_samples)
+        timings["encode_audio_s"] = time.perf_counter() - t
+
+        # 3. Encode the prompt and the negative prompt.
+        t = time.perf_counter()
+        txt, y, warnings = self._guided_text(
+            [request.prompt], request.negative_prompt, encoders, mode
+        )
+        timings["encode_s"] = time.perf_counter() - t
+
+        # 4. Sample with the kept frames known.
+        t = time.perf_counter()
+        model = self.store.transformer()
+        timings["load_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        final, generated, windows = self._sample_edit(model, txt, y, request, plan, latent)
+        timings["denoise_s"] = time.perf_counter() - t
+        if self.store.compile_note:
+            warnings.append(self.store.compile_note)
+
+        # 5. Decode the whole latent in one pass, back at the recording's level.
+        t = time.perf_counter()
+        decoded = self._decode(final[None], plan.output_samples, loop=plan.loop)[0] / gain
+        timings["decode_s"] = time.perf_counter() - t
+
+        # 6. Kept regions play the recording itself, crossfaded into the generated ones.
+        from fluxmusic_cli.engine import splice
+
+        original = request.source.samples[: plan.original_samples]
+        weight = splice.decoded_weight(
+            splice.frame_mask_to_samples(generated, plan.output_samples),
+            original.shape[0],
+            request.crossfade,
+            circular=plan.loop,
+        )
+        wave = splice.splice(decoded, original, weight)
+        timings["total_s"] = time.perf_counter() - t0
+
+        # 7. Record.
+        settings = {
+            "operation": request.operation,
+            "negative_prompt": request.negative_prompt,
+            "steps": request.steps,
+            "guidance": request.guidance,
+            "duration": round(plan.output_samples / sampling.SAMPLE_RATE, 6),
+            **plan.record,
+            "windows": windows,
+            "crossfade": request.crossfade,
+            "gain": gain,
+            "input": self._input_record(request.source, plan),
+        }
+        base = self._record_base(settings, encoders, mode, final.shape[1], timings)
+        clip = Clip(
+            prompt=request.prompt,
+            seed=request.seed,
+            waveform=wave,
+            sample_rate=sampling.SAMPLE_RATE,
+            record={**base, "prompt": request.prompt, "seed": request.seed},
+            latent=final,
+        )
+        return GenerationResult(clips=[clip], warnings=warnings, timings=timings)
+
+    def _source_latent(self, source: editing.EditSource, cut_samples: int | None):
+        """(latent (8, T, 16), gain): the sidecar's latent with gain 1, else the VAE's mean
+        encoding of the recording (cut to `cut_samples` first when given)."""
+        from fluxmusic_cli.engine import audio_in
+
+        if source.latent is not None:
+            return source.latent.float().cpu(), 1.0
+        samples = source.samples if cut_samples is None else source.samples[:cut_samples]
+        prepared = audio_in.prepare(samples, name=_display(source.path))
+        self._emit("encode", 0, 1, "recording")
+        try:
+            latent = audio_in.encode(self.store.decoder(), prepared)
+        except RuntimeError as exc:
+            raise as_oom(exc, "the VAE encoder") from exc
+        self._emit("encode", 1, 1, "recording")
+        return latent[0], prepared.gain
+
+    def _sample_edit(self, model, txt, y, request, plan, latent):
+        """(final latent (8, T, 16), generated-frame mask (T,), windows) for the operation."""
+        import torch
+
+        tracker = _StepCounter(self._emit, plan.passes * plan.start)
+        rows = [0] if request.guidance == 1.0 else [0, 1]
+        window = self._window_sampler(
+            model, txt[rows], y[rows], request.steps, request.guidance, plan.start, tracker
+        )
+        noise = sampling.NoiseStream(request.seed)
+        length = latent.shape[1]
+        with torch.inference_mode():
+            if plan.operation == "extend":
+                final = sampling.continue_latent(
+                    window, latent, plan.target_frames, noise, context=plan.context
+                )
+                generated = torch.cat([torch.zeros(length), torch.ones(final.shape[1] - length)])
+                return final, generated, plan.passes
+            if plan.operation == "loop":
+                final, generated = sampling.make_loop(window, latent, plan.seam, noise)
+                return final, generated, 1
+            mask = torch.tensor(plan.mask, dtype=torch.float32)
+            final = window(latent, mask, noise.draw(length)).float().cpu()
+            return final, mask, 1
+
+    @staticmethod
+    def _input_record(source: editing.EditSource, plan) -> dict[str, Any]:
+        return {
+            "path": source.path,
+            "sha256": source.sha256,
+            "duration": round(source.samples.shape[0] / sampling.SAMPLE_RATE, 6),
+            "channels": source.channels,
+            "sample_rate": source.source_rate,
+            "latent_file": source.latent_file,
+            "from_latent": source.latent is not None,
+            "used_samples": plan.original_samples,
+        }
+
     def _record_base(
-        self, request: GenerationRequest, encoders: str, mode: str, length: int, timings: dict
+        self, settings: dict[str, Any], encoders: str, mode: str, length: int, timings: dict
     ) -> dict[str, Any]:
         import diffusers
         import torch
         import transformers
 
+        store = self.store
         place = self.placement
-        settings = asdict(request)
-        del settings["prompts"], settings["seeds"]
+        compiled = self.options.compile and store.compile_note is None
         return {
             "tool": "fluxmusic",
             "version": __version__,
@@ -509,18 +622,18 @@ class Engine:
             "conditioning": mode,
             "latent_frames": length,
             "sample_rate": sampling.SAMPLE_RATE,
-            "model": dict(self._transformer_info),
-            "loras": list(self._loras),
+            "model": dict(store.transformer_info),
+            "loras": list(store.lora_info),
             "t5": self.refs["t5"].identity,
             "clap": self.refs["clap"].identity,
             "vae_vocoder": self.refs["audioldm2"].identity,
             "device": place.device,
             "dtype": place.dtype,
-            "memory_policy": self._memory_policy(),
+            "memory_policy": store.memory_policy(),
             "forward_batch": self.options.forward_batch,
-            "threads": self._threads,
-            "compile": self.options.compile and self._compile_note is None,
-            "compile_scope": self._compile_scope if self._compile_note is None else None,
+            "threads": store.threads,
+            "compile": compiled,
+            "compile_scope": store.compile_scope if compiled else None,
             "timings": {k: round(v, 3) for k, v in timings.items()},
             "versions": {
                 "torch": torch.__version__,
@@ -530,52 +643,23 @@ class Engine:
             },
         }
 
-    def close(self) -> None:
-        self.release_encoders()
-        self._transformer = None
-        self._decoder = None
-        _free_memory(self.placement.device if self._placement else "cpu")
+
+class _StepCounter:
+    """Counts Euler steps across windows and items, reporting them as one denoise bar."""
+
+    def __init__(self, emit, total: int) -> None:
+        self._emit = emit
+        self.total = max(total, 1)
+        self.done = 0
+
+    def __call__(self) -> None:
+        self.done += 1
+        self._emit("denoise", self.done, self.total)
+
+
+def _display(path: str) -> str:
+    return "the recording on stdin" if path == "-" else path
 
 
 def _chunks(n: int, size: int) -> list[tuple[int, int]]:
     return [(lo, min(lo + size, n)) for lo in range(0, n, size)]
-
-
-def _truncation_warnings(result) -> list[str]:
-    out = []
-    for item in getattr(result, "truncated", []) or []:
-        out.append(str(item))
-    return out
-
-
-def _local_params(path: Path | None, bytes_per_param: int) -> int:
-    """Parameters of local weights, from their files' sizes (a file or a folder of them)."""
-    if path is None or not path.exists():
-        return 0
-    files = (
-        [path]
-        if path.is_file()
-        else [f for f in path.rglob("*") if f.suffix in (".safetensors", ".bin", ".pt", ".pth")]
-    )
-    return sum(f.stat().st_size for f in files) // bytes_per_param
-
-
-def _free_memory(device: str) -> None:
-    gc.collect()
-    if device == "cuda":
-        import torch
-
-        torch.cuda.empty_cache()
-
-
-def _as_oom(exc: RuntimeError, what: str) -> Exception:
-    text = str(exc).lower()
-    if "out of memory" in text or "can't allocate memory" in text or "not enough memory" in text:
-        return OutOfMemoryError(
-            f"Out of memory while running {what}.",
-            hint=(
-                "Try a smaller variant (--model small), --encoders clap, --dtype bf16, fewer "
-                "items per batch, or --device cpu."
-            ),
-        )
-    return exc

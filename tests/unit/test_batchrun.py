@@ -132,7 +132,12 @@ def engine(tiny_bundle):
     return Engine(tiny_bundle.engine_options())
 
 
-def test_each_distinct_prompt_is_encoded_once_and_models_load_once(engine, tmp_path):
+def test_each_distinct_prompt_is_encoded_once_and_models_load_once(
+    tiny_bundle, tmp_path, load_counts
+):
+    from fluxmusic_cli.engine.pipeline import Engine
+
+    engine = Engine(tiny_bundle.engine_options())
     text = "piano\ndrums\npiano\nflute\ndrums\npiano\n"
     plan = _plan(text, out_dir=tmp_path / "out")
     runner = BatchRunner(engine, plan, SETTINGS, batch_size=2)
@@ -143,7 +148,7 @@ def test_each_distinct_prompt_is_encoded_once_and_models_load_once(engine, tmp_p
     # piano, drums, flute and the negative prompt: four texts, each through each encoder once.
     assert cond.prompts_encoded == {"t5": 4, "clap": 4}
     assert cond.loads == {"t5": 1, "clap": 1}
-    assert engine.load_counts == {"transformer": 1, "decoder": 1}
+    assert load_counts == {"transformer": 1, "decoder": 1}
     entries = read_manifest(plan.out_dir)
     assert sorted(entries) == sorted(i.name for i in plan.items)
     for item in plan.items:

@@ -47,10 +47,11 @@ def test_larger_forward_batches_agree_closely_with_single_items(tiny_bundle, eng
         assert np.abs(one.waveform - many.waveform).max() <= 1e-4 * scale
 
 
-def test_models_load_once_across_generations(engine):
+def test_models_load_once_across_generations(tiny_bundle, load_counts):
+    engine = Engine(tiny_bundle.engine_options())
     for seed in (1, 2):
         engine.generate(GenerationRequest(prompts=("ambient pad",), seeds=(seed,), **FAST))
-    assert engine.load_counts == {"transformer": 1, "decoder": 1}
+    assert load_counts == {"transformer": 1, "decoder": 1}
 
 
 def test_given_latents_replace_the_noise(engine):
@@ -103,9 +104,21 @@ def test_clap_only_never_constructs_t5_once_its_empty_embedding_is_stored(tiny_b
     assert result.clips[0].record["encoders"] == "clap"
 
 
-def test_long_durations_warn_that_training_used_10_24_s(engine, monkeypatch):
-    request = GenerationRequest(prompts=("a",), seeds=(1,), steps=1, duration=10.5)
-    assert any("10.24" in w for w in request.check())
+def test_long_durations_run_in_trained_windows_linear_in_length(engine, monkeypatch):
+    lengths = []
+    original = sampling.masked_denoise
+
+    def spy(velocity, known, *args, **kwargs):
+        lengths.append(known.shape[2])
+        return original(velocity, known, *args, **kwargs)
+
+    monkeypatch.setattr(sampling, "masked_denoise", spy)
+    request = GenerationRequest(prompts=("a",), seeds=(1,), steps=1, duration=15.0)
+    assert request.check() == []
+    clip = engine.generate(request).clips[0]
+    assert lengths == [256, 128 + 120]  # one trained window, then 5.12 s of context + the rest
+    assert clip.record["windows"] == 2 and clip.record["context"] == 5.12
+    assert clip.waveform.shape == (240000,) and clip.latent.shape == (8, 376, 16)
 
 
 @pytest.mark.parametrize(
@@ -130,12 +143,14 @@ def test_bad_requests_are_refused_with_a_sentence(changes, words):
 
 
 @pytest.mark.parametrize("policy, loads", [("sequential", 2), ("resident", 1)])
-def test_memory_policy_decides_whether_encoders_stay_loaded(tiny_bundle, policy, loads):
+def test_memory_policy_decides_whether_encoders_stay_loaded(
+    tiny_bundle, policy, loads, load_counts
+):
     engine = Engine(tiny_bundle.engine_options(memory=policy, prompt_cache=False))
     engine.generate(GenerationRequest(prompts=("violin",), seeds=(1,), **FAST))
     engine.generate(GenerationRequest(prompts=("oboe",), seeds=(1,), **FAST))
     assert engine.conditioner().loads["clap"] == loads
-    assert engine.load_counts["transformer"] == loads
+    assert load_counts["transformer"] == loads
 
 
 def test_durations_round_up_to_the_80_ms_grid():

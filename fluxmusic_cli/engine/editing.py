@@ -1,0 +1,199 @@
+"""Editing requests (remix, repaint, extend, loop) and the checks and frame plans behind them.
+
+Every editing operation samples a latent of which some frames are known. This module turns a
+request and the recording's length into what the sampler needs (which frames are generated,
+from which step, how long the output is) and refuses bad values with one sentence each,
+before any model loads. No torch here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from fluxmusic_cli.engine import sampling
+from fluxmusic_cli.errors import UsageError
+
+Operation = Literal["remix", "repaint", "extend", "loop"]
+OPERATIONS: tuple[str, ...] = ("remix", "repaint", "extend", "loop")
+DEFAULT_STRENGTH = 0.5
+DEFAULT_CROSSFADE = 0.1
+DEFAULT_CONTEXT = sampling.DEFAULT_CONTEXT_FRAMES * sampling.FRAME_SECONDS  # 5.12 s
+DEFAULT_SEAM = sampling.DEFAULT_SEAM_FRAMES * sampling.FRAME_SECONDS  # 2.56 s
+
+
+@dataclass(frozen=True)
+class EditSource:
+    """The recording being edited, and its exact latent when a matching sidecar was found."""
+
+    path: str  # as given; "-" for stdin
+    sha256: str
+    samples: Any  # np.ndarray (n,) float32, mono 16 kHz, before any gain
+    source_rate: int
+    channels: int
+    latent: Any | None = None  # torch.Tensor (8, T, 16) from NAME.latent.safetensors
+    latent_file: str | None = None
+
+    @property
+    def duration(self) -> float:
+        """Seconds the edit works on: the audio's, or the latent's when starting from one."""
+        if self.latent is not None:
+            return self.latent.shape[1] * sampling.FRAME_SECONDS
+        return self.samples.shape[0] / sampling.SAMPLE_RATE
+
+
+@dataclass(frozen=True)
+class EditRequest:
+    """One edit of one recording; the fields an operation does not use keep their defaults."""
+
+    operation: Operation
+    source: EditSource
+    prompt: str
+    seed: int
+    negative_prompt: str
+    steps: int
+    guidance: float
+    strength: float = DEFAULT_STRENGTH  # remix
+    regions: tuple[tuple[float, float | None], ...] = ()  # repaint; None = to the end
+    add: float | None = None  # extend: seconds to add ...
+    to: float | None = None  # ... or the total length
+    context: float = DEFAULT_CONTEXT  # extend
+    seam: float = DEFAULT_SEAM  # loop
+    crossfade: float = DEFAULT_CROSSFADE
+    encoders: str | None = None
+    conditioning: str | None = None
+
+
+def parse_region(text: str) -> tuple[float, float | None]:
+    """`START:END` or `START:` (to the end), in seconds."""
+    parts = text.split(":")
+    if len(parts) != 2 or not parts[0].strip():
+        raise UsageError(
+            f"Region {text!r} is not START:END in seconds (e.g. 4.5:8, or 12: to the end)."
+        )
+    try:
+        start = float(parts[0])
+        end = float(parts[1]) if parts[1].strip() else None
+    except ValueError:
+        raise UsageError(f"Region {text!r} is not START:END in seconds (e.g. 4.5:8).") from None
+    if not math.isfinite(start) or (end is not None and not math.isfinite(end)):
+        raise UsageError(f"Region {text!r} must be finite seconds.")
+    return start, end
+
+
+def context_frames(seconds: float) -> int:
+    """Extend / long-form context in latent frames: even and below the 10.24 s window."""
+    frames = sampling.seconds_to_frames(seconds)
+    if not math.isfinite(seconds) or seconds < 0 or frames >= sampling.WINDOW_FRAMES:
+        raise UsageError(
+            f"Context {seconds:g} s must be at least 0 and less than {sampling.TRAINED_SECONDS} s."
+        )
+    if frames % 2:
+        lo, hi = (frames - 1) * sampling.FRAME_SECONDS, (frames + 1) * sampling.FRAME_SECONDS
+        raise UsageError(
+            f"Context {seconds:g} s is not on the 80 ms grid; the nearest valid ones are "
+            f"{lo:.2f} and {hi:.2f} s."
+        )
+    return frames
+
+
+def seam_frames(seconds: float, length: int) -> int:
+    """Loop seam in latent frames: a positive multiple of 4 (160 ms), at most half the loop."""
+    frames = sampling.seconds_to_frames(seconds) if math.isfinite(seconds) else -1
+    if frames <= 0:
+        raise UsageError(f"Seam {seconds:g} s must be a positive length (e.g. 2.56).")
+    if frames % 4:
+        lo = max(4, frames - frames % 4)
+        hi = frames - frames % 4 + 4
+        raise UsageError(
+            f"Seam {seconds:g} s is not a multiple of 0.16 s; the nearest valid ones are "
+            f"{lo * sampling.FRAME_SECONDS:.2f} and {hi * sampling.FRAME_SECONDS:.2f} s."
+        )
+    if 2 * frames > length:
+        raise UsageError(
+            f"Seam {seconds:g} s is longer than half the loop "
+            f"({length * sampling.FRAME_SECONDS / 2:g} s); use a shorter --seam."
+        )
+    return frames
+
+
+def check_common(request: EditRequest) -> None:
+    """What every operation refuses, before anything loads."""
+    if request.operation not in OPERATIONS:
+        raise UsageError(f"Unknown operation {request.operation!r}.")
+    if not request.prompt or not request.prompt.strip():
+        raise UsageError("Empty prompt: describe the music the edit should make.")
+    if not math.isfinite(request.crossfade) or request.crossfade < 0:
+        raise UsageError(f"Crossfade must be 0 or more seconds, got {request.crossfade:g}.")
+    if request.source.duration > sampling.MAX_SECONDS:
+        raise UsageError(
+            f"{request.source.path} is {request.source.duration:.1f} s long; the limit is "
+            f"{sampling.MAX_SECONDS:g} s."
+        )
+
+
+def remix_start(strength: float, steps: int) -> int:
+    """The step remix starts from: round(strength x N)."""
+    if not math.isfinite(strength) or not 0.0 <= strength <= 1.0:
+        raise UsageError(f"Strength must be between 0 and 1, got {strength:g}.")
+    return round(strength * steps)
+
+
+def repaint_mask(regions, duration: float, length: int) -> tuple[list[int], list[list[float]]]:
+    """(T,) mask of the merged regions, and the regions as snapped seconds [start, end)."""
+    if not regions:
+        raise UsageError("Give at least one --region START:END (seconds) to repaint.")
+    mask = [0] * length
+    for start, end in regions:
+        stop = duration if end is None else end
+        shown = f"{start:g}:{'' if end is None else f'{end:g}'}"
+        if start < 0:
+            raise UsageError(f"Region {shown} starts before the recording.")
+        if stop < start:
+            raise UsageError(f"Region {shown} ends before it starts.")
+        if stop == start:
+            raise UsageError(f"Region {shown} is empty.")
+        if start >= duration:
+            raise UsageError(
+                f"Region {shown} lies outside the recording, which is {duration:.2f} s long."
+            )
+        lo, hi = sampling.region_frames(start, min(stop, duration), length)
+        for i in range(lo, hi):
+            mask[i] = 1
+    return mask, _runs_in_seconds(mask)
+
+
+def _runs_in_seconds(mask: list[int]) -> list[list[float]]:
+    runs, start = [], None
+    for i, m in enumerate([*mask, 0]):
+        if m and start is None:
+            start = i
+        elif not m and start is not None:
+            runs.append(
+                [round(start * sampling.FRAME_SECONDS, 2), round(i * sampling.FRAME_SECONDS, 2)]
+            )
+            start = None
+    return runs
+
+
+def extend_seconds(request: EditRequest, current: float) -> float:
+    """Seconds to add, from --add or --to; refuses a total not longer than the recording."""
+    if (request.add is None) == (request.to is None):
+        raise UsageError("Give exactly one of --add SECONDS or --to SECONDS.")
+    if request.add is not None:
+        add = request.add
+        if not math.isfinite(add) or add <= 0:
+            raise UsageError(f"--add must be a positive number of seconds, got {add:g}.")
+    else:
+        if not math.isfinite(request.to) or request.to <= current + 1e-9:
+            raise UsageError(
+                f"--to {request.to:g} s is not longer than the recording ({current:.2f} s)."
+            )
+        add = request.to - current
+    if current + add > sampling.MAX_SECONDS + 1e-9:
+        raise UsageError(
+            f"The extended music would be {current + add:.1f} s; the limit is "
+            f"{sampling.MAX_SECONDS:g} s."
+        )
+    return add

@@ -1,0 +1,244 @@
+"""The model store: where models run, loading each once, the memory policy, compile, release.
+
+Every operation (generate, the editing commands, batch runs) asks the store for the text
+conditioner, the flow model and the decoder; the store loads them lazily on the chosen device
+and dtype, keeps them between calls, and releases what the memory policy says must go.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from fluxmusic_cli.engine import devices
+from fluxmusic_cli.engine.sources import ComponentRef, parse_ref
+from fluxmusic_cli.errors import OutOfMemoryError
+
+# (stage, completed, total, detail) -> None
+LoadReporter = Callable[[str, int, int, str], None]
+
+
+class ModelStore:
+    """Holds the loaded models of one set of `EngineOptions`."""
+
+    def __init__(self, options, *, report: LoadReporter | None = None) -> None:
+        self.options = options
+        self._report = report
+        self._placement: devices.Placement | None = None
+        self._policy: str | None = None
+        self.threads: int | None = None
+        self.compile_note: str | None = None
+        self.compile_scope: str | None = None  # "blocks" (regional) or "model", once compiled
+        self._conditioners: dict[tuple[str, str], Any] = {}
+        self._transformer = None
+        self.transformer_info: dict[str, Any] = {}
+        self.lora_info: list[dict[str, Any]] = []  # file, sha256, scale of each merged LoRA
+        self._decoder = None
+        self.refs = {
+            "transformer": parse_ref("transformer", options.model),
+            "t5": parse_ref("t5", options.t5),
+            "clap": parse_ref("clap", options.clap),
+            "audioldm2": parse_ref("audioldm2", options.vae_vocoder),
+        }
+
+    @property
+    def placement(self) -> devices.Placement:
+        """Device and dtype, resolved on first use (which also sets the CPU thread count)."""
+        if self._placement is None:
+            from fluxmusic_cli.engine import perf
+
+            self._placement = devices.resolve_placement(self.options.device, self.options.dtype)
+            self.threads = perf.configure_threads(self.options.threads)
+        return self._placement
+
+    def _emit(self, completed: int, total: int, detail: str) -> None:
+        if self._report is not None:
+            self._report("load", completed, total, detail)
+
+    def _local(self, ref: ComponentRef) -> Path:
+        from fluxmusic_cli.engine import hub
+
+        return hub.ensure_local(ref, token=self.options.token, offline=self.options.offline)
+
+    def conditioner(self, encoders: str | None = None, mode: str | None = None):
+        """The text conditioner for an encoder subset and mode (created once, loads lazily)."""
+        from fluxmusic_cli.engine.conditioning import TextConditioner
+        from fluxmusic_cli.engine.embedding_cache import EmbeddingCache
+
+        key = (encoders or self.options.encoders, mode or self.options.conditioning)
+        if key not in self._conditioners:
+            place = self.placement
+            # T5-XXL overflows in fp16; it runs in bf16 there instead.
+            enc_dtype = "bf16" if place.dtype == "fp16" else place.dtype
+            self._conditioners[key] = TextConditioner(
+                t5=self.refs["t5"],
+                clap=self.refs["clap"],
+                encoders=key[0],
+                mode=key[1],
+                device=place.device,
+                dtype=devices.Placement(place.device, enc_dtype, "").torch_dtype,
+                cache=EmbeddingCache(),
+                resolve=self._local,
+                use_prompt_cache=self.options.prompt_cache,
+            )
+        return self._conditioners[key]
+
+    def memory_policy(self) -> str:
+        """Decided once, before anything loads (free memory shrinks as models load)."""
+        if self._policy is None:
+            if self.options.memory != "auto":
+                self._policy = self.options.memory
+            else:
+                avail = devices.available_memory_bytes(self.placement.device)
+                need = self.estimate_memory_bytes()["total"]
+                fits = avail is not None and need < 0.8 * avail
+                self._policy = "resident" if fits else "sequential"
+        return self._policy
+
+    @property
+    def sequential(self) -> bool:
+        return self.memory_policy() == "sequential"
+
+    def estimate_memory_bytes(self) -> dict[str, int]:
+        """Rough weights memory of the chosen setup (parameters x bytes per parameter)."""
+        from fluxmusic_cli.engine import registry
+
+        per = devices.BYTES_PER_PARAM[self.placement.dtype]
+        ref = self.refs["transformer"]
+        transformer = (ref.variant.params if ref.variant else _local_params(ref.path, 4)) * per
+        t5_ref, clap_ref = self.refs["t5"], self.refs["clap"]
+        t5 = 0
+        if self.options.encoders != "clap":
+            params = registry.T5_XXL_ENCODER_PARAMS if t5_ref.hub else _local_params(t5_ref.path, 2)
+            t5 = params * max(per, 2)
+        clap = 0
+        if self.options.encoders != "t5":
+            params = registry.CLAP_TEXT_PARAMS if clap_ref.hub else _local_params(clap_ref.path, 4)
+            clap = params * 4
+        dec_ref = self.refs["audioldm2"]
+        decoder = 4 * (
+            registry.AUDIOLDM2_DECODE_PARAMS if dec_ref.hub else _local_params(dec_ref.path, 4)
+        )
+        return {
+            "transformer": transformer,
+            "t5": t5,
+            "clap": clap,
+            "decoder": decoder,
+            "total": transformer + t5 + clap + decoder,
+        }
+
+    def required_refs(self) -> list[ComponentRef]:
+        """Components a generation needs on disk: the transformer, the decoder, the encoders in
+        use, and a left-out encoder only while its empty-prompt embedding is not stored."""
+        refs = [self.refs["transformer"], self.refs["audioldm2"]]
+        cond = self.conditioner()
+        for kind in ("t5", "clap"):
+            needed = kind in cond.active or cond.cache.get(cond.key(kind, "")) is None
+            if needed:
+                refs.append(self.refs[kind])
+        return refs
+
+    def release_encoders(self) -> None:
+        for cond in self._conditioners.values():
+            cond.release()
+        free_memory(self.placement.device)
+
+    def release_transformer(self) -> None:
+        self._transformer = None
+        free_memory(self.placement.device)
+
+    @property
+    def transformer_loaded(self) -> bool:
+        return self._transformer is not None
+
+    def transformer(self):
+        """The flow model, loaded once (from the converted safetensors when available)."""
+        if self._transformer is None:
+            from fluxmusic_cli.engine import hub
+            from fluxmusic_cli.engine.checkpoint import file_sha256, load_transformer
+
+            ref = self.refs["transformer"]
+            self._emit(0, 1, "transformer")
+            path = hub.ensure_transformer(
+                ref, token=self.options.token, offline=self.options.offline
+            )
+            place = self.placement
+            try:
+                model, cfg = load_transformer(path, device=place.device, dtype=place.torch_dtype)
+            except RuntimeError as exc:
+                raise as_oom(exc, "the transformer") from exc
+            if self.options.loras:
+                from fluxmusic_cli.engine.lora import apply_loras
+
+                self.lora_info = apply_loras(model, self.options.loras)
+            if self.options.compile:
+                from fluxmusic_cli.engine import perf
+
+                model = perf.maybe_compile(model, True, on_fallback=self._note_compile)
+                self.compile_scope = model.scope
+            self._transformer = model
+            self.transformer_info = {
+                "source": ref.identity,
+                "variant": ref.variant.name if ref.variant else None,
+                "file": str(path),
+                "sha256": file_sha256(path),
+                "config": cfg.to_dict(),
+            }
+            self._emit(1, 1, "transformer")
+        return self._transformer
+
+    def _note_compile(self, reason: str) -> None:
+        self.compile_note = reason
+
+    def decoder(self):
+        """The VAE and vocoder (which also encodes recordings), loaded once."""
+        if self._decoder is None:
+            from fluxmusic_cli.engine.decode import load_decoder
+
+            self._emit(0, 1, "vae+vocoder")
+            root = self._local(self.refs["audioldm2"])
+            place = self.placement
+            self._decoder = load_decoder(root, place.device, place.torch_dtype)
+            self._emit(1, 1, "vae+vocoder")
+        return self._decoder
+
+    def close(self) -> None:
+        self.release_encoders()
+        self._transformer = None
+        self._decoder = None
+        free_memory(self.placement.device if self._placement else "cpu")
+
+
+def _local_params(path: Path | None, bytes_per_param: int) -> int:
+    """Parameters of local weights, from their files' sizes (a file or a folder of them)."""
+    if path is None or not path.exists():
+        return 0
+    files = (
+        [path]
+        if path.is_file()
+        else [f for f in path.rglob("*") if f.suffix in (".safetensors", ".bin", ".pt", ".pth")]
+    )
+    return sum(f.stat().st_size for f in files) // bytes_per_param
+
+
+def free_memory(device: str) -> None:
+    gc.collect()
+    if device == "cuda":
+        import torch
+
+        torch.cuda.empty_cache()
+
+
+def as_oom(exc: RuntimeError, what: str) -> Exception:
+    text = str(exc).lower()
+    if "out of memory" in text or "can't allocate memory" in text or "not enough memory" in text:
+        return OutOfMemoryError(
+            f"Out of memory while running {what}.",
+            hint=(
+                "Try a smaller variant (--model small), --encoders clap, --dtype bf16, fewer "
+                "items per batch, or --device cpu."
+            ),
+        )
+    return exc
