@@ -40,6 +40,11 @@ once (cached in RUN_DIR/data); training then holds neither T5 nor the VAE.
 """
 
 
+class TargetsChoice(str, Enum):
+    attn_mlp = "attn-mlp"
+    attn_mlp_mod = "attn-mlp-mod"
+
+
 class LatentsChoice(str, Enum):
     sample = "sample"
     mean = "mean"
@@ -169,6 +174,15 @@ def train(
             show_default=False,
         ),
     ] = None,
+    lora_targets: Annotated[
+        TargetsChoice,
+        typer.Option(
+            "--lora-targets",
+            help="attn-mlp: the attention and MLP linears of both block kinds; attn-mlp-mod: "
+            "also their adaLN modulation linears (timestep and CLAP conditioning).",
+            rich_help_panel=LORA,
+        ),
+    ] = TargetsChoice.attn_mlp_mod,
     save_every: Annotated[
         int,
         typer.Option(
@@ -260,6 +274,7 @@ def train(
         full=full,
         lora_rank=lora_rank,
         lora_alpha=lora_alpha,
+        lora_targets=lora_targets.value,
         latents=latents.value,
         caption_dropout=caption_dropout,
         seed=seed,

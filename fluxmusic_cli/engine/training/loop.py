@@ -35,7 +35,7 @@ DEFAULT_FULL_LR = 1e-5
 # Settings a resumed run must share with the run it continues (`steps` may grow).
 FIXED_ON_RESUME = (
     "batch_size", "grad_accum", "lr", "weight_decay", "max_grad_norm", "full", "lora_rank",
-    "lora_alpha", "latents", "caption_dropout", "seed", "ema_decay", "autocast",
+    "lora_alpha", "lora_targets", "latents", "caption_dropout", "seed", "ema_decay", "autocast",
 )  # fmt: skip
 
 
@@ -50,6 +50,7 @@ class TrainSettings:
     full: bool = False
     lora_rank: int = 16
     lora_alpha: float | None = None
+    lora_targets: str = "attn-mlp-mod"
     latents: str = "sample"
     caption_dropout: float = 0.1
     seed: int = 0
@@ -200,7 +201,9 @@ class Trainer:
             # peft initialises lora_A from the global generator: seed it from the run's seed.
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(generator(settings.seed, "lora-init").initial_seed())
-                self.adapted = lora.add_lora(model, settings.lora_rank, settings.alpha)
+                self.adapted = lora.add_lora(
+                    model, settings.lora_rank, settings.alpha, settings.lora_targets
+                )
         if settings.gradient_checkpointing:
             model.enable_gradient_checkpointing()
         model.train()

@@ -176,7 +176,7 @@ def prepare(
     audio_key = audio_fingerprint(tracks, engine.refs["audioldm2"].identity)
     latents_path = data_dir / "latents.safetensors"
     if manifest.get("audio_fingerprint") != audio_key or not latents_path.is_file():
-        decoder = engine.decoder()
+        decoder = engine.store.decoder()
         encoded = encode_tracks(tracks, decoder, progress=progress)
         with atomic_path(latents_path) as tmp:
             save_file({"mean": encoded.mean, "logvar": encoded.logvar}, str(tmp))

@@ -130,7 +130,7 @@ def run_training(
     """Prepare, train and save (see the module docstring); `options` is an EngineOptions."""
     import torch
 
-    from fluxmusic_cli.engine import devices, hub
+    from fluxmusic_cli.engine import devices, hub, perf
     from fluxmusic_cli.engine.checkpoint import file_sha256, load_transformer
     from fluxmusic_cli.engine.pipeline import Engine
     from fluxmusic_cli.engine.training import prepare as prep
@@ -145,6 +145,7 @@ def run_training(
     # 1. The run folder: a new run, a forced restart, or the checkpoint to resume from.
     resume_from = check_run_dir(run_dir, resume=request.resume, force=request.force)
     place = devices.resolve_placement(options.device, options.dtype)
+    threads = perf.configure_threads(options.threads)
     s = replace(s, autocast=place.dtype)
     acc = make_accelerator(place.device)
     main = acc.is_main_process
@@ -184,7 +185,7 @@ def run_training(
         "config": cfg.to_dict(),
     }
     trainer = Trainer(model, data, s, accelerator=acc)
-    record = _record(request, s, options, base, data.summary, trainer, acc)
+    record = _record(request, s, options, base, data.summary, trainer, acc, threads)
     if resume_from is not None:
         state = trainer.load_checkpoint(resume_from)
         if state.get("data_fingerprint") != data.summary["fingerprint"]:
@@ -247,7 +248,10 @@ def run_training(
         else:
             from fluxmusic_cli.engine import lora
 
-            lora.save_lora(trainer.base, output, rank=s.lora_rank, alpha=s.alpha, info=info)
+            lora.save_lora(
+                trainer.base, output, rank=s.lora_rank, alpha=s.alpha, info=info,
+                targets=s.lora_targets,
+            )  # fmt: skip
         record["output"] = {"file": str(output), "sha256": sha256_of(output)}
         write_json(output.with_suffix(".json"), record)
         write_json(run_dir / RECORD, record)
@@ -285,7 +289,7 @@ def _sample(trainer, engine, data, settings: SampleSettings, run_dir, seed, emit
 
     if not main:
         return
-    waves = samples.render(trainer.base, engine.decoder(), data.prompts, settings, seed=seed)
+    waves = samples.render(trainer.base, engine.store.decoder(), data.prompts, settings, seed=seed)
     page = samples.write_step(run_dir / "samples", trainer.step, settings, waves)
     emit(TrainEvent("sample", trainer.step, trainer.settings.steps, detail={"page": str(page)}))
 
@@ -302,7 +306,9 @@ def _finished(trainer) -> dict[str, Any]:
     }
 
 
-def _record(request, s: TrainSettings, options, base, summary, trainer, acc) -> dict[str, Any]:
+def _record(
+    request, s: TrainSettings, options, base, summary, trainer, acc, threads: int
+) -> dict[str, Any]:
     import accelerate
     import diffusers
     import peft
@@ -329,6 +335,7 @@ def _record(request, s: TrainSettings, options, base, summary, trainer, acc) -> 
             "encoders": options.encoders,
             "conditioning": options.conditioning,
             "device": str(acc.device),
+            "threads": threads,
             "dtype": s.autocast,
             "processes": acc.num_processes,
         },  # fmt: skip
