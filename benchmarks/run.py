@@ -2,6 +2,7 @@
 
     python benchmarks/run.py [--quick] [--only step,clip,startup,load,batch,peers,gpu] [--out F]
 
+`--only train,prepare` (opt-in) times fine-tuning steps and preparation.
 `--only compile` (opt-in) times the bf16 step under torch.compile on the CPU. `--only load-released`
 (opt-in) writes large, giant-full and giant at real size (up to 17 GB), times loading, deletes
 them. `--only t5xxl`
@@ -35,6 +36,8 @@ MODULES = {
     "batch": "clip",
     "t5xxl": "clip",
     "gpu": "gpu",
+    "train": "train",
+    "prepare": "train",
     **{p: "peers" for p in PEERS},
 }
 

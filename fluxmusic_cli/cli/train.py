@@ -282,7 +282,9 @@ def train(
         gradient_checkpointing=gradient_checkpointing,
     )
     settings.check()
-    check_run_dir(output, resume=resume, force=force)  # before any download or encoding
+    main_process = os.environ.get("RANK", "0") == "0"  # under `accelerate launch`, rank 0
+    if main_process:
+        check_run_dir(output, resume=resume, force=force)  # before any download or encoding
     samples = None
     if sample_prompt:
         samples = SampleSettings(
@@ -310,12 +312,13 @@ def train(
         token=token,
         threads=threads,
     )
-    main_process = os.environ.get("RANK", "0") == "0"
     if main_process:
         from fluxmusic_cli.cli.setup import make_engine
 
         make_engine(options, progress=None, yes=yes, quiet=quiet or json_out)
-    with _TrainProgress(quiet=quiet or not main_process, json_out=json_out) as report:
+    with _TrainProgress(
+        quiet=quiet or not main_process, json_out=json_out and main_process
+    ) as report:
         result = run_training(request, options, on_event=report)
     if not main_process:
         return

@@ -14,7 +14,8 @@ import soundfile as sf
 import torch
 from safetensors.torch import load_file
 
-CPU = ["--device", "cpu", "--dtype", "fp32"]
+# One thread: on a shared 2-core machine two threads per process run several times slower.
+CPU = ["--device", "cpu", "--dtype", "fp32", "--threads", "1"]
 GEN = [*CPU, "--steps", "3", "--duration", "0.96", "--seed", "4"]
 CAPTIONS = {"drone": "a low drone", "bell": "a bright bell", "noise": "soft pink noise"}
 
@@ -300,7 +301,7 @@ def test_caption_dropout_draws_the_stored_empty_embeddings_at_its_rate(trained, 
     from fluxmusic_cli.engine.training.prepare import load
 
     data = load(trained["run"] / "data")
-    stored = Engine(tiny_bundle.engine_options()).conditioner()
+    stored = Engine(tiny_bundle.engine_options(threads=1)).conditioner()
     assert torch.equal(data.empty_txt, stored.empty_embedding("t5").float())
     assert torch.equal(data.empty_y, stored.empty_embedding("clap").float())
     n, rate = 6000, 0.25
@@ -343,7 +344,7 @@ def test_overfitting_one_clip_brings_generate_close_to_its_latent(run_cli, tiny_
     target = prepared.mean[0] * prepared.scaling_factor  # the clip's latent, as trained on
 
     def distance(loras) -> float:
-        engine = Engine(tiny_bundle.engine_options(loras=loras))
+        engine = Engine(tiny_bundle.engine_options(loras=loras, threads=1))
         request = GenerationRequest(
             prompts=("a plucked string",), seeds=(0,), guidance=1.0, steps=50
         )

@@ -142,13 +142,17 @@ def run_training(
     s.check()
     run_dir = Path(request.run_dir)
 
-    # 1. The run folder: a new run, a forced restart, or the checkpoint to resume from.
-    resume_from = check_run_dir(run_dir, resume=request.resume, force=request.force)
+    # 1. The run folder: a new run, a forced restart, or the checkpoint to resume from (the
+    #    first process decides; the others follow it).
     place = devices.resolve_placement(options.device, options.dtype)
     threads = perf.configure_threads(options.threads)
     s = replace(s, autocast=place.dtype)
     acc = make_accelerator(place.device)
     main = acc.is_main_process
+    if main:
+        resume_from = check_run_dir(run_dir, resume=request.resume, force=request.force)
+    else:
+        resume_from = latest_checkpoint(run_dir) if request.resume else None
 
     # 2. Tracks and captions; 3. preparation, done once by the first process.
     tracks = find_tracks(request.data, audio_dir=request.audio_dir)
