@@ -22,8 +22,19 @@ def bench():
         sys.path.remove(str(BENCH))
 
 
+@pytest.fixture
+def one_thread():
+    """Two threads per process run several times slower on a shared 2-core machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("mode", ["lora16", "full"])
-def test_step_timing_trains_the_configured_weights(bench, mode):
+def test_step_timing_trains_the_configured_weights(bench, mode, one_thread):
     result = bench.measure_steps(TINY, mode, 2, n_steps=1)
     assert result["s_per_step"] > 0 and result["final_loss"] > 0
     lora_params = result["trainable_params"]

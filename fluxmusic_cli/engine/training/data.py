@@ -100,6 +100,9 @@ def _from_table(table_path: Path, audio_dir: Path | None) -> TrackList:
     table = read_prompts(table_path, fmt=fmt)
     base = Path(audio_dir) if audio_dir is not None else table_path.parent
     out = TrackList(source=str(table_path), kind=table.kind)
+    by_id = table.kind in ("musiccaps", "song-describer")
+    if not by_id and table.rows and not any(row.audio for row in table.rows):
+        raise UsageError(f"{table_path} has no audio column: name one 'file', 'path' or 'audio'.")
     for error in table.errors:
         out.skipped.append(Skipped(f"{table_path}:{error.line}", error.reason))
     for row in table.rows:
@@ -107,7 +110,7 @@ def _from_table(table_path: Path, audio_dir: Path | None) -> TrackList:
         if row.audio:
             path = Path(row.audio).expanduser()
             path = path if path.is_absolute() else base / path
-        elif row.name and table.kind in ("musiccaps", "song-describer"):
+        elif row.name and by_id:
             if audio_dir is None:
                 raise UsageError(
                     f"{table_path} is a {table.kind} table: give --audio-dir, the folder "
@@ -115,9 +118,8 @@ def _from_table(table_path: Path, audio_dir: Path | None) -> TrackList:
                 )
             path = _by_stem(Path(audio_dir), row.name)
         else:
-            raise UsageError(
-                f"{table_path} has no audio column: name one 'file', 'path' or 'audio'."
-            )
+            out.skipped.append(Skipped(where, "no audio file named in this row"))
+            continue
         if path is None or not path.is_file():
             shown = path or Path(audio_dir or ".") / f"{row.name}.*"
             out.skipped.append(Skipped(where, f"recording not found: {shown}"))

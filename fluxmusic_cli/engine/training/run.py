@@ -146,7 +146,12 @@ def run_training(
     #    first process decides; the others follow it).
     place = devices.resolve_placement(options.device, options.dtype)
     threads = perf.configure_threads(options.threads)
-    s = replace(s, autocast=place.dtype)
+    if place.dtype == "fp16" and options.dtype == "fp16":
+        raise UsageError(
+            "--dtype fp16 cannot train (fp16 gradients underflow without loss scaling); "
+            "use bf16 or fp32."
+        )
+    s = replace(s, autocast="fp32" if place.dtype == "fp16" else place.dtype)
     acc = make_accelerator(place.device)
     main = acc.is_main_process
     if main:

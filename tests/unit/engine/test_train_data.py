@@ -41,7 +41,13 @@ def test_a_csv_names_recordings_relative_to_itself_or_to_audio_dir(tmp_path):
     table.write_text("file,caption\nclips/one.wav,a tune\nclips/missing.wav,gone\n,no file\n")
     found = find_tracks(table)
     assert [(t.audio, t.caption) for t in found.tracks] == [(tmp_path / "clips/one.wav", "a tune")]
-    assert "recording not found" in found.skipped[0].reason
+    assert [s.reason.split(":")[0] for s in found.skipped] == [
+        "recording not found", "no audio file named in this row",
+    ]  # fmt: skip
+    no_column = tmp_path / "captions.csv"
+    no_column.write_text("caption\njust words\n")
+    with pytest.raises(UsageError, match="no audio column"):
+        find_tracks(no_column)
     jsonl = tmp_path / "list.jsonl"
     jsonl.write_text('{"audio": "one.wav", "prompt": "a tune"}\n')
     found = find_tracks(jsonl, audio_dir=tmp_path / "clips")
