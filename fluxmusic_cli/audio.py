@@ -10,9 +10,7 @@ module level; soundfile, pydub, scipy and pyloudnorm load inside the functions t
 from __future__ import annotations
 
 import io
-import os
 import re
-import secrets
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,7 +144,7 @@ def _write(target, data: np.ndarray, sample_rate: int, fmt: str, tags: dict[str,
 
 
 def _write_ffmpeg(
-    target: Path, data: np.ndarray, sample_rate: int, fmt: str, tags: dict[str, str]
+    target, data: np.ndarray, sample_rate: int, fmt: str, tags: dict[str, str]
 ) -> None:
     """Encode through pydub (ffmpeg): 16-bit PCM in, the format's codec out, tags as metadata."""
     from pydub import AudioSegment
@@ -156,15 +154,10 @@ def _write_ffmpeg(
     channels = 1 if data.ndim == 1 else data.shape[1]
     segment = AudioSegment(pcm.tobytes(), frame_rate=sample_rate, sample_width=2, channels=channels)
     metadata = {k: v for k, v in tags.items() if k in TAG_KEYS}
-    # ffmpeg picks the muxer from the name's extension, so the temporary name is passed as is
-    # with an explicit muxer.
     from pydub.exceptions import CouldntEncodeError
 
     try:
-        handle = segment.export(
-            str(target), format=muxer, codec=codec, bitrate="160k", tags=metadata
-        )
-        handle.close()
+        segment.export(target, format=muxer, codec=codec, bitrate="160k", tags=metadata)
     except CouldntEncodeError as exc:
         raise UsageError(f"ffmpeg could not write {fmt.upper()}: {_last_line(exc)}") from None
 
@@ -180,6 +173,28 @@ def _with_software(tags: dict[str, str] | None) -> dict[str, str]:
     return {"software": f"fluxmusic {__version__}", **(tags or {})}
 
 
+def encode(
+    samples: np.ndarray,
+    sample_rate: int,
+    fmt: str,
+    tags: dict[str, str] | None = None,
+) -> bytes:
+    """A whole audio file in `fmt` as bytes, tagged; refuses what the format cannot hold."""
+    import soundfile as sf
+
+    fmt = audio_format(Path(f"x.{fmt}"))
+    if needs_ffmpeg(fmt):
+        require_ffmpeg(f"a .{fmt} file", "Writing")
+    buffer = io.BytesIO()
+    try:
+        _write(buffer, _as_frames(samples), sample_rate, fmt, _with_software(tags))
+    except sf.LibsndfileError as exc:
+        raise UsageError(
+            f"Cannot write {fmt.upper()} at {sample_rate} Hz: {exc.error_string}"
+        ) from None
+    return buffer.getvalue()
+
+
 def write_audio(
     path: Path,
     samples: np.ndarray,
@@ -190,48 +205,29 @@ def write_audio(
 ) -> None:
     """Write `samples` ((n,) or (n, channels), float in [-1, 1]) to `path` atomically.
 
-    The file appears complete or not at all: it is written under a hidden temporary name in
-    the same folder and renamed over `path`, and the temporary file is removed on any error
-    or Ctrl-C. An existing `path` is replaced; refusing to overwrite is the caller's choice.
-    The folder must exist. Tags (`title`, `comment`, `software`, ...) are embedded in all four
-    formats, with limits: WAV keeps the first 2000 bytes of each; MP3 names LAME as `software` and
-    only ASCII (accents dropped, other characters become `?`).
+    The file is encoded in memory and written through `atomic.write_bytes`: it appears
+    complete or not at all, and a full disk is reported as such. An existing `path` is
+    replaced; refusing to overwrite is the caller's choice. The folder must exist. Tags
+    (`title`, `comment`, `software`, ...) are embedded in all four formats, with limits: WAV
+    keeps the first 2000 bytes of each; MP3 names LAME as `software` and only ASCII (accents
+    dropped, other characters become `?`).
     """
+    from fluxmusic_cli import atomic
+
     path = Path(path)
     fmt = audio_format(path, fmt)
-    data = _as_frames(samples)
     if not path.parent.is_dir():
         raise UsageError(f"Cannot write {path}: the folder {path.parent} does not exist.")
     if path.is_dir():
         raise UsageError(f"Cannot write {path}: it is a folder.")
-    if needs_ffmpeg(fmt):
-        require_ffmpeg(path, "Writing")
-    import soundfile as sf
-
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
-    try:
-        _write(tmp, data, sample_rate, fmt, _with_software(tags))
-        os.replace(tmp, path)
-    except sf.LibsndfileError as exc:
-        tmp.unlink(missing_ok=True)
-        raise UsageError(
-            f"Cannot write {path} as {fmt.upper()} at {sample_rate} Hz: {exc.error_string}"
-        ) from None
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise UsageError(f"Cannot write {path}: {exc.strerror or exc}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic.write_bytes(path, encode(samples, sample_rate, fmt, tags))
 
 
 def write_wav_bytes(
     samples: np.ndarray, sample_rate: int, tags: dict[str, str] | None = None
 ) -> bytes:
     """The WAV file `write_audio` would write, as bytes (for `-o -`, audio on stdout)."""
-    buffer = io.BytesIO()
-    _write(buffer, _as_frames(samples), sample_rate, "wav", _with_software(tags))
-    return buffer.getvalue()
+    return encode(samples, sample_rate, "wav", tags)
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fluxmusic_cli import manifest
 from fluxmusic_cli.errors import BadAudioError, OutOfMemoryError, UsageError
 from fluxmusic_cli.prompts import PromptTable
 
-MANIFEST = "manifest.jsonl"
 MAX_NAME_BYTES = 200
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg")
 
@@ -39,6 +39,8 @@ class Settings:
     fmt: str = "wav"
     sample_rate: int = 16000
     peak_normalize: bool = False
+    save_latent: bool = False
+    source: Any = None  # EditSource: items with a strength remix this recording
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ class Item:
     duration: float
     encoders: str
     fmt: str
+    strength: float | None = None  # a remix of the run's recording at this strength
 
     @property
     def filename(self) -> str:
@@ -64,7 +67,10 @@ class Item:
     @property
     def group(self) -> tuple:
         """Items with the same group can share one forward pass."""
-        return (self.steps, self.guidance, self.negative_prompt, self.duration, self.encoders)
+        return (
+            self.steps, self.guidance, self.negative_prompt, self.duration, self.encoders,
+            self.strength,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -216,57 +222,11 @@ def forward_batches(items: Iterable[Item], batch_size: int) -> list[list[Item]]:
     ]
 
 
-# -- the manifest --------------------------------------------------------------------------------
+# -- the manifest (see `fluxmusic_cli.manifest`) ----------------------------------------------
 
-
-def read_manifest(out_dir: Path) -> dict[str, dict[str, Any]]:
-    """Finished items by name (the last line of a name wins). A line cut short by a killed
-    process is skipped, not fatal."""
-    path = Path(out_dir) / MANIFEST
-    entries: dict[str, dict[str, Any]] = {}
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return entries
-    except OSError as exc:
-        raise UsageError(f"Cannot read {path}: {exc.strerror or exc}") from None
-    for line in text.splitlines():
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(entry, dict) and isinstance(entry.get("name"), str):
-            entries[entry["name"]] = entry
-    return entries
-
-
-def append_manifest(out_dir: Path, entry: dict[str, Any]) -> None:
-    """Add one line and fsync it. One `write` per line on an O_APPEND descriptor keeps lines
-    whole when several shards share the folder; the lock covers file systems where that alone
-    is not enough."""
-    line = (json.dumps(entry, default=str, ensure_ascii=False) + "\n").encode("utf-8")
-    fd = os.open(Path(out_dir) / MANIFEST, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        _lock(fd)
-        size = os.fstat(fd).st_size
-        # A process killed mid-write leaves a line without its newline; end it first so this
-        # line is not glued onto it.
-        if size and os.pread(fd, 1, size - 1) != b"\n":
-            line = b"\n" + line
-        os.write(fd, line)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _lock(fd: int) -> None:
-    try:
-        import fcntl
-    except ImportError:  # Windows: O_APPEND alone
-        return
-    # Some network file systems refuse flock; O_APPEND alone still holds there.
-    with contextlib.suppress(OSError):
-        fcntl.flock(fd, fcntl.LOCK_EX)
+MANIFEST = manifest.MANIFEST
+read_manifest = manifest.read_manifest
+append_manifest = manifest.append_manifest
 
 
 # -- resuming ------------------------------------------------------------------------------------
@@ -283,6 +243,7 @@ def expected_record(item: Item, identity: dict[str, Any], settings: Settings) ->
         "duration": item.duration,
         "negative_prompt": item.negative_prompt,
         "encoders": item.encoders,
+        **({} if item.strength is None else {"strength": item.strength}),
         "conditioning": identity.get("conditioning"),
         "format": item.fmt,
         "output_sample_rate": settings.sample_rate,
@@ -352,17 +313,31 @@ def sort_items(
         path = plan.out_dir / item.filename
         want = expected_record(item, identity, settings)
         entry = manifest.get(item.name)
-        if entry is not None and path.is_file() and path.stat().st_size == entry.get("bytes"):
+        listed = plan.out_dir / str(entry.get("path") or item.filename) if entry else None
+        if listed is not None and listed.is_file() and listed.stat().st_size == entry.get("bytes"):
+            # A finished clip of this name, in whatever format: other settings are a conflict.
             diff = differences(entry, want)
             if not diff:
                 out.finished.append((item, entry))
             elif force:
                 out.todo.append(item)
             else:
-                out.conflicts.append(_conflict(item, path, f"was made with {', '.join(diff)}"))
+                out.conflicts.append(_conflict(item, listed, f"was made with {', '.join(diff)}"))
             continue
-        if entry is not None or not path.exists():
-            # Listed but missing or changed since: ours to make again.
+        if not path.exists():
+            # NAME.json is shared by every format of NAME: another file's record is not ours.
+            owner = _record_owner(path.with_suffix(".json"))
+            gone = bool(owner) and not (plan.out_dir / str(owner)).exists()
+            if owner is None or owner == path.name or force or gone:
+                out.todo.append(item)
+            else:
+                why = (
+                    f"is the record of {owner}" if owner else "exists and is not this clip's record"
+                )
+                out.conflicts.append(_conflict(item, path.with_suffix(".json"), why))
+            continue
+        if entry is not None:
+            # Listed but changed since: ours to make again.
             out.todo.append(item)
             continue
         try:
@@ -382,6 +357,18 @@ def sort_items(
     return out
 
 
+def _record_owner(sidecar: Path) -> str | None:
+    """The file name a record describes; None when there is no record; "" when the file is
+    not one of our records (a user's own JSON)."""
+    if not sidecar.exists():
+        return None
+    try:
+        record = json.loads(sidecar.read_text(encoding="utf-8"))
+        return Path(str(record["output"])).name
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+
+
 def _conflict(item: Item, path: Path, why: str) -> Failure:
     return Failure(
         item.row,
@@ -392,19 +379,12 @@ def _conflict(item: Item, path: Path, why: str) -> Failure:
 
 
 def remove_leftovers(plan: Plan) -> list[Path]:
-    """Delete temporary files a killed run left for this plan's items, and only those, so
-    shards sharing the folder never touch each other's files in flight."""
+    """Delete temporary files a killed run left for this plan's items, and only those whose
+    writer is gone, so another run or shard in the folder never loses a file in flight."""
+    from fluxmusic_cli import atomic
+
     mine = {i.filename for i in plan.items} | {f"{i.name}.json" for i in plan.items}
-    removed = []
-    with os.scandir(plan.out_dir) as entries:
-        for entry in entries:
-            # Temporary names are ".<final name>.<token>.part" (audio), ".<name>.json.<pid>.tmp".
-            if entry.name.startswith(".") and entry.name.endswith((".part", ".tmp")):
-                target = entry.name[1:].rsplit(".", 2)[0]
-                if target in mine:
-                    Path(entry.path).unlink(missing_ok=True)
-                    removed.append(Path(entry.path))
-    return removed
+    return atomic.clean_leftovers(plan.out_dir, mine | {MANIFEST})
 
 
 def _entry(item: Item, path: Path, record: dict[str, Any]) -> dict[str, Any]:
@@ -415,6 +395,70 @@ def _entry(item: Item, path: Path, record: dict[str, Any]) -> dict[str, Any]:
         "bytes": path.stat().st_size,
         **record,
     }
+
+
+class FolderLock:
+    """Keeps two runs from rendering the same rows into one folder at once.
+
+    A run without `--shard` holds `.fluxmusic-batch.lock` exclusively; a shard holds it shared
+    plus its own `.fluxmusic-batch-K-of-N.lock` exclusively, so distinct shards work side by
+    side. The locks are the kernel's (flock): a killed run never leaves a stale one. Where
+    the file system refuses flock (some network mounts), runs are not kept apart.
+    """
+
+    NAME = ".fluxmusic-batch.lock"
+
+    def __init__(self, out_dir: Path, shard: Shard | None) -> None:
+        self.out_dir = Path(out_dir)
+        self.shard = shard
+        self._fds: list[int] = []
+
+    def acquire(self) -> None:
+        try:
+            import fcntl
+        except ImportError:  # Windows
+            return
+        if self._fds:
+            return
+        try:
+            if self.shard is None:
+                self._take(self.NAME, fcntl.LOCK_EX)
+            else:
+                self._take(self.NAME, fcntl.LOCK_SH)
+                self._take(f".fluxmusic-batch-{self.shard.index}-of-{self.shard.count}.lock",
+                           fcntl.LOCK_EX)  # fmt: skip
+        except BaseException:
+            self.release()
+            raise
+
+    def _take(self, name: str, mode: int) -> None:
+        import fcntl
+
+        path = self.out_dir / name
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            return  # an unwritable folder is reported elsewhere
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise UsageError(
+                f"Another fluxmusic run is writing the same rows into {self.out_dir}; "
+                "wait for it to finish, or give each run its own rows with --shard K/N."
+            ) from None
+        except OSError:
+            os.close(fd)
+            return
+        self._fds.append(fd)
+
+    def __del__(self) -> None:
+        self.release()
+
+    def release(self) -> None:
+        while self._fds:
+            with contextlib.suppress(OSError):
+                os.close(self._fds.pop())
 
 
 # -- the run -------------------------------------------------------------------------------------
@@ -506,6 +550,17 @@ class BatchRunner:
         self.force = force
         self._on_event = on_event
         self.summary = Summary()
+        self._lock = FolderLock(plan.out_dir, plan.shard)
+
+    def __enter__(self) -> BatchRunner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Let another run into the folder."""
+        self._lock.release()
 
     def _emit(self, event: BatchEvent) -> None:
         bucket = {
@@ -523,13 +578,15 @@ class BatchRunner:
 
     def prepare(self) -> Sorted:
         """Check the folder, clear leftovers, report refused rows and finished items."""
+        from fluxmusic_cli import atomic
+
         out_dir = self.plan.out_dir
-        if out_dir.exists() and not out_dir.is_dir():
-            raise UsageError(f"{out_dir} exists and is not a folder.")
-        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic.make_folder(out_dir)
         if not os.access(out_dir, os.W_OK):
             raise UsageError(f"Folder {out_dir} is not writable.")
+        self._lock.acquire()
         remove_leftovers(self.plan)
+        manifest.repair(out_dir)
         sorted_ = sort_items(
             self.plan, engine_identity(self.engine), self.settings, force=self.force
         )
@@ -563,6 +620,7 @@ class BatchRunner:
                     self.engine.forget(prompts, encoders=encoders)
         finally:
             self.summary.elapsed_s = time.perf_counter() - start
+            self.close()
         return self.summary
 
     def _encode(self, todo: list[Item]) -> dict[str, list[str]]:
@@ -586,6 +644,9 @@ class BatchRunner:
         first = chunk[0]
         for item in chunk:
             self._emit(BatchEvent("item_started", item.row, item.name, item.prompt))
+        if first.strength is not None:
+            self._remix(chunk)
+            return
         request = GenerationRequest(
             prompts=tuple(i.prompt for i in chunk),
             seeds=tuple(i.seed for i in chunk),
@@ -612,8 +673,26 @@ class BatchRunner:
         for item, clip in zip(chunk, result.clips, strict=True):
             self._write(item, clip)
 
+    def _remix(self, chunk: list[Item]) -> None:
+        """Items with a strength: remixes of the run's recording, one at a time."""
+        from fluxmusic_cli.engine.editing import EditRequest
+
+        for item in chunk:
+            request = EditRequest(
+                operation="remix", source=self.settings.source, prompt=item.prompt,
+                seed=item.seed, negative_prompt=item.negative_prompt, steps=item.steps,
+                guidance=item.guidance, strength=item.strength, encoders=item.encoders,
+            )  # fmt: skip
+            try:
+                result = self.engine.edit(request)
+            except UsageError as exc:
+                self._fail_row(item.row, item.name, item.prompt, exc.message)
+                continue
+            self._warn(result.warnings)
+            self._write(item, result.clips[0])
+
     def _write(self, item: Item, clip) -> None:
-        from fluxmusic_cli import audio, metadata, output
+        from fluxmusic_cli import output
 
         path = self.plan.out_dir / item.filename
         try:
@@ -627,17 +706,13 @@ class BatchRunner:
             return
         record["output"] = str(path.resolve())
         record["format"] = item.fmt
-        # Record first, audio second, manifest last: a file present under its final name
-        # always has its record beside it, so a rerun can recognise it.
-        sidecar = metadata.write_sidecar(path, record)
-        try:
-            audio.write_audio(
-                path, samples, self.settings.sample_rate, tags=metadata.tags_for(record)
-            )
-        except BaseException:
-            if not path.exists():
-                sidecar.unlink(missing_ok=True)
-            raise
+        # Record and audio together (both or neither), manifest last.
+        latent = clip.latent if self.settings.save_latent else None
+        if latent is not None:
+            from fluxmusic_cli import latents
+
+            record["latent_file"] = latents.sidecar_path(path).name
+        output.write_pair(path, samples, self.settings.sample_rate, record, latent=latent)
         entry = _entry(item, path, record)
         append_manifest(self.plan.out_dir, entry)
         self._emit(

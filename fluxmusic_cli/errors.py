@@ -27,6 +27,12 @@ class UsageError(FluxMusicError):
     exit_code = 2
 
 
+class OutputError(FluxMusicError):
+    """An output cannot be written: no space left, a read-only folder, a device that refuses."""
+
+    exit_code = 2
+
+
 class ModelMissingError(FluxMusicError):
     """Weights are not on disk and cannot be fetched (offline, gated, not found)."""
 

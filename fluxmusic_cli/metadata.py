@@ -8,7 +8,6 @@ be replayed: `replay_settings` turns it back into the options that made the clip
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +31,20 @@ _REPLAYED = {
     "vae_vocoder": "vae_vocoder",
     "output_sample_rate": "sample_rate",
     "peak_normalize": "peak_normalize",
+    # Long-form, loops and edits.
+    "context": "context",
+    "loop": "loop",
+    "seam": "seam",
+    "strength": "strength",
+    "regions": "region",
+    "add": "add",
+    "to": "to",
+    "crossfade": "crossfade",
 }
 
 # The settings written into an audio file's comment tag (the sidecar has everything).
 _TAGGED = (
+    "operation",
     "seed",
     "steps",
     "guidance",
@@ -53,16 +62,16 @@ def sidecar_path(audio_path: Path) -> Path:
     return Path(audio_path).with_suffix(".json")
 
 
+def sidecar_bytes(record: dict[str, Any]) -> bytes:
+    """The sidecar file's contents for `record`."""
+    return (json.dumps(record, indent=2, default=str) + "\n").encode("utf-8")
+
+
 def write_sidecar(audio_path: Path, record: dict[str, Any]) -> Path:
     """Write the record next to the audio file, atomically."""
-    path = sidecar_path(audio_path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    from fluxmusic_cli import atomic
+
+    return atomic.write_bytes(sidecar_path(audio_path), sidecar_bytes(record))
 
 
 def tags_for(record: dict[str, Any]) -> dict[str, str]:
@@ -127,6 +136,8 @@ def replay_settings(record: dict[str, Any]) -> dict[str, Any]:
     for field, option in _REPLAYED.items():
         if record.get(field) is not None:
             out[option] = record[field]
+    if "region" in out:  # [[start, end or None], ...] -> the --region values
+        out["region"] = [f"{a!r}:{'' if b is None else repr(b)}" for a, b in out["region"]]
     model = record.get("model") or {}
     if model.get("variant"):
         out["model"] = model["variant"]

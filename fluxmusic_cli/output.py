@@ -9,11 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fluxmusic_cli import audio, metadata
+from fluxmusic_cli import audio, latents, metadata
+from fluxmusic_cli.audio import SUPPORTED_SUFFIXES
 from fluxmusic_cli.engine.pipeline import Clip
 from fluxmusic_cli.errors import UsageError
-
-SUPPORTED_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg")
 
 
 @dataclass
@@ -23,15 +22,26 @@ class WrittenClip:
     warnings: list[str] = field(default_factory=list)
 
 
-def check_target(path: Path, *, force: bool) -> None:
-    """Refuse an unknown extension, an existing file (without `force`) or an unwritable folder."""
+def check_target(
+    path: Path, *, force: bool, sample_rate: int | None = None, save_latent: bool = False
+) -> None:
+    """Refuse an unknown extension, a format that cannot hold `sample_rate`, an existing file,
+    record or latent sidecar (without `force`) or an unwritable folder: all before any model
+    loads."""
     if path.suffix.lower() not in SUPPORTED_SUFFIXES:
         raise UsageError(
             f"Unknown output extension {path.suffix or '(none)'!r} for {path}; use one of "
             f"{', '.join(SUPPORTED_SUFFIXES)}."
         )
-    if path.exists() and not force:
-        raise UsageError(f"{path} already exists; pass --force to overwrite it.")
+    if sample_rate is not None:
+        check_encodable(path.suffix.lower().lstrip("."), sample_rate)
+    if not force:
+        taken_paths = [path, metadata.sidecar_path(path)]
+        if save_latent:
+            taken_paths.append(latents.sidecar_path(path))
+        for taken in taken_paths:
+            if taken.exists():
+                raise UsageError(f"{taken} already exists; pass --force to overwrite it.")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise UsageError(f"Folder {parent} does not exist.")
@@ -39,6 +49,14 @@ def check_target(path: Path, *, force: bool) -> None:
 
     if not os.access(parent, os.W_OK):
         raise UsageError(f"Folder {parent} is not writable.")
+
+
+def check_encodable(fmt: str, sample_rate: int) -> None:
+    """Refuse a format and rate the encoder cannot write, by encoding a few silent samples
+    (milliseconds), so the refusal comes before a generation rather than after it."""
+    import numpy as np
+
+    audio.encode(np.zeros(64, dtype=np.float32), sample_rate, fmt)
 
 
 def prepare(
@@ -66,19 +84,47 @@ def prepare(
 
 
 def write_clip(
-    clip: Clip, path: Path, *, sample_rate: int, peak_normalize: bool, force: bool
+    clip: Clip,
+    path: Path,
+    *,
+    sample_rate: int,
+    peak_normalize: bool,
+    force: bool,
+    save_latent: bool = False,
 ) -> WrittenClip:
-    """Write one clip and its sidecar record; the audio appears under its name only when whole."""
+    """Write one clip, its sidecar record and (with `save_latent`) its final latent; the files
+    appear under their names only when whole, all of them or none."""
     path = Path(path)
-    check_target(path, force=force)
+    check_target(path, force=force, save_latent=save_latent)
     samples, record, warnings = prepare(
         clip, sample_rate=sample_rate, peak_normalize=peak_normalize
     )
     record["output"] = str(path.resolve())
     record["format"] = path.suffix.lower().lstrip(".")
-    audio.write_audio(path, samples, sample_rate, tags=metadata.tags_for(record))
-    metadata.write_sidecar(path, record)
+    latent = clip.latent if save_latent else None
+    if latent is not None:
+        record["latent_file"] = latents.sidecar_path(path).name
+    write_pair(path, samples, sample_rate, record, latent=latent)
     return WrittenClip(path=path, record=record, warnings=warnings)
+
+
+def write_pair(
+    path: Path, samples: Any, sample_rate: int, record: dict[str, Any], *, latent: Any = None
+) -> None:
+    """The audio file and its record (and latent sidecar), all or none (a full disk or Ctrl-C
+    leaves none)."""
+    import hashlib
+
+    from fluxmusic_cli import atomic
+
+    data = audio.encode(
+        samples, sample_rate, path.suffix.lower().lstrip("."), metadata.tags_for(record)
+    )
+    files = [(metadata.sidecar_path(path), metadata.sidecar_bytes(record))]
+    if latent is not None:
+        digest = hashlib.sha256(data).hexdigest()
+        files.append((latents.sidecar_path(path), latents.latent_bytes(latent, digest)))
+    atomic.write_together([*files, (path, data)])
 
 
 def clip_wav_bytes(

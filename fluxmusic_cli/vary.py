@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import html
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -92,9 +92,27 @@ def _parts(text: str, option: str) -> list[str]:
     return parts
 
 
-def cell_name(seed: int, guidance: float, steps: int, encoders: str) -> str:
-    """File name stem from a cell's values, e.g. `seed1_cfg3.5_steps50_both`."""
-    return f"seed{seed}_cfg{guidance:g}_steps{steps}_{encoders}"
+def cell_name(
+    seed: int, guidance: float, steps: int, encoders: str, strength: float | None = None
+) -> str:
+    """File name stem from a cell's values, e.g. `seed1_cfg3.5_steps50_both` (a remix of
+    `--input` adds its strength: `..._both_str0.5`)."""
+    name = f"seed{seed}_cfg{guidance:g}_steps{steps}_{encoders}"
+    return name if strength is None else f"{name}_str{strength:g}"
+
+
+def parse_strengths(text: str) -> list[float]:
+    """Remix strengths, e.g. 0.25,0.5,0.75: each between 0 and 1."""
+    out = []
+    for part in _parts(text, "--strength"):
+        try:
+            value = float(part)
+        except ValueError:
+            value = float("nan")
+        if not 0.0 <= value <= 1.0:
+            raise UsageError(f"--strength takes numbers from 0 to 1, got {part!r}.")
+        out.append(value)
+    return list(dict.fromkeys(out))
 
 
 @dataclass(frozen=True)
@@ -103,15 +121,16 @@ class Axes:
     guidance: list[float]
     steps: list[int]
     encoders: list[str]
+    strengths: list[float | None] = field(default_factory=lambda: [None])
 
     @property
-    def panels(self) -> list[tuple[int, str]]:
-        """One table (and one band of grid.png) per steps x encoders combination."""
-        return [(n, e) for n in self.steps for e in self.encoders]
+    def panels(self) -> list[tuple[int, str, float | None]]:
+        """One table (and one band of grid.png) per steps x encoders x strength combination."""
+        return [(n, e, st) for n in self.steps for e in self.encoders for st in self.strengths]
 
     @property
     def size(self) -> int:
-        return len(self.seeds) * len(self.guidance) * len(self.steps) * len(self.encoders)
+        return len(self.seeds) * len(self.guidance) * len(self.panels)
 
 
 def plan_vary(prompt: str, out_dir: Path, axes: Axes, settings: Settings) -> Plan:
@@ -121,7 +140,12 @@ def plan_vary(prompt: str, out_dir: Path, axes: Axes, settings: Settings) -> Pla
         raise UsageError('Empty prompt: describe the music, e.g. "warm lo-fi piano".')
     if axes.size > MAX_CELLS:
         raise UsageError(f"The grid has {axes.size} cells; {MAX_CELLS} at most, split it up.")
-    cells = [(s, g, n, e) for n, e in axes.panels for s in axes.seeds for g in axes.guidance]
+    cells = [
+        (s, g, n, e, st) for n, e, st in axes.panels for s in axes.seeds for g in axes.guidance
+    ]
+    remix_duration = None
+    if settings.source is not None:
+        remix_duration = round(settings.source.samples.shape[0] / 16000, 6)
     names = unique_names(cell_name(*c) for c in cells)
     items = [
         Item(
@@ -133,11 +157,12 @@ def plan_vary(prompt: str, out_dir: Path, axes: Axes, settings: Settings) -> Pla
             steps=n,
             guidance=g,
             negative_prompt=settings.negative_prompt,
-            duration=settings.duration,
+            duration=settings.duration if st is None else remix_duration,
             encoders=e,
             fmt=settings.fmt,
+            strength=st,
         )  # fmt: skip
-        for i, ((s, g, n, e), name) in enumerate(zip(cells, names, strict=True))
+        for i, ((s, g, n, e, st), name) in enumerate(zip(cells, names, strict=True))
     ]
     return Plan(out_dir=Path(out_dir), items=items, total=len(items))
 
@@ -201,9 +226,10 @@ def write_spectrogram_png(path: Path, db: np.ndarray, duration: float, fmax: flo
 
 
 def _save(fig, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png")
-    tmp.replace(path)
+    from fluxmusic_cli import atomic
+
+    with atomic.writing(path) as tmp:
+        fig.savefig(tmp, format="png")
 
 
 def _read_audio(path: Path) -> tuple[np.ndarray, int]:
@@ -252,7 +278,7 @@ def render_page(
 
 
 def _lookup(plan: Plan) -> dict[tuple, Item]:
-    return {(i.steps, i.encoders, i.seed, i.guidance): i for i in plan.items}
+    return {(i.steps, i.encoders, i.strength, i.seed, i.guidance): i for i in plan.items}
 
 
 def _settings_line(settings: dict[str, Any]) -> str:
@@ -272,15 +298,16 @@ def _page_html(plan: Plan, axes: Axes, cells: dict[str, Cell], settings: dict[st
         f"<h1>{esc(prompt)}</h1>",
         f'<p class="settings">{esc(_settings_line(settings))}</p>',
     ]
-    for steps, encoders in axes.panels:
-        parts.append(f"<h2>{steps} steps · encoders {esc(encoders)}</h2>")
+    for steps, encoders, strength in axes.panels:
+        remix = "" if strength is None else f" · remix strength {strength:g}"
+        parts.append(f"<h2>{steps} steps · encoders {esc(encoders)}{remix}</h2>")
         parts.append('<table><thead><tr><th scope="col"></th>')
         parts += [f'<th scope="col">guidance {g:g}</th>' for g in axes.guidance]
         parts.append("</tr></thead><tbody>")
         for seed in axes.seeds:
             parts.append(f'<tr><th scope="row">seed {seed}</th>')
             for g in axes.guidance:
-                cell = cells[lookup[(steps, encoders, seed, g)].name]
+                cell = cells[lookup[(steps, encoders, strength, seed, g)].name]
                 parts.append(f"<td>{_cell_html(cell)}</td>")
             parts.append("</tr>")
         parts.append("</tbody></table>")
@@ -296,6 +323,8 @@ def _page_html(plan: Plan, axes: Axes, cells: dict[str, Cell], settings: dict[st
 def _cell_html(cell: Cell) -> str:
     item = cell.item
     label = f"seed {item.seed}, guidance {item.guidance:g}, {item.steps} steps, {item.encoders}"
+    if item.strength is not None:
+        label += f", strength {item.strength:g}"
     if cell.audio is None:
         return f'<div class="missing">not generated<br><small>{html.escape(label)}</small></div>'
     src = quote(cell.audio)
@@ -331,17 +360,17 @@ def _write_grid(
     import textwrap
 
     lookup = _lookup(plan)
-    rows = [(n, e, s) for n, e in axes.panels for s in axes.seeds]
+    rows = [(n, e, st, s) for n, e, st in axes.panels for s in axes.seeds]
     ncols = len(axes.guidance)
     width = 1.2 + 2.4 * ncols
     fig = _figure(width, 1.0 + 1.25 * len(rows), layout="constrained")
     axs = fig.subplots(len(rows), ncols, squeeze=False)
-    for r, (steps, encoders, seed) in enumerate(rows):
+    for r, (steps, encoders, strength, seed) in enumerate(rows):
         for c, g in enumerate(axes.guidance):
             ax = axs[r][c]
             ax.set_xticks([])
             ax.set_yticks([])
-            found = spectra.get(lookup[(steps, encoders, seed, g)].name)
+            found = spectra.get(lookup[(steps, encoders, strength, seed, g)].name)
             if found is None:
                 ax.text(0.5, 0.5, "not generated", ha="center", va="center", color="#a00")
             else:
@@ -354,6 +383,8 @@ def _write_grid(
                 label = f"seed {seed}"
                 if len(axes.panels) > 1:
                     label += f"\n{steps} steps, {encoders}"
+                    if strength is not None:
+                        label += f", strength {strength:g}"
                 ax.set_ylabel(label, fontsize=8)
     chars = int(width * 13)  # about how many 9-point characters fit across
     title = textwrap.shorten(plan.items[0].prompt, 2 * chars, placeholder=" ...")
@@ -363,6 +394,6 @@ def _write_grid(
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    from fluxmusic_cli import atomic
+
+    atomic.write_text(path, text)

@@ -28,7 +28,8 @@ app = typer.Typer(
 
 # Each module defines `register(app)`; the list is the single place commands are added.
 COMMAND_MODULES: tuple[str, ...] = (
-    "generate", "models", "doctor", "eval", "batch", "vary", "train",
+    "generate", "remix", "repaint", "extend", "loop", "batch", "vary", "eval", "models", "doctor",
+    "train",
 )  # fmt: skip
 
 
@@ -61,8 +62,10 @@ def _debug() -> bool:
 
 def main() -> None:
     """Console-script entry point: run the app, turning known errors into sentences."""
-    from fluxmusic_cli.cli.console import err
+    from fluxmusic_cli import notices
+    from fluxmusic_cli.cli.console import err, warn
 
+    notices.set_sink(warn)
     try:
         # Without standalone mode, typer returns (not raises) the code of an Exit, and turns
         # Ctrl-C into code 130.

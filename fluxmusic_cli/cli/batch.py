@@ -150,6 +150,7 @@ def batch(
     lora: opt.Lora = None,
     sample_rate: opt.SampleRate = 16000,
     peak_normalize: opt.PeakNormalize = False,
+    save_latent: opt.SaveLatent = False,
     force: opt.Force = False,
     json_out: JsonLines = False,
     quiet: opt.Quiet = False,
@@ -166,7 +167,7 @@ def batch(
     settings = batchrun.Settings(
         steps=steps, guidance=guidance, negative_prompt=negative_prompt, duration=duration,
         seed=seed, encoders=encoders.value, fmt=fmt.value, sample_rate=sample_rate,
-        peak_normalize=peak_normalize,
+        peak_normalize=peak_normalize, save_latent=save_latent,
     )  # fmt: skip
     plan = batchrun.plan_batch(
         table, output, settings, batchrun.parse_shard(shard) if shard else None
@@ -218,6 +219,8 @@ def run_plan(
             if json_out:
                 emit_json_line({**runner.summary.to_json(plan), "interrupted": True})
             raise
+        finally:
+            runner.close()
     for w in summary.warnings:
         warn(w)
     if json_out:

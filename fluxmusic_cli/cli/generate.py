@@ -10,18 +10,15 @@ from typing import Annotated, Any
 import typer
 
 from fluxmusic_cli.cli import options as opt
-from fluxmusic_cli.cli.console import emit_json, err, warn
-from fluxmusic_cli.engine.pipeline import (
-    DEFAULT_GUIDANCE,
-    DEFAULT_NEGATIVE_PROMPT,
-    DEFAULT_STEPS,
-)
+from fluxmusic_cli.cli.console import emit_json
+from fluxmusic_cli.cli.option_group import Shared, shared_options
+from fluxmusic_cli.cli.reporting import report_clips, written_name
+from fluxmusic_cli.engine.editing import DEFAULT_CONTEXT, DEFAULT_SEAM
 from fluxmusic_cli.engine.sampling import TRAINED_SECONDS
-from fluxmusic_cli.engine.sources import DEFAULT_SOURCES
 from fluxmusic_cli.errors import UsageError
 
-# Options a record can replay that configure the engine rather than the request.
-ENGINE_KEYS = ("model", "t5", "clap", "vae_vocoder", "encoders", "conditioning", "device", "dtype")
+# Request fields that come straight from option values.
+REQUEST_KEYS = ("negative_prompt", "steps", "guidance", "duration", "loop", "seam", "context")
 CHUNK = 4  # clips per engine call: each chunk is written as soon as it is decoded
 
 GENERATE_HELP = """Generate music from a text prompt.
@@ -45,6 +42,7 @@ def register(app: typer.Typer) -> None:
     app.command("info", help="Show the generation record of an audio file (tags or sidecar).")(info)
 
 
+@shared_options("sampling", "engine", "output")
 def generate(
     ctx: typer.Context,
     prompt: Annotated[
@@ -66,97 +64,73 @@ def generate(
             rich_help_panel=opt.OUTPUT,
         ),
     ] = 1,
-    from_record: Annotated[
-        Path | None,
-        typer.Option(
-            "--from-record",
-            help="Replay a generation record (NAME.json or a tagged audio file); explicit "
-            "flags win.",
-            show_default=False,
-        ),
-    ] = None,
-    model: opt.Model = DEFAULT_SOURCES["transformer"],
-    t5: opt.T5 = DEFAULT_SOURCES["t5"],
-    clap: opt.Clap = DEFAULT_SOURCES["clap"],
-    vae_vocoder: opt.VaeVocoder = DEFAULT_SOURCES["audioldm2"],
-    encoders: opt.EncodersOpt = opt.EncodersChoice.both,
-    conditioning: opt.ConditioningOpt = opt.ConditioningChoice.training,
-    steps: opt.Steps = DEFAULT_STEPS,
-    guidance: opt.Guidance = DEFAULT_GUIDANCE,
-    negative_prompt: opt.Negative = DEFAULT_NEGATIVE_PROMPT,
-    seed: opt.Seed = None,
+    from_record: opt.FromRecord = None,
     duration: opt.Duration = TRAINED_SECONDS,
-    device: opt.DeviceOpt = opt.DeviceChoice.auto,
-    dtype: opt.DtypeOpt = opt.DtypeChoice.auto,
-    memory: opt.MemoryOpt = opt.MemoryChoice.auto,
-    token: opt.Token = None,
-    compile_model: opt.Compile = False,
-    threads: opt.Threads = None,
-    lora: opt.Lora = None,
-    sample_rate: opt.SampleRate = 16000,
-    peak_normalize: opt.PeakNormalize = False,
-    force: opt.Force = False,
-    json_out: opt.Json = False,
-    quiet: opt.Quiet = False,
-    yes: opt.Yes = False,
+    context: opt.Context = DEFAULT_CONTEXT,
+    loop: Annotated[
+        bool,
+        typer.Option(
+            "--loop",
+            help="Make each clip a seamless loop (a whole period: the duration rounded up to "
+            "80 ms).",
+            rich_help_panel=opt.EDITING,
+        ),
+    ] = False,
+    seam: opt.Seam = DEFAULT_SEAM,
+    *,
+    shared: Shared,
 ) -> None:
-    values: dict[str, Any] = dict(
-        model=model, t5=t5, clap=clap, vae_vocoder=vae_vocoder, encoders=encoders,
-        conditioning=conditioning, steps=steps, guidance=guidance,
-        negative_prompt=negative_prompt, seed=seed, duration=duration, device=device,
-        dtype=dtype, sample_rate=sample_rate, peak_normalize=peak_normalize,
-    )  # fmt: skip
-    values["lora"] = lora
+    values: dict[str, Any] = dict(shared.values)
+    values.update(duration=duration, context=context, loop=loop, seam=seam)
     if from_record is not None:
         prompt = _apply_record(ctx, from_record, values, prompt)
     prompts = _read_prompts(prompt)
     to_stdout = output is not None and str(output) == "-"
-    if to_stdout and json_out:
+    if to_stdout and values["json_out"]:
         raise UsageError("-o - writes audio to stdout, so --json cannot share it; drop one.")
     base_seed = values["seed"] if values["seed"] is not None else secrets.randbelow(2**31)
     plan = [(p, base_seed + k) for p in prompts for k in range(num_outputs)]
     if to_stdout and len(plan) > 1:
         raise UsageError("-o - takes exactly one clip; give one prompt and no -n.")
-    targets = [] if to_stdout else _targets(plan, output, len(prompts), force=force)
 
     from fluxmusic_cli import output as out
     from fluxmusic_cli.cli.progress import step_bars
     from fluxmusic_cli.cli.setup import make_engine
     from fluxmusic_cli.engine.pipeline import GenerationRequest
 
-    engine_options = opt.engine_options(
-        **{k: values[k] for k in ENGINE_KEYS}, memory=memory, token=token,
-        compile=compile_model, threads=threads, loras=opt.loras(values["lora"]),
-    )  # fmt: skip
+    def request_for(chunk: list[tuple[str, int]]) -> GenerationRequest:
+        return GenerationRequest(
+            prompts=tuple(p for p, _ in chunk),
+            seeds=tuple(s for _, s in chunk),
+            **{k: values[k] for k in REQUEST_KEYS},
+        )
+
+    request_for(plan[:1]).check()  # bad sampling values are refused before anything loads
+    force, quiet = values["force"], values["quiet"]
+    targets = [] if to_stdout else _targets(plan, output, len(prompts), values)
     written: list[out.WrittenClip] = []
     warnings: list[str] = []
+    opts = dict(sample_rate=values["sample_rate"], peak_normalize=values["peak_normalize"])
     with step_bars(quiet) as bars:
-        engine = make_engine(engine_options, progress=bars, yes=yes, quiet=quiet)
+        engine = make_engine(
+            Shared(values).engine_options(), progress=bars, yes=values["yes"], quiet=quiet
+        )
         for start in range(0, len(plan), CHUNK):
-            chunk = plan[start : start + CHUNK]
-            request = GenerationRequest(
-                prompts=tuple(p for p, _ in chunk),
-                seeds=tuple(s for _, s in chunk),
-                negative_prompt=values["negative_prompt"],
-                steps=values["steps"],
-                guidance=values["guidance"],
-                duration=values["duration"],
-            )
-            result = engine.generate(request)
+            result = engine.generate(request_for(plan[start : start + CHUNK]))
             warnings += [w for w in result.warnings if w not in warnings]
             for i, clip in enumerate(result.clips):
-                opts = dict(
-                    sample_rate=values["sample_rate"], peak_normalize=values["peak_normalize"]
-                )
                 if to_stdout:
                     data, item = out.clip_wav_bytes(clip, **opts)
                     sys.stdout.buffer.write(data)
                     sys.stdout.flush()
                 else:
-                    item = out.write_clip(clip, targets[start + i], force=force, **opts)
+                    item = out.write_clip(
+                        clip, targets[start + i], force=force,
+                        save_latent=values["save_latent"], **opts,
+                    )  # fmt: skip
                 written.append(item)
-                warnings += [f"{_name(item)}: {w}" for w in item.warnings]
-    _report(written, warnings, json_out=json_out, quiet=quiet)
+                warnings += [f"{written_name(item)}: {w}" for w in item.warnings]
+    report_clips(written, warnings, json_out=values["json_out"], quiet=quiet)
 
 
 def _apply_record(
@@ -165,7 +139,14 @@ def _apply_record(
     """Fill every option the user did not type from the record; return the prompt to use."""
     from fluxmusic_cli.metadata import read_record, replay_settings
 
-    replay = replay_settings(read_record(path))
+    record = read_record(path)
+    made_by = record.get("operation", "generate")
+    if made_by != "generate":
+        raise UsageError(
+            f"{path} records a {made_by}, not a generation; replay it with "
+            f"fluxmusic {made_by} --from-record {path}."
+        )
+    replay = replay_settings(record)
     for name, value in replay.items():
         if name == "prompt" or name not in values:
             continue
@@ -193,7 +174,7 @@ def _read_prompts(prompt: str | None) -> list[str]:
 
 
 def _targets(
-    plan: list[tuple[str, int]], output: Path | None, n_prompts: int, *, force: bool
+    plan: list[tuple[str, int]], output: Path | None, n_prompts: int, values: dict[str, Any]
 ) -> list[Path]:
     """One path per planned clip, all checked before any generation starts."""
     from fluxmusic_cli.audio import slugify
@@ -218,37 +199,12 @@ def _targets(
         while candidate in paths:
             candidate = path.with_name(f"{path.stem}-{k}{path.suffix}")
             k += 1
-        check_target(candidate, force=force)
+        check_target(
+            candidate, force=values["force"], sample_rate=values["sample_rate"],
+            save_latent=values["save_latent"],
+        )  # fmt: skip
         paths.append(candidate)
     return paths
-
-
-def _name(item) -> str:
-    return str(item.path) if item.path is not None else "stdout"
-
-
-def _report(written, warnings: list[str], *, json_out: bool, quiet: bool) -> None:
-    for w in warnings:
-        warn(w)
-    if json_out:
-        emit_json(
-            {
-                "outputs": [
-                    {"path": str(w.path) if w.path else "-", "record": w.record} for w in written
-                ],
-                "warnings": warnings,
-            }
-        )
-        return
-    if quiet:
-        return
-    for w in written:
-        r = w.record
-        lufs = f", {r['lufs']:.1f} LUFS" if r.get("lufs") is not None else ""
-        err.print(
-            f"[green]wrote[/green] {_name(w)}  ({r['duration']:g} s, {r['output_sample_rate']} Hz, "
-            f"seed {r['seed']}, peak {r['peak']:.2f}{lufs})"
-        )
 
 
 def info(

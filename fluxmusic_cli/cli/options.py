@@ -244,6 +244,7 @@ Lora = Annotated[
     list[str] | None,
     typer.Option(
         "--lora",
+        metavar="FILE[:SCALE]",
         help="A LoRA from `fluxmusic train` as FILE or FILE:SCALE (default scale 1.0); "
         "repeatable, the adapters add up.",
         rich_help_panel=MODELS,
@@ -262,3 +263,83 @@ def loras(values: list[str] | None) -> tuple[tuple[str, float], ...]:
 def engine_options(**values: Any) -> EngineOptions:
     """EngineOptions from a command's option values (choices arrive as enums)."""
     return EngineOptions(**{k: v.value if isinstance(v, Enum) else v for k, v in values.items()})
+
+
+# -- editing and long-form -------------------------------------------------------------------
+
+EDITING = "Editing"
+
+SaveLatent = Annotated[
+    bool,
+    typer.Option(
+        "--save-latent",
+        help="Also write NAME.latent.safetensors (the exact final latent), so later edits of "
+        "this file start from it instead of re-encoding the audio.",
+        rich_help_panel=OUTPUT,
+    ),
+]
+Context = Annotated[
+    float,
+    typer.Option(
+        "--context",
+        help="Seconds of the music so far that each new 10.24 s window continues from (on the "
+        "80 ms grid, less than 10.24).",
+        rich_help_panel=EDITING,
+    ),
+]
+Crossfade = Annotated[
+    float,
+    typer.Option(
+        "--crossfade",
+        min=0.0,
+        help="Seconds over which your recording blends into generated music, inside the kept "
+        "part (0: a hard cut).",
+        rich_help_panel=EDITING,
+    ),
+]
+Seam = Annotated[
+    float,
+    typer.Option(
+        "--seam",
+        help="Seconds regenerated around the loop point (a multiple of 0.16, at most half the "
+        "loop).",
+        rich_help_panel=EDITING,
+    ),
+]
+InputAudio = Annotated[
+    str | None,
+    typer.Argument(
+        help="Your recording: WAV, FLAC, OGG, MP3, or (with ffmpeg) M4A/AAC, MP4, MOV, WebM, "
+        "Opus, WMA...; '-' reads it from stdin. With --from-record: the recorded input.",
+        metavar="INPUT",
+        show_default=False,
+    ),
+]
+EditPrompt = Annotated[
+    str | None,
+    typer.Argument(
+        help="What the music should become; left out, the prompt in INPUT's fluxmusic record "
+        "is used.",
+        metavar="[PROMPT]",
+        show_default=False,
+    ),
+]
+FromRecord = Annotated[
+    Path | None,
+    typer.Option(
+        "--from-record",
+        help="Replay a generation record (NAME.json or a tagged audio file); explicit flags win.",
+        show_default=False,
+    ),
+]
+EditOutput = Annotated[
+    Path | None,
+    typer.Option(
+        "--output",
+        "-o",
+        help="File (.wav .flac .mp3 .ogg .m4a), '-' for WAV on stdout, or a folder (a path "
+        "without an extension). Default: <input>-<command>-s<seed>.wav here.",
+        rich_help_panel=OUTPUT,
+        show_default=False,
+    ),
+]

@@ -20,7 +20,7 @@ from fluxmusic_cli.engine.pipeline import ProgressEvent
 
 _LABELS = {
     "load": "loading {detail}",
-    "encode": "encoding prompts",
+    "encode": "encoding {detail}",
     "denoise": "denoising",
     "decode": "decoding audio",
 }
@@ -36,8 +36,10 @@ class StepBars:
     def __call__(self, event: ProgressEvent) -> None:
         if self.progress is None:
             return
-        key = f"{event.stage}:{event.detail}" if event.stage == "load" else event.stage
-        label = _LABELS.get(event.stage, event.stage).format(detail=event.detail)
+        keyed = event.stage in ("load", "encode")
+        key = f"{event.stage}:{event.detail}" if keyed else event.stage
+        detail = event.detail or ("prompts" if event.stage == "encode" else "")
+        label = _LABELS.get(event.stage, event.stage).format(detail=detail)
         if key not in self._tasks:
             self._tasks[key] = self.progress.add_task(label, total=event.total)
         task = self._tasks[key]

@@ -13,7 +13,7 @@ from fluxmusic_cli.cli.console import emit_json_line, err
 from fluxmusic_cli.engine.pipeline import DEFAULT_NEGATIVE_PROMPT
 from fluxmusic_cli.engine.sampling import TRAINED_SECONDS
 from fluxmusic_cli.engine.sources import DEFAULT_SOURCES
-from fluxmusic_cli.errors import PartialFailure
+from fluxmusic_cli.errors import PartialFailure, UsageError
 
 VARY_HELP = """Hear one prompt across seeds and guidance scales (and steps, and encoders).
 
@@ -28,6 +28,8 @@ player and a mel spectrogram; works offline) and grid.png (all spectrograms, lab
   fluxmusic vary "epic trailer drums" -o enc/ --seeds 1,2 --encoders both,t5,clap
 
   fluxmusic vary "jazz trio" -o steps/ --steps 10,25,50 --guidance 3.5
+
+  fluxmusic vary "string quartet" -o remixes/ --input demo.wav --strength 0.3,0.6,0.9
 """
 
 Seeds = Annotated[
@@ -53,6 +55,25 @@ EncodersAxis = Annotated[
 ]  # fmt: skip
 
 
+InputOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--input",
+        help="Remix this recording instead of generating from noise (any format remix reads).",
+        rich_help_panel=opt.EDITING,
+        show_default=False,
+    ),
+]
+StrengthAxis = Annotated[
+    str,
+    typer.Option(
+        "--strength",
+        help="With --input: remix strengths, e.g. 0.3,0.6,0.9 (one table per value).",
+        rich_help_panel=opt.EDITING,
+    ),
+]
+
+
 def register(app: typer.Typer) -> None:
     app.command("vary", help=VARY_HELP, no_args_is_help=True)(vary)
 
@@ -64,6 +85,8 @@ def vary(
     guidance: GuidanceAxis = "3.5,7",
     steps: StepsAxis = "50",
     encoders: EncodersAxis = "both",
+    input_path: InputOpt = None,
+    strength: StrengthAxis = "0.5",
     fmt: Format = FormatChoice.wav,
     batch_size: BatchSize = 1,
     model: opt.Model = DEFAULT_SOURCES["transformer"],
@@ -92,16 +115,27 @@ def vary(
     from fluxmusic_cli.engine.sampling import latent_length
 
     latent_length(duration)
+    source = None
+    if input_path is not None:
+        from fluxmusic_cli.edit_input import load_source
+
+        if input_path == "-":
+            raise UsageError("vary --input needs a file (the grid reads it once per cell).")
+        source, _ = load_source(input_path)
+        from fluxmusic_cli.engine.audio_in import prepare
+
+        prepare(source.samples, name=input_path)  # silent or too short: refused now
     axes = grid.Axes(
         seeds=grid.parse_seeds(seeds),
         guidance=grid.parse_guidance(guidance),
         steps=grid.parse_steps(steps),
         encoders=grid.parse_encoders(encoders),
+        strengths=[None] if source is None else grid.parse_strengths(strength),
     )
     settings = Settings(
         steps=axes.steps[0], guidance=axes.guidance[0], negative_prompt=negative_prompt,
         duration=duration, seed=axes.seeds[0], encoders=axes.encoders[0], fmt=fmt.value,
-        sample_rate=sample_rate, peak_normalize=peak_normalize,
+        sample_rate=sample_rate, peak_normalize=peak_normalize, source=source,
     )  # fmt: skip
     plan = grid.plan_vary(prompt, output, axes, settings)
     engine_options = opt.engine_options(
@@ -119,7 +153,8 @@ def vary(
     page_settings = {
         "model": Path(model).name if Path(model).exists() else model,
         "negative prompt": repr(negative_prompt),
-        "duration": f"{duration:g} s",
+        "duration": f"{duration:g} s" if source is None else None,
+        "remix of": input_path,
         "conditioning": conditioning.value,
     }
     index, picture = grid.render_page(

@@ -9,13 +9,13 @@ computes the same function once the keys are renamed and a few tensors split.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fluxmusic_cli import atomic
 from fluxmusic_cli.engine.registry import AXES_DIM_BY_HEAD_DIM
 from fluxmusic_cli.errors import CheckpointError, ModelMissingError
 
@@ -346,12 +346,8 @@ def convert_to_safetensors(src: Path, dst: Path) -> None:
     infer_config(sd, source=str(src))
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-    try:
+    with atomic.writing(dst) as tmp:
         save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp), metadata={"format": "pt"})
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def file_sha256(path: Path) -> str:

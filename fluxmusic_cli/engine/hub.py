@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from fluxmusic_cli import atomic
 from fluxmusic_cli.engine import paths, registry
 from fluxmusic_cli.engine.sources import ComponentRef
 from fluxmusic_cli.errors import ModelMissingError, UsageError
@@ -533,9 +534,7 @@ def _convert(variant: registry.Variant, pt_path: Path, etag: str) -> Path:
         "etag": etag,
         "source_bytes": pt_path.stat().st_size,
     }
-    tmp = dst.with_name(f".{dst.stem}.{os.getpid()}.json.tmp")
-    tmp.write_text(json.dumps(meta, indent=2))
-    os.replace(tmp, dst.with_suffix(".json"))
+    atomic.write_text(dst.with_suffix(".json"), json.dumps(meta, indent=2))
     return dst
 
 

@@ -171,6 +171,7 @@ class Engine:
         self._progress = progress
         self.store = ModelStore(self.options, report=self._emit)
         self._embeddings: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        self._recordings: dict[tuple[str, int | None], tuple[Any, float]] = {}
 
     # -- the store's face ------------------------------------------------------------------------
 
@@ -555,6 +556,9 @@ class Engine:
 
         if source.latent is not None:
             return source.latent.float().cpu(), 1.0
+        key = (source.sha256, cut_samples)
+        if key in self._recordings:  # a grid of remixes encodes its recording once
+            return self._recordings[key]
         samples = source.samples if cut_samples is None else source.samples[:cut_samples]
         prepared = audio_in.prepare(samples, name=_display(source.path))
         self._emit("encode", 0, 1, "recording")
@@ -563,7 +567,8 @@ class Engine:
         except RuntimeError as exc:
             raise as_oom(exc, "the VAE encoder") from exc
         self._emit("encode", 1, 1, "recording")
-        return latent[0], prepared.gain
+        self._recordings[key] = (latent[0], prepared.gain)
+        return self._recordings[key]
 
     def _sample_edit(self, model, txt, y, request, plan, latent):
         """(final latent (8, T, 16), generated-frame mask (T,), windows) for the operation."""

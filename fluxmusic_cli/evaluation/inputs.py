@@ -65,7 +65,9 @@ def collect(folder: Path, label: str) -> list[ClipFile]:
     prompts: dict[Path, str] = {}
     manifest = folder / "manifest.jsonl"
     if manifest.is_file():
-        for row in _read_jsonl(manifest):
+        from fluxmusic_cli.manifest import read_lines
+
+        for row in read_lines(manifest, strict=True).rows:
             if not row.get("path"):
                 continue
             path = Path(row["path"])

@@ -1,6 +1,6 @@
 """Classifier weights for the metrics: where their authors publish them, and checked downloads.
 
-Files land in `cache_dir()/eval-weights`. A download streams to a `.part` file, is hashed while it
+Files land in `cache_dir()/eval-weights`. A download streams to a temporary file, is hashed while it
 arrives, and is renamed into place only when its SHA-256 matches the published digest. Digests are
 the ones stated publicly for these files (the VGGish file name carries the first 8 hex digits of
 its SHA-256, as torch.hub names files; Zenodo lists the CNN14 file's MD5, which we also check).
@@ -8,6 +8,7 @@ its SHA-256, as torch.hub names files; Zenodo lists the CNN14 file's MD5, which 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from fluxmusic_cli import atomic
 from fluxmusic_cli.engine import paths
 from fluxmusic_cli.errors import CheckpointError, ModelMissingError
 
@@ -103,9 +105,7 @@ def fingerprint(path: Path) -> str:
     digest = file_sha256(path)
     known[key] = digest
     store.parent.mkdir(parents=True, exist_ok=True)
-    tmp = store.with_suffix(".tmp")
-    tmp.write_text(json.dumps(known, indent=0))
-    os.replace(tmp, store)
+    atomic.write_text(store, json.dumps(known, indent=0))
     return digest
 
 
@@ -120,34 +120,33 @@ def _open_url(url: str) -> BinaryIO:
 def download(spec: WeightFile, dest: Path, progress: Progress | None = None) -> Path:
     """Fetch `spec.url` to `dest`; a file whose SHA-256 (or MD5) differs is refused."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
     sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
     done = 0
-    try:
-        with _open_url(spec.url) as response, open(part, "wb") as out:
-            length = getattr(response, "headers", {}).get("Content-Length")
-            total = int(length) if length else spec.size_bytes
-            for block in iter(lambda: response.read(CHUNK), b""):
-                out.write(block)
-                sha.update(block)
-                md5.update(block)
-                done += len(block)
-                if progress:
-                    progress(done, total)
-    except OSError as exc:
-        part.unlink(missing_ok=True)
-        raise ModelMissingError(
-            f"Could not download the {spec.description} weights from {spec.url} ({exc}).",
-            hint=_manual_hint(spec),
-        ) from exc
-    if sha.hexdigest() != spec.sha256 or (spec.md5 and md5.hexdigest() != spec.md5):
-        part.unlink(missing_ok=True)
-        raise CheckpointError(
-            f"The downloaded {spec.filename} ({done} bytes) does not match its published "
-            f"SHA-256 {spec.sha256[:12]}...; it was discarded.",
-            hint="Try again later; if it persists the host serves a different file.",
-        )
-    os.replace(part, dest)
+    with atomic.writing(dest) as part:
+        try:
+            with _open_url(spec.url) as response, open(part, "wb") as out:
+                length = getattr(response, "headers", {}).get("Content-Length")
+                total = int(length) if length else spec.size_bytes
+                for block in iter(lambda: response.read(CHUNK), b""):
+                    out.write(block)
+                    sha.update(block)
+                    md5.update(block)
+                    done += len(block)
+                    if progress:
+                        progress(done, total)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise atomic.os_error(exc, dest) from None
+            raise ModelMissingError(
+                f"Could not download the {spec.description} weights from {spec.url} ({exc}).",
+                hint=_manual_hint(spec),
+            ) from exc
+        if sha.hexdigest() != spec.sha256 or (spec.md5 and md5.hexdigest() != spec.md5):
+            raise CheckpointError(
+                f"The downloaded {spec.filename} ({done} bytes) does not match its published "
+                f"SHA-256 {spec.sha256[:12]}...; it was discarded.",
+                hint="Try again later; if it persists the host serves a different file.",
+            )
     return dest
 
 

@@ -160,3 +160,23 @@ def test_usage_errors_exit_2_with_a_sentence(batch, tmp_path, args, message):
     (tmp_path / "list.txt").write_text("a prompt\n")
     code, out, err = batch(*args)
     assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_save_latent_writes_each_clips_exact_latent_keyed_by_its_audio(
+    run_cli, tiny_bundle, tmp_path, monkeypatch
+):
+    import hashlib
+
+    from safetensors import safe_open
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "p.txt").write_text("one\ntwo\n")
+    code, _, err = run_cli(["batch", "p.txt", "-o", "out", "--save-latent", "--steps", "2",
+                            "--duration", "0.32", *tiny_bundle.cli_args(), "--device", "cpu",
+                            "--dtype", "fp32"])  # fmt: skip
+    assert code == 0, err
+    for wav in sorted((tmp_path / "out").glob("*.wav")):
+        side = wav.with_name(wav.stem + ".latent.safetensors")
+        with safe_open(str(side), framework="pt") as fh:
+            assert fh.metadata()["audio_sha256"] == hashlib.sha256(wav.read_bytes()).hexdigest()
+            assert tuple(fh.get_tensor("latent").shape) == (8, 8, 16)

@@ -128,3 +128,40 @@ def test_mel_spectrogram_puts_a_tone_in_the_right_band():
     assert peak_low < peak_high
     # On the HTK mel scale from 0 to 8 kHz, 300 Hz is band 8 of 64 and 3 kHz is band 42.
     assert abs(peak_low - 8) <= 1 and abs(peak_high - 42) <= 1
+
+
+def test_input_puts_remix_strengths_side_by_side_and_each_cell_is_that_remix(
+    vary, run_cli, tiny_bundle, tmp_path
+):
+    import soundfile as sf
+
+    t = np.arange(16000) / 16000
+    sf.write(tmp_path / "take.wav", (0.3 * np.sin(2 * np.pi * 330 * t)).astype(np.float32), 16000)
+    code, _, err = vary("violin", "-o", "mix", "--input", "take.wav", "--strength", "0,1",
+                        "--seeds", "4", "--guidance", "3", "--steps", "2")  # fmt: skip
+    assert code == 0, err
+    folder = tmp_path / "mix"
+    names = sorted(p.stem for p in folder.glob("*.wav"))
+    assert names == ["seed4_cfg3_steps2_both_str0", "seed4_cfg3_steps2_both_str1"]
+    page = (folder / "index.html").read_text()
+    assert "remix strength 0" in page and "remix strength 1" in page and "take.wav" in page
+    record = json.loads((folder / "seed4_cfg3_steps2_both_str1.json").read_text())
+    assert record["operation"] == "remix" and record["strength"] == 1.0
+    remix = ["remix", "take.wav", "violin", "--strength", "1", "--seed", "4", "--guidance", "3",
+             "--steps", "2", "-o", "alone.wav", "--device", "cpu", "--dtype", "fp32"]  # fmt: skip
+    code, _, err = run_cli([*remix, *tiny_bundle.cli_args()])
+    assert code == 0, err
+    alone = sf.read(tmp_path / "alone.wav")[0]
+    assert np.array_equal(alone, sf.read(folder / "seed4_cfg3_steps2_both_str1.wav")[0])
+    code, out, err = vary("violin", "-o", "mix", "--input", "take.wav", "--strength", "0,1",
+                          "--seeds", "4", "--guidance", "3", "--steps", "2", "--json")  # fmt: skip
+    assert code == 0 and json.loads(out.strip().splitlines()[-2])["skipped"] == 2
+
+
+def test_strengths_outside_zero_to_one_are_refused(vary, tmp_path):
+    import soundfile as sf
+
+    t = np.arange(16000) / 16000
+    sf.write(tmp_path / "take.wav", (0.3 * np.sin(2 * np.pi * 330 * t)).astype(np.float32), 16000)
+    code, _, err = vary("x", "-o", "g", "--input", "take.wav", "--strength", "0.5,2")
+    assert code == 2 and "--strength takes numbers from 0 to 1" in err

@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 
 from fluxmusic_cli import audio
-from fluxmusic_cli.errors import BadAudioError, UsageError
+from fluxmusic_cli.errors import BadAudioError, OutputError, UsageError
 
 SR = 16000
 
@@ -110,11 +110,12 @@ def test_interrupted_write_leaves_nothing_behind(tmp_path, monkeypatch, error):
     audio.write_audio(old, sine(seconds=0.1), SR)
     before = old.read_bytes()
 
-    def explode(self, data):
+    def explode(path):
         raise error
 
-    monkeypatch.setattr(sf.SoundFile, "write", explode)
-    with pytest.raises((KeyboardInterrupt, UsageError)):
+    # After the temporary file is written, before it is renamed.
+    monkeypatch.setattr("fluxmusic_cli.atomic._sync", explode)
+    with pytest.raises((KeyboardInterrupt, OutputError)):
         audio.write_audio(old, sine(seconds=0.3), SR)
     assert [p.name for p in tmp_path.iterdir()] == ["clip.wav"]
     assert old.read_bytes() == before

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 
@@ -114,15 +116,28 @@ def test_manifest_survives_a_line_cut_short_by_a_killed_process(tmp_path):
     assert len(lines) == 4 and json.loads(lines[2]) == {"name": "c", "bytes": 3}
 
 
-def test_leftover_temporary_files_of_this_plan_only_are_removed(tmp_path):
+def test_only_leftovers_of_this_plan_whose_writer_is_gone_are_removed(tmp_path):
+    import subprocess
+    import sys
+
+    from fluxmusic_cli import atomic
+
     plan = _plan("mine\n", out_dir=tmp_path)
     (name,) = [i.name for i in plan.items]
-    ours = [tmp_path / f".{name}.wav.1a2b3c4d.part", tmp_path / f".{name}.json.4242.tmp"]
-    theirs = [tmp_path / ".other-0001.wav.99.part", tmp_path / f"{name}.wav"]
-    for p in ours + theirs:
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+
+    def temp_of(final: str, pid: str) -> Path:
+        own = atomic.temp_path(tmp_path / final)
+        return own.with_name(own.name.replace(f".{os.getpid()}-", f".{pid}-"))
+
+    ours = [temp_of(f"{name}.wav", gone), temp_of(f"{name}.json", gone)]
+    living = [atomic.temp_path(tmp_path / f"{name}.wav")]  # this process: alive
+    theirs = [temp_of("other-0001.wav", gone), tmp_path / f"{name}.wav"]
+    for p in ours + living + theirs:
         p.write_bytes(b"x")
     assert sorted(remove_leftovers(plan)) == sorted(ours)
-    assert all(p.exists() for p in theirs) and not any(p.exists() for p in ours)
+    assert all(p.exists() for p in living + theirs) and not any(p.exists() for p in ours)
 
 
 @pytest.fixture

@@ -1,0 +1,53 @@
+"""`fluxmusic remix`: a recording re-imagined in another style, as much as --strength says."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from fluxmusic_cli.cli import options as opt
+from fluxmusic_cli.cli.editing import run_edit
+from fluxmusic_cli.cli.option_group import Shared, shared_options
+from fluxmusic_cli.engine.editing import DEFAULT_CROSSFADE, DEFAULT_STRENGTH
+
+HELP = """Remix a recording: keep its shape, change its sound to the prompt.
+
+The recording is noised part of the way (--strength) and sampled back towards the prompt: 0 \
+gives the recording back (through the VAE), 1 ignores it (plain generation, same seed).
+
+[bold]Examples[/bold]
+
+  fluxmusic remix demo.wav "jazz trio, brushed drums" --strength 0.6 -o jazz.wav
+
+  fluxmusic generate "lo-fi piano" -o - | fluxmusic remix - "string quartet" -o strings.flac
+"""
+
+
+def register(app: typer.Typer) -> None:
+    app.command("remix", help=HELP, no_args_is_help=True)(remix)
+
+
+@shared_options("sampling", "engine", "output")
+def remix(
+    ctx: typer.Context,
+    input_path: opt.InputAudio = None,
+    prompt: opt.EditPrompt = None,
+    output: opt.EditOutput = None,
+    strength: Annotated[
+        float,
+        typer.Option(
+            "--strength",
+            help="How far from the recording to go: 0 keeps it, 1 ignores it.",
+            rich_help_panel=opt.EDITING,
+        ),
+    ] = DEFAULT_STRENGTH,
+    crossfade: opt.Crossfade = DEFAULT_CROSSFADE,
+    from_record: opt.FromRecord = None,
+    *,
+    shared: Shared,
+) -> None:
+    run_edit(
+        ctx, "remix", input_path, prompt, output, shared,
+        {"strength": strength, "crossfade": crossfade}, from_record,
+    )  # fmt: skip
