@@ -3,7 +3,9 @@
     python benchmarks/run.py [--quick] [--only step,clip,startup,load,batch,peers,gpu] [--out F]
 
 `--only train,prepare` (opt-in) times fine-tuning steps and preparation.
-`--only compile` (opt-in) times the bf16 step under torch.compile on the CPU. `--only load-released`
+`--only longform` (opt-in) compares 30 s and 60 s long-form windows with one long window and
+checks the 5-minute memory target. `--only compile` (opt-in) times the bf16 step under
+torch.compile on the CPU. `--only load-released`
 (opt-in) writes large, giant-full and giant at real size (up to 17 GB), times loading, deletes
 them. `--only t5xxl`
 (opt-in too) writes a real-size T5-XXL (9.5 GB) and compares
@@ -38,6 +40,7 @@ MODULES = {
     "gpu": "gpu",
     "train": "train",
     "prepare": "train",
+    "longform": "longform",
     **{p: "peers" for p in PEERS},
 }
 

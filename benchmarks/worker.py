@@ -3,6 +3,7 @@
     python benchmarks/worker.py load PATH [touch]
     python benchmarks/worker.py first-step PATH
     python benchmarks/worker.py peer NAME STEPS|default
+    python benchmarks/worker.py single-window PATH SECONDS STEPS
 """
 
 from __future__ import annotations
@@ -71,6 +72,28 @@ def first_step(path: str) -> dict:
     return marks
 
 
+def single_window(path: str, seconds: float, steps: int) -> dict:
+    """Denoising `seconds` of music as one window (every token attends to every other), in the
+    dtype `generate` would choose; what the tool did for long requests before windows."""
+    import torch
+    from common import TEXT_TOKENS
+
+    from fluxmusic_cli.engine import devices, sampling
+    from fluxmusic_cli.engine.checkpoint import load_transformer
+
+    place = devices.resolve_placement("auto", "auto")
+    model, cfg = load_transformer(Path(path), dtype=place.torch_dtype)
+    length = sampling.latent_length(seconds)
+    img = sampling.patchify(sampling.get_noise([1], length))
+    txt = torch.randn(2, TEXT_TOKENS, cfg.context_in_dim)
+    y = torch.randn(2, cfg.vec_in_dim)
+    velocity = sampling.model_velocity(model, txt, y, length=length)
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        sampling.denoise(velocity, img, sampling.get_schedule(steps), 7.0)
+    return {"denoise_s": time.perf_counter() - t0, "latent_frames": length, "dtype": place.dtype}
+
+
 def main() -> int:
     what = sys.argv[1]
     if what == "load":
@@ -81,6 +104,8 @@ def main() -> int:
         import peers
 
         out = peers.generate(sys.argv[2], sys.argv[3])
+    elif what == "single-window":
+        out = single_window(sys.argv[2], float(sys.argv[3]), int(sys.argv[4]))
     else:
         raise SystemExit(f"unknown measurement {what!r}")
     print(json.dumps(out))

@@ -102,6 +102,7 @@ def _as_frames(samples: np.ndarray) -> np.ndarray:
 def _tag_value(key: str, value: str, fmt: str) -> str:
     if key not in TAG_KEYS:
         raise ValueError(f"Unknown tag {key!r}; known: {', '.join(TAG_KEYS)}.")
+    value = value.replace("\x00", "")  # libsndfile refuses a string with a NUL in it
     if fmt == "wav":
         value = value.encode("utf-8")[:_WAV_TAG_BYTES].decode("utf-8", errors="ignore")
     elif fmt == "mp3":

@@ -23,6 +23,10 @@ from fluxmusic_cli.errors import BadAudioError, OutOfMemoryError, UsageError
 from fluxmusic_cli.prompts import PromptTable
 
 MAX_NAME_BYTES = 200
+# Device names Windows reserves in every folder, with or without an extension.
+_RESERVED = frozenset(
+    ["CON", "PRN", "AUX", "NUL"] + [f"{d}{i}" for d in ("COM", "LPT") for i in range(1, 10)]
+)
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg")
 
 
@@ -133,6 +137,8 @@ def name_problem(name: str) -> str | None:
         return f"name {name!r} starts with '.', which would make a hidden file"
     if any(ord(c) < 32 or c in ':*?"<>|' for c in name):
         return f"name {name!r} contains a character that file systems refuse"
+    if name.split(".", 1)[0].upper() in _RESERVED:
+        return f"name {name!r} is reserved on Windows (a device name), so the file could not exist"
     if len(name.encode("utf-8")) > MAX_NAME_BYTES:
         return f"name is longer than {MAX_NAME_BYTES} bytes"
     return None
@@ -402,8 +408,9 @@ class FolderLock:
 
     A run without `--shard` holds `.fluxmusic-batch.lock` exclusively; a shard holds it shared
     plus its own `.fluxmusic-batch-K-of-N.lock` exclusively, so distinct shards work side by
-    side. The locks are the kernel's (flock): a killed run never leaves a stale one. Where
-    the file system refuses flock (some network mounts), runs are not kept apart.
+    side. The locks are the kernel's (flock): a killed run never leaves a stale one, and the
+    last run out removes the files. Where the file system refuses flock (some network
+    mounts), runs are not kept apart.
     """
 
     NAME = ".fluxmusic-batch.lock"
@@ -411,7 +418,7 @@ class FolderLock:
     def __init__(self, out_dir: Path, shard: Shard | None) -> None:
         self.out_dir = Path(out_dir)
         self.shard = shard
-        self._fds: list[int] = []
+        self._fds: list[tuple[int, Path]] = []
 
     def acquire(self) -> None:
         try:
@@ -435,30 +442,46 @@ class FolderLock:
         import fcntl
 
         path = self.out_dir / name
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError:
-            return  # an unwritable folder is reported elsewhere
-        try:
-            fcntl.flock(fd, mode | fcntl.LOCK_NB)
-        except BlockingIOError:
+        while True:
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError:
+                return  # an unwritable folder is reported elsewhere
+            try:
+                fcntl.flock(fd, mode | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise UsageError(
+                    f"Another fluxmusic run is writing the same rows into {self.out_dir}; "
+                    "wait for it to finish, or give each run its own rows with --shard K/N."
+                ) from None
+            except OSError:
+                os.close(fd)
+                return
+            # The last run out removes the file; a lock on a removed file holds nothing.
+            try:
+                same = os.fstat(fd).st_ino == os.stat(path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                self._fds.append((fd, path))
+                return
             os.close(fd)
-            raise UsageError(
-                f"Another fluxmusic run is writing the same rows into {self.out_dir}; "
-                "wait for it to finish, or give each run its own rows with --shard K/N."
-            ) from None
-        except OSError:
-            os.close(fd)
-            return
-        self._fds.append(fd)
 
     def __del__(self) -> None:
         self.release()
 
     def release(self) -> None:
+        """Unlock; the last run out removes the lock file, so the folder keeps no litter."""
+        import fcntl
+
         while self._fds:
+            fd, path = self._fds.pop()
             with contextlib.suppress(OSError):
-                os.close(self._fds.pop())
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # only when no one else holds it
+                os.unlink(path)
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 # -- the run -------------------------------------------------------------------------------------

@@ -7,6 +7,12 @@ and never prints. Messages are one or two sentences a user can act on.
 from __future__ import annotations
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of a library's exception message (its class name when it has none)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class FluxMusicError(Exception):
     """Base of every error the tool reports without a traceback."""
 

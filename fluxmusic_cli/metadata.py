@@ -136,6 +136,8 @@ def replay_settings(record: dict[str, Any]) -> dict[str, Any]:
     for field, option in _REPLAYED.items():
         if record.get(field) is not None:
             out[option] = record[field]
+    if out.get("to") is not None:  # an extension asked for by its total length
+        out.pop("add", None)
     if "region" in out:  # [[start, end or None], ...] -> the --region values
         out["region"] = [f"{a!r}:{'' if b is None else repr(b)}" for a, b in out["region"]]
     model = record.get("model") or {}

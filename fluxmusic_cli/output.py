@@ -5,6 +5,8 @@ Shared by `generate`, `batch` and `vary`, so every output is checked and recorde
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,31 @@ class WrittenClip:
     path: Path | None  # None when written to stdout
     record: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
+
+
+def output_folder(output: Path | None, argv: list[str] | None = None) -> bool:
+    """Whether `-o OUTPUT` names a folder: an existing folder, a path typed with a trailing
+    slash (`-o v1.2/`), or a path without an extension that is not an existing file.
+
+    Typer's Path drops a trailing slash, so the typed text is looked up in the arguments.
+    """
+    if output is None:
+        return False
+    if output.is_dir():
+        return True
+    args = sys.argv[1:] if argv is None else argv
+    typed = [b for a, b in zip(args, args[1:]) if a in ("-o", "--output")]
+    typed += [a.split("=", 1)[1] for a in args if a.startswith("--output=")]
+    if any(t.endswith(("/", os.sep)) and Path(t) == output for t in typed):
+        return True
+    if output.suffix:
+        return False
+    if output.exists():
+        raise UsageError(
+            f"{output} is neither a folder nor a file name with an audio extension; give a "
+            f"folder, a name ending in {', '.join(SUPPORTED_SUFFIXES)}, or - for stdout."
+        )
+    return True
 
 
 def check_target(
@@ -45,8 +72,6 @@ def check_target(
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise UsageError(f"Folder {parent} does not exist.")
-    import os
-
     if not os.access(parent, os.W_OK):
         raise UsageError(f"Folder {parent} is not writable.")
 

@@ -89,6 +89,10 @@ def read_prompts(
         text = stream.read()
         return parse_prompts(text, fmt or _sniff(text), source="stdin")
     path = Path(source)
+    if path.is_dir():
+        raise UsageError(
+            f"{path} is a folder, not a prompt list; give a .txt, .csv or .jsonl file."
+        )
     if not path.is_file():
         raise UsageError(f"No such prompt list: {path}")
     kind = fmt or _format_of(path)

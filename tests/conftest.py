@@ -7,7 +7,8 @@ import pytest
 
 @pytest.fixture(autouse=True)
 def _isolated_dirs(tmp_path_factory, monkeypatch):
-    """Point every cache the tool or huggingface_hub could touch at a fresh temporary folder."""
+    """Point every cache the tool or huggingface_hub could touch at a fresh temporary folder, and
+    fix what changes how output looks (colour, terminal width) so every machine sees the same."""
     root = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("FLUXMUSIC_CACHE", str(root / "fluxmusic-cache"))
     monkeypatch.setenv("HF_HOME", str(root / "hf-home"))
@@ -17,6 +18,10 @@ def _isolated_dirs(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(root / "config"))
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.delenv("FLUXMUSIC_DEBUG", raising=False)
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("COLUMNS", "120")
+    for name in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE"):
+        monkeypatch.delenv(name, raising=False)
     yield root
 
 

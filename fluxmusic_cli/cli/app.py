@@ -52,6 +52,8 @@ def _root(
         os.environ["FLUXMUSIC_DEBUG"] = "1"
 
 
+importlib.import_module("fluxmusic_cli.cli.helpstyle").apply()
+
 for _name in COMMAND_MODULES:
     importlib.import_module(f"fluxmusic_cli.cli.{_name}").register(app)
 
@@ -63,9 +65,11 @@ def _debug() -> bool:
 def main() -> None:
     """Console-script entry point: run the app, turning known errors into sentences."""
     from fluxmusic_cli import notices
-    from fluxmusic_cli.cli.console import err, warn
+    from fluxmusic_cli.cli.console import err, printable, warn
+    from fluxmusic_cli.engine.quiet import quiet_by_default
 
     notices.set_sink(warn)
+    quiet_by_default()
     try:
         # Without standalone mode, typer returns (not raises) the code of an Exit, and turns
         # Ctrl-C into code 130.
@@ -77,9 +81,9 @@ def main() -> None:
     except FluxMusicError as exc:
         if _debug():
             err.print_exception()
-        err.print(f"[red]error:[/red] {exc.message}", soft_wrap=True)
+        err.print(f"[red]error:[/red] {printable(exc.message)}", soft_wrap=True, markup=True)
         if exc.hint:
-            err.print(exc.hint, soft_wrap=True)
+            err.print(printable(exc.hint), soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err.print("[red]interrupted:[/red] stopped by Ctrl-C; no partial file was left.")
@@ -94,7 +98,11 @@ def main() -> None:
         if callable(getattr(exc, "show", None)) and isinstance(
             getattr(exc, "exit_code", None), int
         ):
-            exc.show()
+            import io
+
+            shown = io.StringIO()
+            exc.show(file=shown)
+            sys.stderr.write(printable(shown.getvalue()))
             sys.exit(exc.exit_code)
         if _debug():
             raise

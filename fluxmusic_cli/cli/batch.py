@@ -201,6 +201,9 @@ def run_plan(
     import dataclasses
 
     from fluxmusic_cli.batchrun import BatchRunner
+    from fluxmusic_cli.output import check_encodable
+
+    check_encodable(settings.fmt, settings.sample_rate)  # before any model loads
     from fluxmusic_cli.cli.progress import step_bars
     from fluxmusic_cli.cli.setup import make_engine
 

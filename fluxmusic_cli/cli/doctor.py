@@ -43,7 +43,7 @@ def _environment() -> dict[str, Any]:
 
     place = devices.resolve_placement("auto", "auto")
     cuda = torch.cuda.is_available()
-    mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    mps = devices.mps_available()
     free_disk = shutil.disk_usage(_existing_parent(hub.hub_cache_dir())).free
     return {
         "versions": {
@@ -63,8 +63,24 @@ def _environment() -> dict[str, Any]:
         "tool_cache": str(paths.cache_dir()),
         "hub_cache": str(hub.hub_cache_dir()),
         "hub": _hub_reachability(),
+        "ffmpeg": _ffmpeg(),
         "cached": [e.to_dict() for e in hub.list_cache()],
     }
+
+
+def _ffmpeg() -> str | None:
+    """ffmpeg's version line, or None: it reads M4A/AAC, MP4, WebM... and writes .m4a."""
+    import subprocess
+
+    exe = shutil.which("ffmpeg")
+    if exe is None:
+        return None
+    try:
+        proc = subprocess.run([exe, "-version"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return f"{exe} (does not run)"
+    first = proc.stdout.splitlines()[0] if proc.stdout else exe
+    return " ".join(first.split()[:3])
 
 
 def _existing_parent(path: Path) -> Path:
@@ -151,6 +167,10 @@ def doctor(json_out: opt.Json = False) -> None:
         ("tool cache", env["tool_cache"]),
         ("hub cache", env["hub_cache"]),
         ("hub", env["hub"]),
+        (
+            "ffmpeg (M4A/AAC, MP4, WebM... in; .m4a out)",
+            env["ffmpeg"] or "not installed: WAV, FLAC, OGG and MP3 still work",
+        ),
         ("cached", _cached_summary(env["cached"])),
     ]
     for name, value in lines:

@@ -52,6 +52,10 @@ def run_edit(
     to_stdout = output is not None and str(output) == "-"
     if to_stdout and values["json_out"]:
         raise UsageError("-o - writes audio to stdout, so --json cannot share it; drop one.")
+    if to_stdout:
+        from fluxmusic_cli.cli.console import refuse_binary_to_terminal
+
+        refuse_binary_to_terminal()
     data = _read_stdin() if input_path == "-" else None
 
     # 1. The recording, and the prompt (given, replayed, or from INPUT's own record).
@@ -92,9 +96,10 @@ def run_edit(
     clip = result.clips[0]
     opts = dict(sample_rate=values["sample_rate"], peak_normalize=values["peak_normalize"])
     if to_stdout:
+        from fluxmusic_cli.cli.console import write_stdout
+
         wav, item = out.clip_wav_bytes(clip, **opts)
-        sys.stdout.buffer.write(wav)
-        sys.stdout.flush()
+        write_stdout(wav)
     else:
         item = out.write_clip(
             clip, target, force=values["force"], save_latent=values["save_latent"], **opts
@@ -124,14 +129,15 @@ def _request(operation: str, source, prompt: str, seed: int, values: dict[str, A
 
 def _target(output: Path | None, input_path: str, operation: str, seed: int, values) -> Path:
     """The output file, checked (extension, existing files, folder) before any model loads."""
-    from fluxmusic_cli.output import check_target
+    from fluxmusic_cli import atomic
+    from fluxmusic_cli.output import check_target, output_folder
 
     stem = "recording" if input_path == "-" else Path(input_path).stem
     name = f"{stem}-{operation}-s{seed}.wav"
     if output is None:
         path = Path(name)
-    elif output.is_dir() or not output.suffix:
-        output.mkdir(parents=True, exist_ok=True)
+    elif output_folder(output):
+        atomic.make_folder(output)
         path = output / name
     else:
         path = output

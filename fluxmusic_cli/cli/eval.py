@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from fluxmusic_cli.cli.console import emit_json, err, info, warn
+from fluxmusic_cli.cli.options import DeviceChoice, DeviceOpt, Json, Quiet
 from fluxmusic_cli.engine import registry
 from fluxmusic_cli.errors import UsageError
+from fluxmusic_cli.evaluation.scores import FAD_EMBEDDERS, METRICS, PER_FILE_COLUMNS
 
 EXAMPLE = (
     "Example: fluxmusic eval out/musiccaps --reference data/musiccaps-wav "
@@ -23,10 +27,6 @@ def _metric_list(value: str | None) -> tuple[str, ...] | None:
     if not value:
         return None
     return tuple(m.strip().lower() for m in value.split(",") if m.strip())
-
-
-def _fmt(value: float | None, digits: int = 4) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
 
 
 def _set_line(label: str, s: Any) -> str:
@@ -45,35 +45,10 @@ def _print_table(report: Any) -> None:
     table.add_column("Metric")
     table.add_column("Value", justify="right")
     table.add_column("Based on")
-    m = report.metrics
-    if "fad" in m:
-        f = m["fad"]
-        table.add_row(
-            f"FAD ({f['embedder']})",
-            _fmt(f["value"]),
-            f"{f['n_generated']} vs {f['n_reference']} clips; "
-            f"{f['n_generated_embeddings']} vs {f['n_reference_embeddings']} "
-            f"{f['dim']}-d embeddings",
-        )
-    if "fad_infinity" in m:
-        fi = m["fad_infinity"]
-        table.add_row(
-            "FAD-inf",
-            _fmt(fi["value"]),
-            f"intercept over n = {fi['sizes'][0]}..{fi['sizes'][-1]}, R^2 = {fi['r2']:.3f}",
-        )
-    if "kl" in m:
-        k = m["kl"]
-        table.add_row("KL (softmax)", _fmt(k["value"]), f"{k['n_pairs']} pairs, ref || gen")
-        table.add_row("KL (sigmoid)", _fmt(k["kl_sigmoid"]), f"{k['n_pairs']} pairs")
-    if "is" in m:
-        i = m["is"]
-        table.add_row(
-            "IS", f"{i['value']:.3f} ± {i['std']:.3f}", f"{i['n']} clips, {i['splits']} splits"
-        )
-    if "clap" in m:
-        c = m["clap"]
-        table.add_row("CLAP score", _fmt(c["value"]), f"{c['n']} clips, {c['model']}")
+    for metric in METRICS.values():
+        if metric.name in report.metrics:
+            for row in metric.table(report.metrics):
+                table.add_row(*row)
     out = Console(highlight=False)
     out.print(table)
     out.print(_set_line("Generated", report.generated))
@@ -82,18 +57,51 @@ def _print_table(report: Any) -> None:
     out.print(f"Resampling: {report.resampler}")
 
 
-def _write_per_file(path: Path, report: Any) -> None:
+def _write_per_file(path: Path, report: Any, quiet: bool) -> None:
     existed = path.exists()
     fields = [f.name for f in dataclasses.fields(report.per_file[0])] if report.per_file else []
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as fh:
+    from fluxmusic_cli import atomic
+
+    atomic.make_folder(path.parent)
+    with atomic.writing(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
         for row in report.per_file:
             writer.writerow(
                 {k: ("" if v is None else v) for k, v in dataclasses.asdict(row).items()}
             )
-    info(f"Per-file scores {'replaced in' if existed else 'written to'} {path}")
+    if not quiet:
+        info(f"Per-file scores {'replaced in' if existed else 'written to'} {path}")
+
+
+@contextmanager
+def _progress_hooks(quiet: bool) -> Iterator[Any]:
+    """`Hooks` that draw Rich bars on stderr (none when quiet)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from fluxmusic_cli.evaluation.runner import Hooks
+
+    if quiet:
+        yield Hooks()
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, console=err, transient=True) as bars:
+        current: dict[str, Any] = {}
+        downloads: dict[str, Any] = {}
+
+        def stage(label: str, total: int) -> None:
+            current["task"] = bars.add_task(label, total=total)
+
+        def advance() -> None:
+            if "task" in current:
+                bars.advance(current["task"])
+
+        def download(name: str, done: int, total: int | None) -> None:
+            if name not in downloads:
+                downloads[name] = bars.add_task(f"Downloading {name} weights", total=total)
+            bars.update(downloads[name], completed=done, total=total)
+
+        yield Hooks(stage=stage, advance=advance, download=download)
 
 
 def eval_command(
@@ -115,7 +123,8 @@ def eval_command(
     metrics: Annotated[
         str | None,
         typer.Option(
-            "--metrics", help="Comma list of fad,kl,is,clap (default: all the inputs allow)."
+            "--metrics",
+            help=f"Comma list of {','.join(METRICS)} (default: all the inputs allow).",
         ),
     ] = None,
     fad_embedder: Annotated[
@@ -162,24 +171,24 @@ def eval_command(
         ),
     ] = False,
     is_splits: Annotated[int, typer.Option("--is-splits", min=1, help="IS splits.")] = 10,
-    device: Annotated[str, typer.Option("--device", help="cpu, cuda, mps or auto.")] = "cpu",
-    json_output: Annotated[
-        bool, typer.Option("--json", help="Print one JSON document on stdout instead of the table.")
-    ] = False,
+    device: DeviceOpt = DeviceChoice.auto,
     per_file: Annotated[
         Path | None,
         typer.Option(
-            "--per-file", help="Write per-clip CLAP score, KL and own-stats FAD to this CSV."
+            "--per-file",
+            help=f"Write one row per clip ({', '.join(PER_FILE_COLUMNS)}) to this CSV.",
         ),
     ] = None,
+    json_output: Json = False,
+    quiet: Quiet = False,
 ) -> None:
     """Score generated clips with FAD (VGGish), KL and IS (PANNs CNN14) and the CLAP score."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from fluxmusic_cli.evaluation.runner import EvalRequest, run_eval
 
-    from fluxmusic_cli.evaluation.runner import EvalRequest, Hooks, run_eval
-
-    if fad_embedder not in ("vggish", "clap"):
-        raise UsageError(f"--fad-embedder must be vggish or clap, not {fad_embedder!r}.")
+    if fad_embedder not in FAD_EMBEDDERS:
+        raise UsageError(
+            f"--fad-embedder must be {' or '.join(FAD_EMBEDDERS)}, not {fad_embedder!r}."
+        )
     request = EvalRequest(
         generated=generated,
         reference=reference,
@@ -194,38 +203,18 @@ def eval_command(
         use_cache=not no_cache,
         allow_missing=allow_missing,
         is_splits=is_splits,
-        device=device,
+        device=device.value,
     )
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        console=err,
-        transient=True,
-    ) as bars:
-        current: dict[str, Any] = {}
-        downloads: dict[str, Any] = {}
-
-        def stage(label: str, total: int) -> None:
-            current["task"] = bars.add_task(label, total=total)
-
-        def advance() -> None:
-            if "task" in current:
-                bars.advance(current["task"])
-
-        def download(name: str, done: int, total: int | None) -> None:
-            if name not in downloads:
-                downloads[name] = bars.add_task(f"Downloading {name} weights", total=total)
-            bars.update(downloads[name], completed=done, total=total)
-
-        report = run_eval(request, Hooks(stage=stage, advance=advance, download=download))
+    with _progress_hooks(quiet) as hooks:
+        report = run_eval(request, hooks)
 
     for message in report.warnings:
         warn(message)
-    for note in report.notes:
-        info(f"[dim]note:[/dim] {note}")
+    if not quiet:
+        for note in report.notes:
+            info(f"[dim]note:[/dim] {note}")
     if per_file is not None:
-        _write_per_file(per_file, report)
+        _write_per_file(per_file, report, quiet)
     if json_output:
         from fluxmusic_cli import __version__
 

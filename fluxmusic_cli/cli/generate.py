@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from fluxmusic_cli.cli import options as opt
-from fluxmusic_cli.cli.console import emit_json
+from fluxmusic_cli.cli.console import emit_json, refuse_binary_to_terminal, write_stdout
 from fluxmusic_cli.cli.option_group import Shared, shared_options
 from fluxmusic_cli.cli.reporting import report_clips, written_name
 from fluxmusic_cli.engine.editing import DEFAULT_CONTEXT, DEFAULT_SEAM
@@ -92,6 +92,8 @@ def generate(
     plan = [(p, base_seed + k) for p in prompts for k in range(num_outputs)]
     if to_stdout and len(plan) > 1:
         raise UsageError("-o - takes exactly one clip; give one prompt and no -n.")
+    if to_stdout:
+        refuse_binary_to_terminal()
 
     from fluxmusic_cli import output as out
     from fluxmusic_cli.cli.progress import step_bars
@@ -121,8 +123,7 @@ def generate(
             for i, clip in enumerate(result.clips):
                 if to_stdout:
                     data, item = out.clip_wav_bytes(clip, **opts)
-                    sys.stdout.buffer.write(data)
-                    sys.stdout.flush()
+                    write_stdout(data)
                 else:
                     item = out.write_clip(
                         clip, targets[start + i], force=force,
@@ -167,10 +168,10 @@ def _read_prompts(prompt: str | None) -> list[str]:
         return [prompt.strip()]
     if sys.stdin.isatty():
         raise UsageError("'-' reads prompts from stdin, but stdin is a terminal; pipe them in.")
-    prompts = [line.strip() for line in sys.stdin.read().splitlines() if line.strip()]
-    if not prompts:
-        raise UsageError("No prompts on stdin (blank lines are skipped).")
-    return prompts
+    from fluxmusic_cli.prompts import parse_prompts
+
+    # The reader `batch` uses for .txt lists: blank lines and # comments are skipped.
+    return [row.prompt for row in parse_prompts(sys.stdin.read(), "txt", source="stdin").rows]
 
 
 def _targets(
@@ -178,12 +179,13 @@ def _targets(
 ) -> list[Path]:
     """One path per planned clip, all checked before any generation starts."""
     from fluxmusic_cli.audio import slugify
-    from fluxmusic_cli.output import check_target
+    from fluxmusic_cli.output import check_target, output_folder
 
-    # Typer's Path drops a trailing slash, so a path without an extension names a folder.
-    as_dir = output is not None and (output.is_dir() or not output.suffix)
+    as_dir = output_folder(output)
     if as_dir:
-        output.mkdir(parents=True, exist_ok=True)
+        from fluxmusic_cli.atomic import make_folder
+
+        make_folder(output)
     paths: list[Path] = []
     for i, (prompt, seed) in enumerate(plan):
         if output is None or as_dir:

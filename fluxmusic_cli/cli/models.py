@@ -82,7 +82,8 @@ def render_plan(plan: DownloadPlan) -> None:
 
 
 def confirm_plan(plan: DownloadPlan, *, yes: bool) -> None:
-    """Ask before a large download; refuse without a terminal unless `yes`."""
+    """Ask before a large download (the answer defaults to no); refuse without a terminal
+    unless `yes`."""
     if yes or plan.fetch_bytes <= ASK_ABOVE_BYTES:
         return
     size = human_bytes(plan.fetch_bytes)
@@ -90,20 +91,21 @@ def confirm_plan(plan: DownloadPlan, *, yes: bool) -> None:
         f"Download {size}?",
         refusal=f"This would download {size} and there is no terminal to confirm it; "
         "pass --yes to go ahead.",
-        declined="Nothing was downloaded.",
-        default=True,
+        declined="Nothing was downloaded; run again with --yes, or answer y, to fetch it.",
+        default=False,
     )
 
 
 def _confirm(question: str, *, refusal: str, declined: str, default: bool) -> None:
-    """Ask `question` on the terminal; without one, refuse with `refusal` (a usage error)."""
+    """Ask `question` on the terminal; without one, refuse with `refusal` (a usage error).
+    A "no" is the user's choice, not a failure: `declined` is said and the exit code is 0."""
     if not _interactive():
         raise UsageError(refusal)
     from rich.prompt import Confirm
 
     if not Confirm.ask(question, console=err, default=default):
         info(declined)
-        raise typer.Exit(1)
+        raise typer.Exit(0)
 
 
 class _Bars:
@@ -192,7 +194,7 @@ def download_refs(
 
 def _store_empty_embeddings(refs: Sequence[ComponentRef], token: str | None, quiet: bool) -> list:
     """Encode "" once per downloaded text encoder and mode, so a left-out encoder stays unloaded."""
-    from fluxmusic_cli.engine.conditioning import MODES, TextConditioner
+    from fluxmusic_cli.engine.conditioning import TextConditioner
 
     encoders = {r.kind: r for r in refs if r.kind in ("t5", "clap")}
     if not encoders:
@@ -212,9 +214,8 @@ def _store_empty_embeddings(refs: Sequence[ComponentRef], token: str | None, qui
     for kind in encoders:
         if not quiet:
             info(f"Storing the empty-prompt embeddings of {kind} ...")
-        for mode in MODES:
-            conditioner.empty_embedding(kind, mode)
-            stored.append({"encoder": kind, "mode": mode})
+        keys = conditioner.precompute_empty((kind,))
+        stored += [{"encoder": kind, "mode": key.mode} for key in keys]
         conditioner.release()
     return stored
 
@@ -319,12 +320,14 @@ def _model_rows() -> list[dict[str, object]]:
     for kind, comp in comps:
         ref = ComponentRef(kind=kind, hub=comp)  # type: ignore[arg-type]
         where = hub.where(ref)
+        # The VAE + vocoder is "vae-vocoder" to the user everywhere (--vae-vocoder, download).
+        label = "vae-vocoder" if kind == "audioldm2" else None
         rows.append(
             {
-                "name": comp.key,
-                "kind": kind,
+                "name": label or comp.key,
+                "kind": label or kind,
                 "source": comp.repo_id,
-                "params": preflight.PARAMS_BY_KIND[kind],
+                "params": registry.PARAMS_BY_KIND[kind],
                 "download_bytes": comp.size_bytes,
                 "gated": comp.gated,
                 "cached": "yes" if where else "no",

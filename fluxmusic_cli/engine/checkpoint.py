@@ -8,7 +8,6 @@ computes the same function once the keys are renamed and a few tensors split.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -16,8 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fluxmusic_cli import atomic
+from fluxmusic_cli.engine.filehash import file_sha256 as file_sha256  # re-exported for the store
 from fluxmusic_cli.engine.registry import AXES_DIM_BY_HEAD_DIM
-from fluxmusic_cli.errors import CheckpointError, ModelMissingError
+from fluxmusic_cli.errors import CheckpointError, ModelMissingError, first_line
 
 if TYPE_CHECKING:
     import torch
@@ -91,13 +91,13 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError) as exc:
             raise CheckpointError(
-                f"{path}: not a readable safetensors file ({_first_line(exc)}); "
+                f"{path}: not a readable safetensors file ({first_line(exc)}); "
                 "it may be truncated: delete it and download again."
             ) from exc
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
     except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, ...
-        text = _first_line(exc)
+        text = first_line(exc)
         if "weights only" in text.lower() or "weights_only" in text or "global" in text.lower():
             reason = "it holds Python objects other than tensors, which are never unpickled"
         elif "zip" in text.lower() or isinstance(exc, EOFError):
@@ -119,8 +119,25 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return dict(obj)
 
 
+def text_widths(path: Path) -> dict[str, int]:
+    """The embedding widths a transformer file takes, {"t5": ..., "clap": ...}, from tensor
+    shapes alone (a safetensors header, or a memory-mapped pickle): no weights are read."""
+    path = Path(path)
+    keys = {"t5": "txt_in.weight", "clap": "vector_in.in_layer.weight"}
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                return {k: int(f.get_slice(key).get_shape()[1]) for k, key in keys.items()}
+        except Exception:  # noqa: BLE001 - loading reports a damaged file in full
+            return {}
+    sd = read_state_dict(path)
+    return {k: int(sd[key].shape[1]) for k, key in keys.items() if key in sd}
+
+
 def infer_config(sd: StateDict, *, source: str = "checkpoint") -> FluxMusicConfig:
-    """Read the architecture off the tensors' shapes (SPEC section 1)."""
+    """Read the architecture (widths, depths, heads) off the tensors' shapes."""
     missing = [k for k in _REQUIRED if k not in sd]
     if missing:
         sample = ", ".join(sorted(sd)[:3]) or "none"
@@ -159,6 +176,92 @@ def infer_config(sd: StateDict, *, source: str = "checkpoint") -> FluxMusicConfi
     )
 
 
+class _Renamer:
+    """Moves tensors from original FLUX keys to diffusers keys, each input key used once."""
+
+    def __init__(self, sd: StateDict) -> None:
+        self.src = dict(sd)
+        self.out: dict[str, torch.Tensor] = {}
+
+    def take(self, key: str) -> torch.Tensor:
+        try:
+            return self.src.pop(key)
+        except KeyError:
+            raise CheckpointError(f"checkpoint is missing tensor {key!r}.") from None
+
+    def copy(self, dst: str, key: str) -> None:
+        self.out[dst] = self.take(key)
+
+    def linear(self, dst: str, key: str) -> None:
+        self.copy(f"{dst}.weight", f"{key}.weight")
+        self.copy(f"{dst}.bias", f"{key}.bias")
+
+    def split(self, dsts: tuple[str, ...], key: str, sizes: list[int]) -> None:
+        import torch
+
+        for part in ("weight", "bias"):
+            for dst, chunk in zip(dsts, torch.split(self.take(f"{key}.{part}"), sizes, dim=0)):
+                self.out[f"{dst}.{part}"] = chunk
+
+    def done(self) -> dict[str, torch.Tensor]:
+        if self.src:
+            extra = sorted(self.src)
+            raise CheckpointError(
+                f"checkpoint has {len(extra)} tensor(s) a FluxMusic model does not use, "
+                f"e.g. {extra[0]!r}."
+            )
+        return self.out
+
+
+# (diffusers, FLUX) names of the embedders' linear layers.
+_EMBEDDER_LINEARS = (
+    ("time_text_embed.timestep_embedder.linear_1", "time_in.in_layer"),
+    ("time_text_embed.timestep_embedder.linear_2", "time_in.out_layer"),
+    ("time_text_embed.text_embedder.linear_1", "vector_in.in_layer"),
+    ("time_text_embed.text_embedder.linear_2", "vector_in.out_layer"),
+    ("context_embedder", "txt_in"),
+    ("x_embedder", "img_in"),
+)
+# (diffusers, FLUX) suffixes inside one double-stream block, beyond its fused qkv.
+_DOUBLE_MODULATIONS = (("norm1.linear", "img_mod.lin"), ("norm1_context.linear", "txt_mod.lin"))
+_DOUBLE_LINEARS = (
+    ("attn.to_out.0", "img_attn.proj"),
+    ("attn.to_add_out", "txt_attn.proj"),
+    ("ff.net.0.proj", "img_mlp.0"),
+    ("ff.net.2", "img_mlp.2"),
+    ("ff_context.net.0.proj", "txt_mlp.0"),
+    ("ff_context.net.2", "txt_mlp.2"),
+)
+_DOUBLE_NORMS = (
+    ("attn.norm_q.weight", "img_attn.norm.query_norm.scale"),
+    ("attn.norm_k.weight", "img_attn.norm.key_norm.scale"),
+    ("attn.norm_added_q.weight", "txt_attn.norm.query_norm.scale"),
+    ("attn.norm_added_k.weight", "txt_attn.norm.key_norm.scale"),
+)
+
+
+def _double_block(r: _Renamer, i: int, h: int) -> None:
+    s, d = f"double_blocks.{i}", f"transformer_blocks.{i}"
+    for dst, key in _DOUBLE_MODULATIONS:
+        r.linear(f"{d}.{dst}", f"{s}.{key}")
+    r.split(tuple(f"{d}.attn.to_{x}" for x in "qkv"), f"{s}.img_attn.qkv", [h, h, h])
+    r.split(tuple(f"{d}.attn.add_{x}_proj" for x in "qkv"), f"{s}.txt_attn.qkv", [h, h, h])
+    for dst, key in _DOUBLE_NORMS:
+        r.copy(f"{d}.{dst}", f"{s}.{key}")
+    for dst, key in _DOUBLE_LINEARS:
+        r.linear(f"{d}.{dst}", f"{s}.{key}")
+
+
+def _single_block(r: _Renamer, i: int, h: int, mlp_hidden: int) -> None:
+    s, d = f"single_blocks.{i}", f"single_transformer_blocks.{i}"
+    r.linear(f"{d}.norm.linear", f"{s}.modulation.lin")
+    qkv_mlp = (f"{d}.attn.to_q", f"{d}.attn.to_k", f"{d}.attn.to_v", f"{d}.proj_mlp")
+    r.split(qkv_mlp, f"{s}.linear1", [h, h, h, mlp_hidden])
+    r.copy(f"{d}.attn.norm_q.weight", f"{s}.norm.query_norm.scale")
+    r.copy(f"{d}.attn.norm_k.weight", f"{s}.norm.key_norm.scale")
+    r.linear(f"{d}.proj_out", f"{s}.linear2")
+
+
 def to_diffusers(sd: StateDict, cfg: FluxMusicConfig) -> dict[str, torch.Tensor]:
     """Rename original FLUX keys to diffusers' `FluxTransformer2DModel` keys.
 
@@ -168,69 +271,18 @@ def to_diffusers(sd: StateDict, cfg: FluxMusicConfig) -> dict[str, torch.Tensor]
     """
     import torch
 
-    src = dict(sd)
-    out: dict[str, torch.Tensor] = {}
-
-    def take(key: str) -> torch.Tensor:
-        try:
-            return src.pop(key)
-        except KeyError:
-            raise CheckpointError(f"checkpoint is missing tensor {key!r}.") from None
-
-    def linear(dst: str, key: str) -> None:
-        out[f"{dst}.weight"] = take(f"{key}.weight")
-        out[f"{dst}.bias"] = take(f"{key}.bias")
-
-    def split(dsts: tuple[str, ...], key: str, sizes: list[int]) -> None:
-        for part in ("weight", "bias"):
-            for dst, chunk in zip(dsts, torch.split(take(f"{key}.{part}"), sizes, dim=0)):
-                out[f"{dst}.{part}"] = chunk
-
-    h = cfg.hidden
-    linear("time_text_embed.timestep_embedder.linear_1", "time_in.in_layer")
-    linear("time_text_embed.timestep_embedder.linear_2", "time_in.out_layer")
-    linear("time_text_embed.text_embedder.linear_1", "vector_in.in_layer")
-    linear("time_text_embed.text_embedder.linear_2", "vector_in.out_layer")
-    linear("context_embedder", "txt_in")
-    linear("x_embedder", "img_in")
+    r = _Renamer(sd)
+    for dst, key in _EMBEDDER_LINEARS:
+        r.linear(dst, key)
     for i in range(cfg.depth):
-        s, d = f"double_blocks.{i}", f"transformer_blocks.{i}"
-        linear(f"{d}.norm1.linear", f"{s}.img_mod.lin")
-        linear(f"{d}.norm1_context.linear", f"{s}.txt_mod.lin")
-        split(tuple(f"{d}.attn.to_{x}" for x in "qkv"), f"{s}.img_attn.qkv", [h, h, h])
-        split(tuple(f"{d}.attn.add_{x}_proj" for x in "qkv"), f"{s}.txt_attn.qkv", [h, h, h])
-        out[f"{d}.attn.norm_q.weight"] = take(f"{s}.img_attn.norm.query_norm.scale")
-        out[f"{d}.attn.norm_k.weight"] = take(f"{s}.img_attn.norm.key_norm.scale")
-        out[f"{d}.attn.norm_added_q.weight"] = take(f"{s}.txt_attn.norm.query_norm.scale")
-        out[f"{d}.attn.norm_added_k.weight"] = take(f"{s}.txt_attn.norm.key_norm.scale")
-        linear(f"{d}.attn.to_out.0", f"{s}.img_attn.proj")
-        linear(f"{d}.attn.to_add_out", f"{s}.txt_attn.proj")
-        linear(f"{d}.ff.net.0.proj", f"{s}.img_mlp.0")
-        linear(f"{d}.ff.net.2", f"{s}.img_mlp.2")
-        linear(f"{d}.ff_context.net.0.proj", f"{s}.txt_mlp.0")
-        linear(f"{d}.ff_context.net.2", f"{s}.txt_mlp.2")
+        _double_block(r, i, cfg.hidden)
     for i in range(cfg.depth_single):
-        s, d = f"single_blocks.{i}", f"single_transformer_blocks.{i}"
-        linear(f"{d}.norm.linear", f"{s}.modulation.lin")
-        split(
-            (f"{d}.attn.to_q", f"{d}.attn.to_k", f"{d}.attn.to_v", f"{d}.proj_mlp"),
-            f"{s}.linear1",
-            [h, h, h, cfg.mlp_hidden],
-        )
-        out[f"{d}.attn.norm_q.weight"] = take(f"{s}.norm.query_norm.scale")
-        out[f"{d}.attn.norm_k.weight"] = take(f"{s}.norm.key_norm.scale")
-        linear(f"{d}.proj_out", f"{s}.linear2")
-    linear("proj_out", "final_layer.linear")
+        _single_block(r, i, cfg.hidden, cfg.mlp_hidden)
+    r.linear("proj_out", "final_layer.linear")
     for part in ("weight", "bias"):
-        shift, scale = take(f"final_layer.adaLN_modulation.1.{part}").chunk(2, dim=0)
-        out[f"norm_out.linear.{part}"] = torch.cat([scale, shift], dim=0)
-    if src:
-        extra = sorted(src)
-        raise CheckpointError(
-            f"checkpoint has {len(extra)} tensor(s) a FluxMusic model does not use, "
-            f"e.g. {extra[0]!r}."
-        )
-    return out
+        shift, scale = r.take(f"final_layer.adaLN_modulation.1.{part}").chunk(2, dim=0)
+        r.out[f"norm_out.linear.{part}"] = torch.cat([scale, shift], dim=0)
+    return r.done()
 
 
 def from_diffusers(sd: StateDict, cfg: FluxMusicConfig) -> dict[str, torch.Tensor]:
@@ -320,7 +372,7 @@ def build_transformer(sd: StateDict, *, source: str = "checkpoint"):
         model.load_state_dict(mapped, strict=True, assign=True)
     except RuntimeError as exc:
         raise CheckpointError(
-            f"{source}: tensors do not fit the inferred model: {_first_line(exc)}"
+            f"{source}: tensors do not fit the inferred model: {first_line(exc)}"
         ) from None
     return model.eval().requires_grad_(False), cfg
 
@@ -345,35 +397,6 @@ def convert_to_safetensors(src: Path, dst: Path) -> None:
     sd = read_state_dict(src)
     infer_config(sd, source=str(src))
     dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
+    atomic.make_folder(dst.parent)
     with atomic.writing(dst) as tmp:
         save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp), metadata={"format": "pt"})
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a weights file, remembered beside the tool cache by (path, size, mtime)."""
-    from fluxmusic_cli.engine.paths import cache_dir
-
-    path = Path(path).resolve()
-    st = path.stat()
-    key = hashlib.sha256(f"{path}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:32]
-    memo = cache_dir() / "hashes" / key
-    if memo.is_file():
-        return memo.read_text().strip()
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(block)
-    value = digest.hexdigest()
-    memo.parent.mkdir(parents=True, exist_ok=True)
-    memo.write_text(value)
-    return value
-
-
-def parameter_count(sd: StateDict) -> int:
-    return sum(int(t.numel()) for t in sd.values())
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

@@ -1,6 +1,6 @@
 """Text conditioning: prompts -> T5 features `txt` (B, 256, 4096) and CLAP vector `y` (B, 768).
 
-Two modes (SPEC section 3). `training`, what the released weights saw: T5 ids are the prompt's
+Two tokenisation modes. `training`, what the released weights saw: T5 ids are the prompt's
 tokens with EOS, cut at 256 and filled to 256 with id 1, run with a mask over the fill; CLAP is
 padded to 77 and run with its mask. `reference-script`, what the published sampling script
 did: both padded to 256 with the tokenizer's pad id and run without a mask.
@@ -14,6 +14,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from fluxmusic_cli.engine.embedding_cache import EmbeddingCache, EmbeddingKey
 from fluxmusic_cli.engine.quiet import quiet_libraries
 from fluxmusic_cli.engine.sources import DEFAULT_SOURCES, ComponentRef, Kind, parse_ref
-from fluxmusic_cli.errors import CheckpointError, ModelMissingError, UsageError
+from fluxmusic_cli.errors import CheckpointError, ModelMissingError, UsageError, first_line
 
 if TYPE_CHECKING:
     import torch
@@ -165,27 +166,11 @@ def run_encoder(model: Any, batch: TokenBatch, device: Any, output: str) -> torc
     import torch
 
     mask = None if batch.attention_mask is None else batch.attention_mask.to(device)
-    with torch.inference_mode():
+    # Without a mask (training mode) transformers advises one on stderr; it is left out on
+    # purpose, as the model was trained.
+    with torch.inference_mode(), quiet_libraries():
         out = model(input_ids=batch.input_ids.to(device), attention_mask=mask)
     return getattr(out, output).float().cpu()
-
-
-def encode_t5(
-    prompts: Sequence[str], tokenizer: Any, model: Any, mode: Mode = "training", device: Any = "cpu"
-) -> torch.Tensor:
-    """T5 `last_hidden_state` of all 256 positions: (B, 256, d_model), float32 on the CPU."""
-    return run_encoder(model, t5_inputs(prompts, tokenizer, mode), device, _OUTPUT["t5"])
-
-
-def encode_clap(
-    prompts: Sequence[str],
-    tokenizer: Any,
-    text_model: Any,
-    mode: Mode = "training",
-    device: Any = "cpu",
-) -> torch.Tensor:
-    """CLAP text tower `pooler_output`: (B, hidden), float32 on the CPU."""
-    return run_encoder(text_model, clap_inputs(prompts, tokenizer, mode), device, _OUTPUT["clap"])
 
 
 # -- loading ---------------------------------------------------------------------------------
@@ -230,16 +215,11 @@ def load_tokenizer(directory: Path) -> Any:
             tokenizer = AutoTokenizer.from_pretrained(str(directory))
     except (OSError, ValueError, ImportError) as err:
         raise CheckpointError(
-            f"Could not load the tokenizer in {directory}: {_first_line(err)}",
+            f"Could not load the tokenizer in {directory}: {first_line(err)}",
             hint="Re-download it, or check that sentencepiece and protobuf are installed.",
         ) from err
     check_tokenizer(tokenizer, directory)
     return tokenizer
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def t5_dirs(root: Path) -> tuple[Path, Path]:
@@ -275,7 +255,7 @@ def load_t5(root: Path, device: Any = "cpu", dtype: Any = None) -> tuple[Any, An
             )
     except (OSError, ValueError) as err:
         raise CheckpointError(
-            f"Could not load the T5 encoder in {model_dir}: {_first_line(err)}"
+            f"Could not load the T5 encoder in {model_dir}: {first_line(err)}"
         ) from err
     absent = sorted(info.get("missing_keys") or []) + sorted(
         str(k) for k in (info.get("mismatched_keys") or [])
@@ -375,7 +355,7 @@ def load_clap_text(root: Path, device: Any = "cpu", dtype: Any = None) -> tuple[
             config = AutoConfig.from_pretrained(str(root))
     except (OSError, ValueError) as err:
         raise CheckpointError(
-            f"Could not read the CLAP config in {root}: {_first_line(err)}"
+            f"Could not read the CLAP config in {root}: {first_line(err)}"
         ) from err
     text_config = getattr(config, "text_config", config)
     if getattr(text_config, "model_type", "") != "clap_text_model":
@@ -387,6 +367,43 @@ def load_clap_text(root: Path, device: Any = "cpu", dtype: Any = None) -> tuple[
     _load_verified(model, read_clap_text_weights(root), root)
     model = model.to(device=device, dtype=dtype or torch.float32)
     return tokenizer, model.eval().requires_grad_(False)
+
+
+_KINDS_OF = {"t5": ("t5", "umt5", "mt5"), "clap": ("clap", "clap_text_model")}
+_OPTION = {"t5": "--t5", "clap": "--clap"}
+
+
+def encoder_shape(kind: str, root: Path) -> tuple[str, int | None]:
+    """(model_type, output width) of an encoder folder, from its config alone (no weights)."""
+    folder = t5_dirs(root)[0] if kind == "t5" else Path(root)
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"Could not read {folder / 'config.json'}: {err}") from err
+    model_type = str(config.get("model_type", ""))
+    if kind == "t5":
+        return model_type, config.get("d_model")
+    text = config.get("text_config") or config
+    return model_type, text.get("hidden_size")
+
+
+def check_encoder(kind: str, root: Path, expected_width: int | None) -> None:
+    """Refuse, before loading any weights, an encoder of another kind (swapped --t5 and
+    --clap) or of a width the transformer does not take."""
+    model_type, width = encoder_shape(kind, root)
+    name = _NAMES[kind]
+    if model_type not in _KINDS_OF[kind]:
+        other = next((k for k, types in _KINDS_OF.items() if model_type in types), None)
+        swapped = f" ({_OPTION[other]} takes it: are --t5 and --clap swapped?)" if other else ""
+        raise UsageError(
+            f"{_OPTION[kind]} {root} holds a {model_type or 'unknown'} model, not {name}{swapped}."
+        )
+    if expected_width is not None and width is not None and int(width) != int(expected_width):
+        raise UsageError(
+            f"{_OPTION[kind]} {root} gives {width}-wide embeddings, but the model expects "
+            f"{expected_width}: this {name} encoder does not fit the chosen --model.",
+            hint="Use the encoder the model was trained with (see `fluxmusic models`).",
+        )
 
 
 _LOADERS: dict[str, Callable[..., tuple[Any, Any]]] = {"t5": load_t5, "clap": load_clap_text}
@@ -406,7 +423,8 @@ class TextConditioning:
 
 
 def _local_revision(path: Path) -> str:
-    """Stands in for a hub revision: changes when any file under a local source changes."""
+    """Stands in for a hub revision: changes when any file under a local source changes, by
+    size, mtime and content (whole small files; the first and last 64 KiB of large ones)."""
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
     digest = hashlib.sha256()
     for p in files:
@@ -415,7 +433,24 @@ def _local_revision(path: Path) -> str:
             f"{p.relative_to(path) if p != path else p.name}:{st.st_size}:"
             f"{st.st_mtime_ns}\n".encode()
         )
+        with open(p, "rb") as fh:
+            if st.st_size <= 1 << 20:
+                digest.update(fh.read())
+            else:
+                digest.update(fh.read(1 << 16))
+                fh.seek(-(1 << 16), os.SEEK_END)
+                digest.update(fh.read(1 << 16))
     return "local-" + digest.hexdigest()[:16]
+
+
+def _revision(ref: ComponentRef) -> str | None:
+    """What identifies the weights: a local folder's fingerprint, or the hub commit the
+    revision resolves to in the cache now (None until it is downloaded)."""
+    if ref.path is not None:
+        return _local_revision(ref.path) if ref.path.exists() else None
+    from fluxmusic_cli.engine import hub
+
+    return hub.resolved_commit(ref)
 
 
 class TextConditioner:
@@ -439,6 +474,7 @@ class TextConditioner:
         use_prompt_cache: bool = True,
         *,
         batch_size: int = 8,
+        expect: Callable[[str], int | None] | None = None,
     ) -> None:
         import torch
 
@@ -461,6 +497,7 @@ class TextConditioner:
         self.resolve = resolve
         self.use_prompt_cache = use_prompt_cache
         self.batch_size = max(1, batch_size)
+        self.expect = expect  # kind -> the width the transformer takes (checked before loading)
         self.loads = dict.fromkeys(KINDS, 0)
         self.forward_calls = dict.fromkeys(KINDS, 0)
         self.prompts_encoded = dict.fromkeys(KINDS, 0)
@@ -471,14 +508,23 @@ class TextConditioner:
 
     def key(self, kind: str, prompt: str, mode: str | None = None) -> EmbeddingKey:
         ref = self.refs[kind]
+        # The kind is part of the identity: one folder given as --t5 and as --clap differs.
+        identity = f"{kind}:{ref.identity}"
         if kind not in self._revisions:
-            local = ref.path is not None and ref.path.exists()
-            self._revisions[kind] = _local_revision(ref.path) if local else ref.revision
-        return EmbeddingKey(ref.identity, self._revisions[kind], mode or self.mode, prompt)
+            found = _revision(ref)
+            if found is None:
+                # Weights not on disk (yet, or removed once "" was stored): the empty prompt's
+                # stored embedding still serves a left-out encoder; nothing else matches.
+                known = self.cache.stored_revision(identity, mode or self.mode)
+                revision = known if prompt == "" and known else ref.revision
+                return EmbeddingKey(identity, revision, mode or self.mode, prompt)
+            self._revisions[kind] = found
+        return EmbeddingKey(identity, self._revisions[kind], mode or self.mode, prompt)
 
     def _encoder(self, kind: str) -> tuple[Any, Any]:
         if kind not in self._models:
             root = self.resolve(self.refs[kind])
+            check_encoder(kind, root, self.expect(kind) if self.expect else None)
             self._models[kind] = _LOADERS[kind](root, self.device, self.dtype)
             self.loads[kind] += 1
         return self._models[kind]
@@ -527,10 +573,12 @@ class TextConditioner:
         self.cache.put(key, out[0])
         return out[0]
 
-    def precompute_empty(self, modes: Sequence[str] = MODES) -> list[EmbeddingKey]:
-        """Store "" embeddings of both encoders in each mode (what `download` does once)."""
+    def precompute_empty(
+        self, kinds: Sequence[str] = KINDS, modes: Sequence[str] = MODES
+    ) -> list[EmbeddingKey]:
+        """Store the "" embeddings of `kinds` in each mode (what `download` does once)."""
         keys = []
-        for kind in KINDS:
+        for kind in kinds:
             for mode in modes:
                 _check_mode(mode)
                 self.empty_embedding(kind, mode)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fluxmusic_cli.engine.quiet import quiet_libraries
-from fluxmusic_cli.errors import CheckpointError, ModelMissingError
+from fluxmusic_cli.errors import CheckpointError, ModelMissingError, first_line
 
 if TYPE_CHECKING:
     import torch
@@ -24,7 +24,6 @@ SAMPLE_RATE = 16000
 HOP = 160  # waveform samples per mel frame
 MEL_BINS = 64
 LATENT_CHANNELS = 8
-VAE_DOWN = 4  # mel frames (and mel bins) per latent step
 
 VAE_FILES = ("config.json", "diffusion_pytorch_model.safetensors")
 VOCODER_FILES = ("config.json", "model.safetensors")
@@ -119,7 +118,7 @@ def _load_vae(folder: Path, device: str, dtype: torch.dtype):
             output_loading_info=True,
         )
     except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
-        raise CheckpointError(f"Cannot load the VAE from {folder}: {_first_line(exc)}") from exc
+        raise CheckpointError(f"Cannot load the VAE from {folder}: {first_line(exc)}") from exc
     _check_loading_info(info, folder, "VAE", allowed=set())
     return vae.to(device=torch.device(device), dtype=dtype).eval()
 
@@ -139,16 +138,11 @@ def _load_vocoder(folder: Path, config: dict[str, Any], device: str, dtype: torc
             output_loading_info=True,
         )
     except (OSError, ValueError, RuntimeError, TypeError, SafetensorError) as exc:
-        raise CheckpointError(f"Cannot load the vocoder from {folder}: {_first_line(exc)}") from exc
+        raise CheckpointError(f"Cannot load the vocoder from {folder}: {first_line(exc)}") from exc
     # mean/scale only matter with normalize_before; a file without them is still complete.
     allowed = set() if config.get("normalize_before") else {"mean", "scale"}
     _check_loading_info(info, folder, "vocoder", allowed=allowed)
     return vocoder.to(device=torch.device(device), dtype=dtype).eval()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 @dataclass

@@ -4,6 +4,11 @@ Each entry is one float32 tensor in its own safetensors file, named by a hash of
 carrying the key in its metadata. Empty-prompt embeddings live in `empty/` and are never
 evicted: they are what lets a left-out encoder stay unloaded. Prompt embeddings live in
 `prompts/` under a size cap, evicting the least recently used first (a hit refreshes mtime).
+
+The cache is an optimisation and is never trusted blindly: each entry carries the SHA-256 of
+its tensor, checked on every read, so a damaged entry is a miss that is recomputed (and said
+once); a cache that cannot be written (read-only, full) is said once and the run goes on
+without it.
 """
 
 from __future__ import annotations
@@ -12,13 +17,14 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fluxmusic_cli import atomic, notices
 from fluxmusic_cli.engine import paths
+from fluxmusic_cli.errors import OutputError
 
 if TYPE_CHECKING:
     import torch
@@ -73,6 +79,8 @@ class EmbeddingCache:
         self.root = Path(root) if root is not None else paths.embeddings_dir()
         self.max_prompt_bytes = max_prompt_bytes
         self.store_prompts = store_prompts
+        self._unwritable = False
+        self._cleaned: set[Path] = set()
 
     def _dir(self, key: EmbeddingKey) -> Path:
         return self.root / ("empty" if key.prompt == "" else "prompts")
@@ -97,12 +105,41 @@ class EmbeddingCache:
                 meta = f.metadata() or {}
                 tensor = f.get_tensor("embedding")
         except Exception:  # a torn or foreign file is a miss, and is rewritten on the next put
+            self._damaged(path)
             return None
         if any(meta.get(k) != v for k, v in key.metadata().items()):
+            return None
+        if "sha256" not in meta:
+            return None  # written by an older version without a checksum: recomputed quietly
+        if meta["sha256"] != _checksum(tensor):
+            self._damaged(path)
             return None
         with contextlib.suppress(OSError):
             os.utime(path)
         return CachedEmbedding(tensor=tensor, info=json.loads(meta.get("info", "{}")))
+
+    def _damaged(self, path: Path) -> None:
+        notices.note(
+            f"A damaged entry in the embedding cache {self.root} was found and is recomputed."
+        )
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+    def stored_revision(self, identity: str, mode: str) -> str | None:
+        """The revision of the newest stored empty-prompt entry of `identity` in `mode`."""
+        from safetensors import safe_open
+
+        newest: tuple[int, str] | None = None
+        for path, st in self._entries("empty"):
+            try:
+                with safe_open(str(path), framework="pt") as f:
+                    meta = f.metadata() or {}
+            except Exception:  # noqa: BLE001 - a damaged entry is no answer
+                continue
+            ours = meta.get("identity") == identity and meta.get("mode") == mode
+            if ours and (newest is None or st.st_mtime_ns > newest[0]):
+                newest = (st.st_mtime_ns, meta.get("revision", ""))
+        return newest[1] if newest else None
 
     def get(self, key: EmbeddingKey) -> torch.Tensor | None:
         entry = self.load(key)
@@ -118,19 +155,28 @@ class EmbeddingCache:
         from safetensors.torch import save
 
         data = tensor.detach().to("cpu", torch.float32).contiguous()
-        meta = key.metadata() | {"info": json.dumps(info or {}, sort_keys=True)}
+        meta = key.metadata() | {
+            "info": json.dumps(info or {}, sort_keys=True),
+            "sha256": _checksum(data),
+        }
         blob = save({"embedding": data}, metadata=meta)
         path = self.path_for(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
+        if self._unwritable:
+            return None
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(blob)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+            atomic.make_folder(path.parent)
+            if path.parent not in self._cleaned:
+                # Temporary files of writers killed mid-write (their process is gone).
+                atomic.clean_leftovers(path.parent)
+                self._cleaned.add(path.parent)
+            atomic.write_bytes(path, blob)
+        except OutputError as exc:
+            self._unwritable = True
+            notices.note(
+                f"The embedding cache cannot be written ({exc.message}); going on without "
+                "storing embeddings."
+            )
+            return None
         if key.prompt != "":
             self._evict(keep=path)
         return path
@@ -169,3 +215,11 @@ class EmbeddingCache:
                     p.unlink()
                     freed += st.st_size
         return freed
+
+
+def _checksum(tensor: torch.Tensor) -> str:
+    import torch
+
+    data = tensor.detach().to("cpu", torch.float32).contiguous()
+    header = f"{tuple(data.shape)}".encode()
+    return hashlib.sha256(header + data.numpy().tobytes()).hexdigest()

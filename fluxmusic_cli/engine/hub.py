@@ -14,6 +14,7 @@ them explicitly, so a value set after import still counts. Nothing here prints.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -22,10 +23,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from fluxmusic_cli import atomic
+from fluxmusic_cli import atomic, notices
 from fluxmusic_cli.engine import paths, registry
 from fluxmusic_cli.engine.sources import ComponentRef
-from fluxmusic_cli.errors import ModelMissingError, UsageError
+from fluxmusic_cli.errors import ModelMissingError, OutputError, UsageError
 
 # (label, bytes done, bytes total or None), called as a file downloads.
 ProgressCallback = Callable[[str, int, "int | None"], None]
@@ -154,6 +155,18 @@ def _cached_commit(repo_dir: Path, revision: str) -> str | None:
     if ref_file.is_file():
         return ref_file.read_text().strip() or None
     return None
+
+
+def resolved_commit(ref: ComponentRef) -> str | None:
+    """The commit a hub component's revision points to in the cache now, without network
+    (None when it is not downloaded): what identifies its weights, e.g. in cache keys."""
+    if ref.hub is None:
+        return None
+    repo_dir = repo_cache_dir(ref.hub.repo_id)
+    commit = _cached_commit(repo_dir, ref.hub.revision)
+    if commit is None or not (repo_dir / "snapshots" / commit).is_dir():
+        return None
+    return commit
 
 
 @dataclass(frozen=True)
@@ -468,6 +481,7 @@ class ConvertedCheckpoint:
     filename: str
     commit: str | None
     etag: str
+    sha256: str | None = None  # of the converted file itself, checked before it is used
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -478,6 +492,13 @@ class ConvertedCheckpoint:
             "commit": self.commit,
             "etag": self.etag,
         }
+
+    def intact(self) -> bool:
+        """Whether the file still is what was written (a conversion without a stored hash,
+        from an older version, is trusted)."""
+        from fluxmusic_cli.engine.checkpoint import file_sha256
+
+        return self.sha256 is None or file_sha256(self.path) == self.sha256
 
 
 def _converted_path(variant: registry.Variant, etag: str) -> Path:
@@ -506,6 +527,7 @@ def converted_checkpoints(variant: registry.Variant | None = None) -> list[Conve
                 meta.get("filename", ""),
                 meta.get("commit"),
                 meta.get("etag", ""),
+                meta.get("sha256"),
             )
         )
     found.sort(key=lambda c: c.path.stat().st_mtime, reverse=True)
@@ -516,16 +538,31 @@ def _etag_of(pt_path: Path) -> str:
     target = pt_path.resolve()
     if _HEX.match(target.name):
         return target.name  # the hub cache names blobs by their etag (sha256 for LFS files)
-    from fluxmusic_cli.engine.checkpoint import file_sha256
+    from fluxmusic_cli.engine.filehash import file_sha256
 
     return file_sha256(pt_path)
 
 
 def _convert(variant: registry.Variant, pt_path: Path, etag: str) -> Path:
-    from fluxmusic_cli.engine.checkpoint import convert_to_safetensors
+    """The converted file, or the `.pt` itself when the tool cache cannot be written."""
+    from fluxmusic_cli.engine.checkpoint import convert_to_safetensors, file_sha256
 
     dst = _converted_path(variant, etag)
-    convert_to_safetensors(pt_path, dst)
+    try:
+        convert_to_safetensors(pt_path, dst)
+        _write_conversion_meta(variant, pt_path, etag, dst, file_sha256(dst))
+    except OutputError as exc:
+        notices.note(
+            f"The tool cache cannot be written ({exc.message}); the released checkpoint is "
+            "read directly each time instead of once converted (slower to load)."
+        )
+        return pt_path
+    return dst
+
+
+def _write_conversion_meta(
+    variant: registry.Variant, pt_path: Path, etag: str, dst: Path, sha256: str
+) -> None:
     meta = {
         "variant": variant.name,
         "repo_id": variant.repo_id,
@@ -533,9 +570,9 @@ def _convert(variant: registry.Variant, pt_path: Path, etag: str) -> Path:
         "commit": _commit_of(str(pt_path)),
         "etag": etag,
         "source_bytes": pt_path.stat().st_size,
+        "sha256": sha256,
     }
     atomic.write_text(dst.with_suffix(".json"), json.dumps(meta, indent=2))
-    return dst
 
 
 def ensure_transformer(
@@ -558,7 +595,7 @@ def ensure_transformer(
         raise UsageError(f"{describe(ref)} is not a transformer checkpoint.")
     variant = ref.variant
     off = _offline(offline)
-    existing = converted_checkpoints(variant)
+    existing = [c for c in converted_checkpoints(variant) if _usable(c)]
     if existing and (off or not refresh):
         return existing[0].path
     if existing and not off:
@@ -568,9 +605,27 @@ def ensure_transformer(
     pt = ensure_local(ref, token=token, offline=off, refresh=refresh, progress=progress)
     etag = _etag_of(pt)
     done = _converted_path(variant, etag)
-    if done.is_file() and done.with_suffix(".json").is_file():
+    if (
+        done.is_file()
+        and done.with_suffix(".json").is_file()
+        and done in [c.path for c in existing]
+    ):
         return done
     return _convert(variant, pt, etag)
+
+
+def _usable(conv: ConvertedCheckpoint) -> bool:
+    """An intact conversion; a damaged one is removed (and said once), to be converted again."""
+    if conv.intact():
+        return True
+    notices.note(
+        f"The converted checkpoint {conv.path.name} in the tool cache is damaged; it is "
+        "converted again from the downloaded file."
+    )
+    for path in (conv.path, conv.path.with_suffix(".json")):
+        with contextlib.suppress(OSError):
+            path.unlink()
+    return False
 
 
 def _remote_etag(ref: ComponentRef, token: str | None) -> str | None:
@@ -631,21 +686,6 @@ def where(ref: ComponentRef) -> Path | None:
     assert ref.hub is not None
     state = local_state(ref.hub.repo_id, ref.hub.revision, ref.hub.files)
     return state.snapshot if state.complete else None
-
-
-def cached_size(ref: ComponentRef) -> int:
-    """Bytes the component's files take on disk now (0 when nothing is there)."""
-    if ref.path is not None:
-        return tree_size(ref.path)
-    if ref.variant is not None:
-        conv = converted_checkpoints(ref.variant)
-        state = local_state(ref.variant.repo_id, "main", (ref.variant.filename,))
-        return sum(c.path.stat().st_size for c in conv[:1]) + sum(
-            p.stat().st_size for p in state.present.values()
-        )
-    assert ref.hub is not None
-    state = local_state(ref.hub.repo_id, ref.hub.revision, ref.hub.files)
-    return sum(p.stat().st_size for p in state.present.values())
 
 
 def tree_size(path: Path) -> int:
@@ -752,7 +792,15 @@ def find_cache_entries(name: str, entries: list[CacheEntry] | None = None) -> li
 
 
 def remove_cache_entry(entry: CacheEntry) -> int:
-    """Delete one entry; returns the bytes freed."""
+    """Delete one entry; returns the bytes freed. A folder that refuses (read-only, another
+    user's) is one sentence."""
+    try:
+        return _remove(entry)
+    except OSError as exc:
+        raise atomic.os_error(exc, Path(exc.filename or entry.path), "remove") from None
+
+
+def _remove(entry: CacheEntry) -> int:
     if entry.kind == "hub":
         from huggingface_hub import scan_cache_dir
 

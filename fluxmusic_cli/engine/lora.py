@@ -9,7 +9,6 @@ no adapter layers stay in the model, so a scale of 0 leaves it exactly the base 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -173,6 +172,8 @@ def read_lora(path: Path) -> LoraFile:
     """Read and check a LoRA file's structure (not yet against a model)."""
     from safetensors import SafetensorError, safe_open
 
+    from fluxmusic_cli.engine.filehash import file_sha256
+
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"--lora {path}: no such file.")
@@ -214,7 +215,7 @@ def read_lora(path: Path) -> LoraFile:
         info = json.loads(meta.get(OWN_METADATA_KEY, "{}"))
     except json.JSONDecodeError:
         info = {}
-    return LoraFile(path=path, sha256=sha256_of(path), pairs=pairs, alpha=alpha, info=info)
+    return LoraFile(path=path, sha256=file_sha256(path), pairs=pairs, alpha=alpha, info=info)
 
 
 def check_fits(lora: LoraFile, model) -> None:
@@ -267,11 +268,3 @@ def apply_loras(model, loras: tuple[tuple[str, float], ...]) -> list[dict[str, A
         {"file": str(lora.path.resolve()), "sha256": lora.sha256, "scale": scale}
         for lora, scale in files
     ]
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()

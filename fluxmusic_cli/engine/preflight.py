@@ -16,17 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fluxmusic_cli.engine import hub, paths
+from fluxmusic_cli.engine.devices import BYTES_PER_PARAM
+from fluxmusic_cli.engine.registry import PARAMS_BY_KIND
 from fluxmusic_cli.engine.sources import ComponentRef
 from fluxmusic_cli.errors import ModelMissingError
-
-# Parameter counts of the components around the transformer (T5-v1.1-XXL encoder stack,
-# CLAP as loaded whole, AudioLDM 2 VAE plus HiFi-GAN vocoder), for the memory estimate.
-PARAMS_BY_KIND: dict[str, int] = {
-    "t5": 4_760_000_000,
-    "clap": 194_000_000,
-    "audioldm2": 170_000_000,
-}
-BYTES_PER_PARAM: dict[str, int] = {"fp32": 4, "bf16": 2, "fp16": 2}
 
 Access = str  # "yes", "no", "unknown", "not needed"
 LABELS = {"t5": "T5 encoder", "clap": "CLAP", "audioldm2": "VAE + vocoder"}

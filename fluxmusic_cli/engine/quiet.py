@@ -30,3 +30,15 @@ def quiet_libraries() -> Iterator[None]:
             tlog.enable_progress_bar()
         if bars[1]:
             dlog.enable_progress_bar()
+
+
+def quiet_by_default() -> None:
+    """Keep the libraries' own chatter (load bars such as "Loading weights 143/143", advice
+    such as "We strongly recommend passing in an attention_mask") off stderr for the whole
+    run, wherever a model is loaded or run. They read these variables when first imported,
+    so this is called before any of them is; a value the user set is kept."""
+    import os
+
+    for name, value in (("TQDM_DISABLE", "1"), ("TRANSFORMERS_VERBOSITY", "error"),
+                        ("DIFFUSERS_VERBOSITY", "error")):  # fmt: skip
+        os.environ.setdefault(name, value)

@@ -12,7 +12,8 @@ from fluxmusic_cli.errors import UsageError
 
 FLUXMUSIC_REPO = "feizhengcong/FluxMusic"
 
-# RoPE axes per head_dim (SPEC section 1): the one architecture fact not stored in a checkpoint.
+# RoPE axes per head_dim (the FLUX transformer's rotary split of each attention head): the
+# one architecture fact not stored in a checkpoint.
 # 16 is the tiny size of the reference fixtures and of the test bundles.
 AXES_DIM_BY_HEAD_DIM: dict[int, tuple[int, int, int]] = {
     16: (4, 6, 6),
@@ -86,13 +87,11 @@ class HubComponent:
     size_bytes: int
     gated: bool = False
     revision: str = "main"
-    model_subfolder: str = ""
-    tokenizer_subfolder: str = ""
     notes: str = ""
     aliases: tuple[str, ...] = field(default=())
 
 
-# AudioLDM 2's VAE and HiFi-GAN vocoder (SPEC section 5).
+# AudioLDM 2's VAE and HiFi-GAN vocoder, which turn latents into mel frames and 16 kHz audio.
 AUDIOLDM2 = HubComponent(
     key="audioldm2",
     description="AudioLDM 2 VAE + HiFi-GAN vocoder",
@@ -155,8 +154,6 @@ T5_SOURCES: dict[str, HubComponent] = {
             ),
             size_bytes=9_530_000_000,
             gated=True,
-            model_subfolder="text_encoder_3",
-            tokenizer_subfolder="tokenizer_3",
             aliases=("sd3",),
         ),
     )
@@ -174,7 +171,17 @@ def get_t5_source(name: str) -> HubComponent | None:
     return None
 
 
-# Parameter counts used for memory estimates only (weights; activations come on top).
-T5_XXL_ENCODER_PARAMS = 4_762_310_656  # T5-v1.1-XXL encoder: 9.52 GB in bf16
-CLAP_TEXT_PARAMS = 125_000_000  # RoBERTa-base text tower of larger_clap_music
-AUDIOLDM2_DECODE_PARAMS = 110_000_000  # VAE + 55 M-parameter HiFi-GAN (221 MB fp32), approximate
+# Parameters each component holds in memory once loaded (weights only; activations come on
+# top), counted on random-weight models built from the published configs:
+#   t5: T5-v1.1-XXL encoder stack (d_model 4096, 24 layers, d_ff 10240, vocab 32128), 9.52 GB
+#       in bf16;
+#   clap: the `ClapTextModel` of laion/larger_clap_music (RoBERTa-base-sized: 12 layers of 768,
+#       vocab 50265, 514 positions, with its pooler); its 768 -> 512 text projection (656,384
+#       more) is not loaded, since conditioning reads the pooler output;
+#   audioldm2: AudioLDM 2's AutoencoderKL (55,376,873, encoder included, as loaded) plus its
+#       HiFi-GAN vocoder (55,264,897).
+PARAMS_BY_KIND: dict[str, int] = {
+    "t5": 4_762_310_656,
+    "clap": 124_645_632,
+    "audioldm2": 110_641_770,
+}

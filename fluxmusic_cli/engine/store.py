@@ -82,8 +82,19 @@ class ModelStore:
                 cache=EmbeddingCache(),
                 resolve=self._local,
                 use_prompt_cache=self.options.prompt_cache,
+                expect=self._text_width,
             )
         return self._conditioners[key]
+
+    def _text_width(self, kind: str) -> int | None:
+        """The width of `kind`'s embeddings the transformer takes (from shapes, no weights)."""
+        from fluxmusic_cli.engine import hub
+        from fluxmusic_cli.engine.checkpoint import text_widths
+
+        path = hub.ensure_transformer(
+            self.refs["transformer"], token=self.options.token, offline=self.options.offline
+        )
+        return text_widths(path).get(kind)
 
     def memory_policy(self) -> str:
         """Decided once, before anything loads (free memory shrinks as models load)."""
@@ -111,15 +122,16 @@ class ModelStore:
         t5_ref, clap_ref = self.refs["t5"], self.refs["clap"]
         t5 = 0
         if self.options.encoders != "clap":
-            params = registry.T5_XXL_ENCODER_PARAMS if t5_ref.hub else _local_params(t5_ref.path, 2)
+            params = registry.PARAMS_BY_KIND["t5"] if t5_ref.hub else _local_params(t5_ref.path, 2)
             t5 = params * max(per, 2)
         clap = 0
         if self.options.encoders != "t5":
-            params = registry.CLAP_TEXT_PARAMS if clap_ref.hub else _local_params(clap_ref.path, 4)
+            table = registry.PARAMS_BY_KIND["clap"]
+            params = table if clap_ref.hub else _local_params(clap_ref.path, 4)
             clap = params * 4
         dec_ref = self.refs["audioldm2"]
         decoder = 4 * (
-            registry.AUDIOLDM2_DECODE_PARAMS if dec_ref.hub else _local_params(dec_ref.path, 4)
+            registry.PARAMS_BY_KIND["audioldm2"] if dec_ref.hub else _local_params(dec_ref.path, 4)
         )
         return {
             "transformer": transformer,
@@ -157,7 +169,8 @@ class ModelStore:
         """The flow model, loaded once (from the converted safetensors when available)."""
         if self._transformer is None:
             from fluxmusic_cli.engine import hub
-            from fluxmusic_cli.engine.checkpoint import file_sha256, load_transformer
+            from fluxmusic_cli.engine.checkpoint import load_transformer
+            from fluxmusic_cli.engine.filehash import file_sha256
 
             ref = self.refs["transformer"]
             self._emit(0, 1, "transformer")

@@ -1,20 +1,24 @@
 """Per-file embedding store keyed by audio content, model and settings (never by path).
 
 Renaming or moving a file keeps its cached embedding; changing one sample, the weights, or any
-front-end setting gives a new key. Entries are `.npz` files written atomically.
+front-end setting gives a new key. Entries are `.npz` files written atomically, each with a
+checksum checked on read: a damaged entry is recomputed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from fluxmusic_cli import atomic, notices
 from fluxmusic_cli.engine import paths
+from fluxmusic_cli.errors import OutputError
 
 
 def embeddings_root() -> Path:
@@ -46,15 +50,43 @@ class EmbeddingCache:
         try:
             with np.load(path, allow_pickle=False) as data:
                 arrays = {name: data[name] for name in data.files}
-        except (OSError, ValueError, KeyError):
+        except FileNotFoundError:
             return None
+        except (OSError, ValueError, KeyError, EOFError):
+            return self._damaged(path)
+        stored = arrays.pop(_CHECKSUM, None)
+        if stored is None or str(stored) != _checksum(arrays):
+            return self._damaged(path)
         self.hits += 1
         return arrays
 
+    def _damaged(self, path: Path) -> None:
+        notices.note(f"A damaged entry in the evaluation cache {self.folder} is recomputed.")
+        with contextlib.suppress(OSError):
+            path.unlink()
+
     def save(self, content_hash: str, arrays: dict[str, np.ndarray]) -> None:
+        """Store `arrays` with their checksum; a cache that cannot be written is said once."""
         self.misses += 1
         path = self._path(content_hash)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays, **{_CHECKSUM: np.array(_checksum(arrays))})
+        try:
+            atomic.make_folder(path.parent)
+            atomic.write_bytes(path, buffer.getvalue())
+        except OutputError as exc:
+            notices.note(
+                f"The evaluation cache cannot be written ({exc.message}); going on without it."
+            )
+
+
+_CHECKSUM = "__sha256__"
+
+
+def _checksum(arrays: dict[str, np.ndarray]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        data = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name}|{data.dtype.str}|{data.shape}|".encode())
+        digest.update(data.tobytes())
+    return digest.hexdigest()

@@ -26,7 +26,7 @@ class ClipFile:
     prompt: str | None = None
 
 
-def _listing(ids: list[str], limit: int = 8) -> str:
+def listing(ids: list[str], limit: int = 8) -> str:
     shown = ", ".join(ids[:limit])
     return shown + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
 
@@ -89,7 +89,7 @@ def collect(folder: Path, label: str) -> list[ClipFile]:
         clips[clip_id] = ClipFile(clip_id, audio, prompts.get(key) or _sidecar_prompt(audio))
     if duplicates:
         raise UsageError(
-            f"Two files in {folder} share the id {_listing(sorted(set(duplicates)))}; ids must be "
+            f"Two files in {folder} share the id {listing(sorted(set(duplicates)))}; ids must be "
             "unique to pair clips."
         )
     if not clips:
@@ -137,11 +137,11 @@ def pair(
     problems = []
     if only_ref:
         problems.append(
-            f"{len(only_ref)} reference id(s) have no generated clip: {_listing(only_ref)}"
+            f"{len(only_ref)} reference id(s) have no generated clip: {listing(only_ref)}"
         )
     if only_gen:
         problems.append(
-            f"{len(only_gen)} generated id(s) have no reference clip: {_listing(only_gen)}"
+            f"{len(only_gen)} generated id(s) have no reference clip: {listing(only_gen)}"
         )
     if problems and not allow_missing:
         raise UsageError(

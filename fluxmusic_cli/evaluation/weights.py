@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from fluxmusic_cli import atomic
-from fluxmusic_cli.engine import paths
+from fluxmusic_cli.engine import hub, paths
+from fluxmusic_cli.engine.filehash import file_sha256
 from fluxmusic_cli.errors import CheckpointError, ModelMissingError
 
 Progress = Callable[[int, "int | None"], None]
@@ -68,45 +67,6 @@ class ResolvedWeights:
 
 def weights_dir() -> Path:
     return paths.cache_dir() / "eval-weights"
-
-
-def offline() -> bool:
-    """Downloads are off when the tool or the Hugging Face hub is told to stay offline."""
-    return any(
-        os.environ.get(name, "") not in ("", "0")
-        for name in ("FLUXMUSIC_OFFLINE", "HF_HUB_OFFLINE")
-    )
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _fingerprint_store() -> Path:
-    return paths.cache_dir() / "eval-embeddings" / "file-digests.json"
-
-
-def fingerprint(path: Path) -> str:
-    """SHA-256 of a file, remembered by (path, size, mtime) so large weights hash once."""
-    path = path.resolve()
-    stat = path.stat()
-    key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
-    store = _fingerprint_store()
-    try:
-        known = json.loads(store.read_text())
-    except (OSError, ValueError):
-        known = {}
-    if key in known:
-        return known[key]
-    digest = file_sha256(path)
-    known[key] = digest
-    store.parent.mkdir(parents=True, exist_ok=True)
-    atomic.write_text(store, json.dumps(known, indent=0))
-    return digest
 
 
 def _open_url(url: str) -> BinaryIO:
@@ -169,24 +129,24 @@ def ensure_weights(
         override = override.expanduser()
         if not override.is_file():
             raise ModelMissingError(f"{spec.flag}: no such file: {override}")
-        digest = fingerprint(override)
+        digest = file_sha256(override)
         return ResolvedWeights(override.resolve(), digest, digest == spec.sha256, "user")
     cached = weights_dir() / spec.filename
     if cached.is_file():
-        digest = fingerprint(cached)
+        digest = file_sha256(cached)
         if digest != spec.sha256:
             raise CheckpointError(
                 f"The cached {cached} does not match its published SHA-256.",
                 hint="Delete it and run again to download a fresh copy.",
             )
         return ResolvedWeights(cached, digest, True, "cache")
-    if offline():
+    if hub.offline_mode():
         raise ModelMissingError(
             f"The {spec.description} weights ({spec.filename}) are not in the cache and "
-            "downloads are off (offline mode).",
+            "downloads are off (HF_HUB_OFFLINE is set).",
             hint=_manual_hint(spec),
         )
     if on_download:
         on_download(spec)
     download(spec, cached, progress)
-    return ResolvedWeights(cached, fingerprint(cached), True, "download")
+    return ResolvedWeights(cached, file_sha256(cached), True, "download")

@@ -16,7 +16,8 @@ def tiny_fluxmusic_state_dict(
     in_channels: int = 32,
     seed: int = 0,
 ) -> dict:
-    """Original FLUX key names and shapes (SPEC section 1), seeded random values."""
+    """Original FLUX key names and shapes (as the released checkpoints store them), seeded
+    random values."""
     import torch
 
     gen = torch.Generator("cpu").manual_seed(seed)

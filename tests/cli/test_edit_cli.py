@@ -210,3 +210,16 @@ def test_bad_recordings_are_refused_before_any_model_loads(cli, tmp_path):
         code, _, err = cli("remix", name, *([prompt] if prompt else []), "-o", "o.wav", *FAST)
         assert code == 2 and words in err, (name, err)
     assert not (tmp_path / "o.wav").exists()
+
+
+@pytest.mark.parametrize(
+    "command, args",
+    [("extend", ["--to", "3"]), ("repaint", ["--region", "0.5:1", "--region", "1.5:"])],
+)
+def test_replaying_extend_and_repaint_records_reproduces_them(cli, tmp_path, command, args):
+    recording(tmp_path / "in.wav", seconds=2.0)
+    code, _, err = cli(command, "in.wav", "x", *args, "--seed", "3", "-o", "a.wav", *FAST)
+    assert code == 0, err
+    code, _, err = cli(command, "--from-record", "a.json", "-o", "b.wav")
+    assert code == 0, err
+    assert np.array_equal(sf.read(tmp_path / "a.wav")[0], sf.read(tmp_path / "b.wav")[0])

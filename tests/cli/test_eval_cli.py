@@ -1,4 +1,4 @@
-"""`fluxmusic eval` through Typer's runner (and one subprocess for the exit code)."""
+"""`fluxmusic eval` through the console entry point (and one subprocess for the torch check)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,7 @@ import sys
 import numpy as np
 import pytest
 import soundfile as sf
-from typer.testing import CliRunner
 
-from fluxmusic_cli.cli.app import app
-from fluxmusic_cli.errors import UsageError
-
-runner = CliRunner()
 SR = 16_000
 
 
@@ -51,13 +46,12 @@ def write_set(folder, names, amp=0.3, manifest=False):
     return folder
 
 
-def test_eval_json_and_per_file_csv_pair_batch_manifest_names(models, tmp_path):
+def test_eval_json_and_per_file_csv_pair_batch_manifest_names(models, tmp_path, run_cli):
     names = ["alpha", "beta", "gamma"]
     gen = write_set(tmp_path / "gen", names, amp=0.2, manifest=True)
     ref = write_set(tmp_path / "ref", names)
     per_file = tmp_path / "scores.csv"
-    result = runner.invoke(
-        app,
+    code, out, err = run_cli(
         [
             "eval",
             str(gen),
@@ -69,10 +63,10 @@ def test_eval_json_and_per_file_csv_pair_batch_manifest_names(models, tmp_path):
             "--per-file",
             str(per_file),
             *models,
-        ],
+        ]
     )
-    assert result.exit_code == 0, result.output
-    doc = json.loads(result.stdout)
+    assert code == 0, err
+    doc = json.loads(out)
     assert set(doc["metrics"]) == {"fad", "kl", "is", "clap"}
     assert doc["generated"]["n"] == 3 and doc["generated"]["sample_rates"] == [16000]
     assert doc["metrics"]["kl"]["n_pairs"] == 3
@@ -81,24 +75,46 @@ def test_eval_json_and_per_file_csv_pair_batch_manifest_names(models, tmp_path):
     assert all(r["clap_score"] and r["kl_softmax"] for r in rows)
 
 
-def test_eval_prints_a_table_with_counts_and_warnings(models, tmp_path):
+def test_eval_prints_a_table_with_counts_and_warnings(models, tmp_path, run_cli):
     gen = write_set(tmp_path / "gen", ["a", "b"])
     ref = write_set(tmp_path / "ref", ["a", "b"])
-    result = runner.invoke(
-        app, ["eval", str(gen), "--reference", str(ref), "--metrics", "fad,kl", *models]
+    code, out, err = run_cli(
+        ["eval", str(gen), "--reference", str(ref), "--metrics", "fad,kl", *models]
     )
-    assert result.exit_code == 0, result.output
-    assert "FAD (vggish)" in result.stdout and "KL (softmax)" in result.stdout
-    assert "Generated: 2 clips" in result.stdout
-    assert "not the published" in result.stderr
+    assert code == 0, err
+    assert "FAD (vggish)" in out and "KL (softmax)" in out
+    assert "Generated: 2 clips" in out
+    assert "not the published" in err
 
 
-def test_missing_pairs_stop_with_the_ids(models, tmp_path):
+def test_missing_pairs_stop_with_the_ids(models, tmp_path, run_cli):
     gen = write_set(tmp_path / "gen", ["a", "b"])
     ref = write_set(tmp_path / "ref", ["a", "c"])
-    result = runner.invoke(app, ["eval", str(gen), "-r", str(ref), "--metrics", "kl", *models])
-    assert isinstance(result.exception, UsageError)
-    assert "c" in str(result.exception) and "--allow-missing" in str(result.exception)
+    code, out, err = run_cli(["eval", str(gen), "-r", str(ref), "--metrics", "kl", *models])
+    assert code == 2  # a UsageError
+    assert "c" in err and "--allow-missing" in err
+    assert out == ""
+
+
+def test_quiet_keeps_the_scores_and_warnings_but_drops_the_notes(models, tmp_path, run_cli):
+    gen = write_set(tmp_path / "gen", ["a", "b"])
+    per_file = tmp_path / "scores.csv"
+    args = ["eval", str(gen), "--is-splits", "1", "--per-file", str(per_file), *models]
+    code, out, err = run_cli(args)
+    assert code == 0, err
+    assert "note:" in err and "Per-file scores written" in err
+    code, out, err = run_cli([*args, "--quiet", "--device", "auto"])
+    assert code == 0, err
+    assert "IS" in out and "Generated: 2 clips" in out
+    assert "not the published" in err  # warnings stay
+    assert "note:" not in err and "Per-file scores" not in err
+
+
+def test_eval_takes_the_shared_device_choices(models, tmp_path, run_cli):
+    gen = write_set(tmp_path / "gen", ["a"])
+    code, _, err = run_cli(["eval", str(gen), "--device", "tpu", *models])
+    assert code == 2
+    assert "auto" in err and "cuda" in err
 
 
 def test_console_script_exits_2_for_a_usage_error_without_importing_torch(tmp_path):
@@ -114,3 +130,35 @@ def test_console_script_exits_2_for_a_usage_error_without_importing_torch(tmp_pa
     assert proc.returncode == 2
     assert "--reference" in proc.stderr
     assert proc.stderr.strip().endswith("False")
+
+
+def test_a_metric_added_to_the_registry_is_computed_and_rendered(
+    models, tmp_path, run_cli, monkeypatch
+):
+    import numpy as np
+
+    from fluxmusic_cli.evaluation import scores
+
+    def loudest(s: scores.Scoring) -> scores.Scored:
+        peaks = [float(np.abs(s.gen["panns"][c.id]["logits"]).max()) for c in s.generated]
+        return scores.Scored(results={"loudest": {"value": max(peaks), "n": len(peaks)}})
+
+    metric = scores.Metric(
+        "loudest",
+        "Loudest logit",
+        lambda request: (scores.Need("panns"),),
+        loudest,
+        lambda m: [("Loudest logit", f"{m['loudest']['value']:.2f}", f"{m['loudest']['n']} clips")],
+    )
+    monkeypatch.setitem(scores.METRICS, "loudest", metric)
+    gen = write_set(tmp_path / "gen", ["a", "b"])
+    code, out, err = run_cli(
+        ["eval", str(gen), "--metrics", "loudest,is", "--is-splits", "1", *models]
+    )
+    assert code == 0, err
+    row = next(line for line in out.splitlines() if "Loudest logit" in line)
+    assert "2 clips" in row and "IS" in out
+    code, out, err = run_cli(["eval", str(gen), "--metrics", "loudest", "--json", *models])
+    doc = json.loads(out)
+    assert set(doc["metrics"]) == {"loudest"} and doc["metrics"]["loudest"]["n"] == 2
+    assert list(doc["cache"]) == ["panns-cnn14-16k"]  # only the embedder it declared

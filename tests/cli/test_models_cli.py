@@ -1,4 +1,4 @@
-"""`fluxmusic models`, `download` and `cache`, through Typer's runner against a fake hub."""
+"""`fluxmusic models`, `download` and `cache`, through the console entry point, on a fake hub."""
 
 from __future__ import annotations
 
@@ -9,14 +9,9 @@ import sys
 
 import pytest
 from fakehub import start_fake_hub
-from typer.testing import CliRunner
 
-from fluxmusic_cli.cli.app import app
 from fluxmusic_cli.engine import hub, paths, registry
 from fluxmusic_cli.engine.sources import parse_ref
-from fluxmusic_cli.errors import ModelMissingError, UsageError
-
-runner = CliRunner()
 
 
 @pytest.fixture
@@ -30,16 +25,17 @@ def small_files(names, size: int = 50) -> dict[str, bytes]:
     return {name: name.encode().ljust(size, b".") for name in names}
 
 
-def test_models_json_lists_variants_and_components_with_cache_state(fake_hub):
+def test_models_json_lists_variants_and_components_with_cache_state(fake_hub, run_cli):
     fake_hub.add(registry.CLAP.repo_id, small_files(registry.CLAP.files))
-    assert runner.invoke(app, ["download", "clap", "--yes", "--no-embeddings", "-q"]).exit_code == 0
+    assert run_cli(["download", "clap", "--yes", "--no-embeddings", "-q"])[0] == 0
 
-    result = runner.invoke(app, ["models", "--json"])
+    code, out, err = run_cli(["models", "--json"])
 
-    assert result.exit_code == 0, result.output
-    rows = {r["name"]: r for r in json.loads(result.stdout)}
+    assert code == 0, err
+    rows = {r["name"]: r for r in json.loads(out)}
     assert set(registry.VARIANTS) <= set(rows)
-    assert {"t5-city96", "t5-sd3", "clap", "audioldm2"} <= set(rows)
+    assert {"t5-city96", "t5-sd3", "clap", "vae-vocoder"} <= set(rows)
+    assert "audioldm2" not in json.dumps([r["name"] + r["kind"] for r in rows.values()])
     assert rows["clap"]["cached"] == "yes" and rows["clap"]["where"].startswith(
         str(hub.hub_cache_dir())
     )
@@ -47,13 +43,13 @@ def test_models_json_lists_variants_and_components_with_cache_state(fake_hub):
     assert rows["t5-sd3"]["gated"] is True
 
 
-def test_download_json_reports_plan_and_paths(fake_hub):
+def test_download_json_reports_plan_and_paths(fake_hub, run_cli):
     repo = fake_hub.add(registry.CLAP.repo_id, small_files(registry.CLAP.files))
 
-    result = runner.invoke(app, ["download", "clap", "--yes", "--json", "--no-embeddings"])
+    code, out, err = run_cli(["download", "clap", "--yes", "--json", "--no-embeddings"])
 
-    assert result.exit_code == 0, result.output
-    doc = json.loads(result.stdout)
+    assert code == 0, err
+    doc = json.loads(out)
     (planned,) = doc["plan"]["components"]
     assert planned["source"] == registry.CLAP.repo_id and planned["size_exact"] is True
     assert doc["plan"]["fetch_bytes"] == 50 * len(registry.CLAP.files)
@@ -63,26 +59,26 @@ def test_download_json_reports_plan_and_paths(fake_hub):
         assert fh.read() == repo.files["vocab.json"]
 
 
-def test_large_download_without_terminal_or_yes_is_refused(fake_hub):
+def test_large_download_without_terminal_or_yes_is_refused(fake_hub, run_cli):
     big = {"model.safetensors": 5 * 10**9}
     fake_hub.add(registry.CLAP.repo_id, small_files(registry.CLAP.files), advertised=big)
 
-    result = runner.invoke(app, ["download", "clap", "--no-embeddings"])
+    code, _, err = run_cli(["download", "clap", "--no-embeddings"], stdin="")
 
-    assert isinstance(result.exception, UsageError)
-    assert "pass --yes" in result.exception.message
-    assert "5.00 GB" in result.stderr
+    assert code == 2  # a usage error
+    assert "pass --yes" in err
+    assert "5.00 GB" in err
     assert not hub.is_cached(parse_ref("clap", registry.CLAP.repo_id))
 
 
-def test_download_gated_repo_without_token_stops_before_fetching(fake_hub):
+def test_download_gated_repo_without_token_stops_before_fetching(fake_hub, run_cli):
     comp = registry.T5_SOURCES["t5-sd3"]
     fake_hub.add(comp.repo_id, small_files(comp.files), gated=True)
 
-    result = runner.invoke(app, ["download", "t5", "--t5", "t5-sd3", "--yes"])
+    code, _, err = run_cli(["download", "t5", "--t5", "t5-sd3", "--yes"])
 
-    assert isinstance(result.exception, ModelMissingError)
-    assert "is gated" in result.exception.message and "HF_TOKEN" in result.exception.hint
+    assert code == 3  # a model that cannot be fetched
+    assert "is gated" in err and "HF_TOKEN" in err
     assert fake_hub.seen(contains="/resolve/") == []
 
 
@@ -107,38 +103,38 @@ def test_offline_download_exits_3_with_one_sentence(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-def test_cache_path_list_and_rm(fake_hub):
+def test_cache_path_list_and_rm(fake_hub, run_cli):
     fake_hub.add(registry.CLAP.repo_id, small_files(registry.CLAP.files))
-    runner.invoke(app, ["download", "clap", "--yes", "--no-embeddings", "-q"])
+    assert run_cli(["download", "clap", "--yes", "--no-embeddings", "-q"])[0] == 0
     converted = paths.converted_dir() / "small-0123456789abcdef.safetensors"
     converted.parent.mkdir(parents=True)
     converted.write_bytes(b"x" * 1000)
     converted.with_suffix(".json").write_text(json.dumps({"variant": "small"}))
 
-    assert runner.invoke(app, ["cache", "path"]).stdout.strip() == str(paths.cache_dir())
-    assert runner.invoke(app, ["cache", "path", "--hub"]).stdout.strip() == str(hub.hub_cache_dir())
+    assert run_cli(["cache", "path"])[1].strip() == str(paths.cache_dir())
+    assert run_cli(["cache", "path", "--hub"])[1].strip() == str(hub.hub_cache_dir())
 
-    listing = json.loads(runner.invoke(app, ["cache", "list", "--json"]).stdout)
+    listing = json.loads(run_cli(["cache", "list", "--json"])[1])
     sizes = {e["name"]: e["size_bytes"] for e in listing["entries"]}
     assert sizes["converted/small-0123456789abcdef.safetensors"] == 1000
     assert sizes[registry.CLAP.repo_id] >= 50 * len(registry.CLAP.files)
     assert listing["total_bytes"] == sum(sizes.values())
-    table = runner.invoke(app, ["cache", "list"]).stdout
+    table = run_cli(["cache", "list"])[1]
     assert "laion/larger_clap_music" in table and "total" in table
 
-    refused = runner.invoke(app, ["cache", "rm", "clap"])
-    assert isinstance(refused.exception, UsageError) and "--yes" in refused.exception.message
-    unknown = runner.invoke(app, ["cache", "rm", "nothing-like-this", "--yes"])
-    assert isinstance(unknown.exception, UsageError) and "entries:" in unknown.exception.message
+    code, _, err = run_cli(["cache", "rm", "clap"], stdin="")
+    assert code == 2 and "--yes" in err
+    code, _, err = run_cli(["cache", "rm", "nothing-like-this", "--yes"])
+    assert code == 2 and "entries:" in err
 
-    done = runner.invoke(app, ["cache", "rm", "small", "clap", "--yes"])
-    assert done.exit_code == 0, done.output
+    code, _, err = run_cli(["cache", "rm", "small", "clap", "--yes"])
+    assert code == 0, err
     assert not converted.exists() and not hub.repo_cache_dir(registry.CLAP.repo_id).exists()
-    assert json.loads(runner.invoke(app, ["cache", "list", "--json"]).stdout)["entries"] == []
+    assert json.loads(run_cli(["cache", "list", "--json"])[1])["entries"] == []
 
 
 def test_download_stores_empty_prompt_embeddings_so_encoders_need_not_load_again(
-    fake_hub, tmp_path, monkeypatch
+    fake_hub, tmp_path, run_cli
 ):
     from fluxmusic_cli.engine.conditioning import MODES
     from fluxmusic_cli.tinybundle import write_tiny_clap, write_tiny_t5
@@ -148,10 +144,10 @@ def test_download_stores_empty_prompt_embeddings_so_encoders_need_not_load_again
     for repo_id, folder in ((t5_repo, t5_dir), (registry.CLAP.repo_id, clap_dir)):
         fake_hub.add(repo_id, {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()})
 
-    result = runner.invoke(app, ["download", "t5", "clap", "--yes", "--json"])
+    code, out, err = run_cli(["download", "t5", "clap", "--yes", "--json"])
 
-    assert result.exit_code == 0, result.output
-    stored = json.loads(result.stdout)["empty_embeddings"]
+    assert code == 0, err
+    stored = json.loads(out)["empty_embeddings"]
     assert {(s["encoder"], s["mode"]) for s in stored} == {
         (k, m) for k in ("t5", "clap") for m in MODES
     }

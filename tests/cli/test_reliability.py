@@ -175,7 +175,7 @@ def test_a_second_unsharded_batch_on_one_folder_is_refused_naming_shard(tiny_bun
         pytest.skip(f"console script not installed at {fluxmusic}")
     (tmp_path / "cues.txt").write_text("".join(f"cue {i}, solo cello\n" for i in range(6)))
     command = [str(fluxmusic), "batch", "cues.txt", "-o", "out", *tiny_bundle.cli_args(),
-               *FAST[:2], "4", "--duration", "0.64", *FAST[4:]]  # fmt: skip
+               FAST[0], "4", "--duration", "0.64", *FAST[4:]]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
     with open(tmp_path / "first.txt", "wb") as log:
         first = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=log)
@@ -219,3 +219,79 @@ def test_a_torn_manifest_line_is_skipped_by_eval_and_rewritten_by_the_rerun(
     assert "cut short" in err
     lines = manifest.read_text().splitlines()
     assert len(lines) == 2 and all(json.loads(line)["name"] for line in lines)
+
+
+# -- 8. sentences where "unexpected error" was -----------------------------------------------
+
+
+def test_swapped_encoder_folders_are_refused_before_loading(gen, tiny_bundle):
+    code, _, err = gen("cello", "--t5", str(tiny_bundle.clap), "--clap", str(tiny_bundle.t5))
+    assert code == 2, err
+    assert "swapped" in err and "unexpected" not in err
+
+
+def test_an_encoder_of_the_wrong_width_is_refused_naming_both_widths(gen, tmp_path):
+    from fluxmusic_cli.tinybundle.text import write_tiny_t5
+
+    wide = write_tiny_t5(tmp_path / "wide-t5", d_model=48)
+    code, _, err = gen("cello", "--t5", str(wide))
+    assert code == 2, err
+    assert "48-wide" in err and "expects 32" in err
+
+
+def test_output_to_a_full_device_or_a_full_stdout_is_a_sentence(tiny_bundle, tmp_path):
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full on this system")
+    fluxmusic = Path(sys.executable).with_name("fluxmusic")
+    if not fluxmusic.exists():
+        pytest.skip(f"console script not installed at {fluxmusic}")
+    base = [str(fluxmusic), "generate", "cello", *tiny_bundle.cli_args(), *FAST]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    named = subprocess.run([*base, "-o", "/dev/full"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True)  # fmt: skip
+    assert named.returncode == 2 and "neither a folder nor" in named.stderr, named.stderr
+    with open("/dev/full", "wb") as full:
+        piped = subprocess.run([*base, "-o", "-"], cwd=tmp_path, env=env, stdout=full,
+                               stderr=subprocess.PIPE, text=True)  # fmt: skip
+    assert piped.returncode == 2, piped.stderr
+    assert "No space left on device" in piped.stderr and "unexpected" not in piped.stderr
+
+
+def test_batch_into_a_new_folder_on_a_read_only_file_system_is_a_sentence(batch, tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    for args in (["--bind", str(ro), str(ro)], ["-o", "remount,ro,bind", str(ro)]):
+        done = subprocess.run(["mount", *args], capture_output=True, text=True)
+        if done.returncode != 0:
+            subprocess.run(["umount", str(ro)], check=False)
+            pytest.skip(f"cannot make a read-only mount here: {done.stderr.strip()}")
+    try:
+        (tmp_path / "cues.txt").write_text("low drone\n")
+        code, _, err = batch("cues.txt", "-o", str(ro / "new"))
+        assert code == 2, err
+        assert "read-only" in err and "unexpected" not in err
+    finally:
+        subprocess.run(["umount", "-l", str(ro)], check=False)
+
+
+# -- 9. refusals before the work --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["generate", "batch"])
+def test_mp3_above_48_khz_is_refused_before_any_model_loads(
+    run_cli, tmp_path, monkeypatch, command
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cues.txt").write_text("low drone\n")
+    missing = ["--model", str(tmp_path / "nowhere.pt")]  # loading it would fail with exit 3
+    args = (["generate", "cello", "-o", "a.mp3"] if command == "generate"
+            else ["batch", "cues.txt", "-o", "out", "--format", "mp3"])  # fmt: skip
+    code, _, err = run_cli([*args, *missing, "--sample-rate", "96000"])
+    assert code == 2, err
+    assert "MP3 at 96000 Hz" in err
+
+
+def test_fp16_on_a_cpu_is_warned_about_with_bf16_suggested(gen):
+    code, _, err = gen("cello", "--dtype", "fp16", "--seed", "1")
+    assert code == 0, err
+    assert "fp16 on the CPU" in err and "bf16" in err

@@ -211,12 +211,22 @@ def test_long_lists_are_encoded_window_by_window_without_encoding_twice(
     engine, tmp_path, monkeypatch
 ):
     import fluxmusic_cli.batchrun as batchrun
+    from fluxmusic_cli.engine.conditioning import TextConditioner
 
+    asked: list[str] = []  # prompts the engine asks its conditioner for
+    encode = TextConditioner.encode
+
+    def spy(self, prompts, *args, **kwargs):
+        asked.extend(p for p in prompts if p)
+        return encode(self, prompts, *args, **kwargs)
+
+    monkeypatch.setattr(TextConditioner, "encode", spy)
     monkeypatch.setattr(batchrun, "ENCODE_WINDOW", 2)
     plan = _plan("piano\ndrums\npiano\nflute\ndrums\n", out_dir=tmp_path / "out")
     runner = BatchRunner(engine, plan, SETTINGS)
     summary = runner.run(runner.prepare().todo)
     assert len(summary.done) == 5 and not summary.failed
-    # Prompts leave memory after their window; repeats come back from the disk cache.
-    assert engine._embeddings == {}
+    # Prompts leave memory after their window: a repeat in a later window is asked for again,
+    # and comes back from the disk cache instead of being encoded twice.
+    assert (asked.count("piano"), asked.count("drums"), asked.count("flute")) == (2, 2, 1)
     assert engine.conditioner().prompts_encoded == {"t5": 4, "clap": 4}

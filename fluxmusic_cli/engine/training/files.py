@@ -1,32 +1,27 @@
-"""Writing run files whole or not at all (a Ctrl-C never leaves half a checkpoint)."""
+"""Run files written whole or not at all (through `fluxmusic_cli.atomic`), and read back."""
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from fluxmusic_cli import atomic
+
 
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; it replaces `path` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    """A temporary path that replaces `path` only if the block succeeds (folder created)."""
+    atomic.make_folder(Path(path).parent)
+    with atomic.writing(Path(path)) as tmp:
         yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write_json(path: Path, data: Any) -> Path:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
-    return Path(path)
+    atomic.make_folder(Path(path).parent)
+    return atomic.write_text(Path(path), json.dumps(data, indent=2, default=str) + "\n")
 
 
 def read_json(path: Path) -> Any:

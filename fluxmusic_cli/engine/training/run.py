@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from fluxmusic_cli import __version__
-from fluxmusic_cli.engine.lora import sha256_of
+from fluxmusic_cli.engine.filehash import file_sha256
 from fluxmusic_cli.engine.training.files import read_json, write_json
 from fluxmusic_cli.engine.training.loop import TrainSettings
 from fluxmusic_cli.engine.training.samples import SampleSettings
@@ -131,7 +131,7 @@ def run_training(
     import torch
 
     from fluxmusic_cli.engine import devices, hub, perf
-    from fluxmusic_cli.engine.checkpoint import file_sha256, load_transformer
+    from fluxmusic_cli.engine.checkpoint import load_transformer
     from fluxmusic_cli.engine.pipeline import Engine
     from fluxmusic_cli.engine.training import prepare as prep
     from fluxmusic_cli.engine.training.data import find_tracks
@@ -261,7 +261,7 @@ def run_training(
                 trainer.base, output, rank=s.lora_rank, alpha=s.alpha, info=info,
                 targets=s.lora_targets,
             )  # fmt: skip
-        record["output"] = {"file": str(output), "sha256": sha256_of(output)}
+        record["output"] = {"file": str(output), "sha256": file_sha256(output)}
         write_json(output.with_suffix(".json"), record)
         write_json(run_dir / RECORD, record)
         from fluxmusic_cli.engine.training.plot import write_loss_png

@@ -15,6 +15,17 @@ from fluxmusic_cli.engine.sources import ComponentRef, parse_ref
 from fluxmusic_cli.errors import CheckpointError, ModelMissingError, UsageError
 from fluxmusic_cli.tinybundle import write_tiny_clap, write_tiny_t5
 
+
+def encode_t5(prompts, tokenizer, model, mode="training"):
+    """One T5 forward pass over the tokenised prompts: (B, 256, d_model)."""
+    return C.run_encoder(model, C.t5_inputs(prompts, tokenizer, mode), "cpu", "last_hidden_state")
+
+
+def encode_clap(prompts, tokenizer, model, mode="training"):
+    """One CLAP text-tower forward pass: the pooled output (B, hidden)."""
+    return C.run_encoder(model, C.clap_inputs(prompts, tokenizer, mode), "cpu", "pooler_output")
+
+
 LONG = "guitar drums " * 200  # 400 words, each one T5 token and one BPE token
 
 
@@ -167,8 +178,8 @@ def test_both_t5_layouts_load_and_agree(bundles, t5):
         bundles["sd3"] / "tokenizer_3",
     )
     tok2, model2 = C.load_t5(bundles["sd3"])
-    a = C.encode_t5(["calm piano melody"], *t5)
-    b = C.encode_t5(["calm piano melody"], tok2, model2)
+    a = encode_t5(["calm piano melody"], *t5)
+    b = encode_t5(["calm piano melody"], tok2, model2)
     assert a.shape == b.shape == (1, 256, 32)
     assert a.dtype == torch.float32
     # same seed, stored in bf16 vs fp16: equal up to storage rounding
@@ -229,15 +240,15 @@ def test_training_mask_hides_the_fill_and_the_script_does_not(t5):
     ids = torch.tensor([tok(prompt)["input_ids"]])
     n = ids.shape[1]
     alone = model(input_ids=ids).last_hidden_state[0].float()
-    masked = C.encode_t5([prompt], tok, model, "training")[0]
-    unmasked = C.encode_t5([prompt], tok, model, "reference-script")[0]
+    masked = encode_t5([prompt], tok, model, "training")[0]
+    unmasked = encode_t5([prompt], tok, model, "reference-script")[0]
     torch.testing.assert_close(masked[:n], alone, atol=1e-5, rtol=1e-5)
     assert (unmasked[:n] - alone).abs().max() > 1e-3
     assert not torch.allclose(masked, unmasked)
 
 
 def test_clap_encodes_pooled_vector(clap):
-    y = C.encode_clap(["piano", "guitar"], *clap)
+    y = encode_clap(["piano", "guitar"], *clap)
     assert y.shape == (2, 32) and y.dtype == torch.float32
     assert not torch.allclose(y[0], y[1])
 
@@ -254,8 +265,8 @@ def test_each_distinct_prompt_is_encoded_once(bundles, tmp_path, t5, clap):
     assert cond.forward_calls == {"t5": 1, "clap": 1}
     assert cond.loads == {"t5": 1, "clap": 1}
     assert torch.equal(out.txt[0], out.txt[2]) and torch.equal(out.y[0], out.y[2])
-    torch.testing.assert_close(out.txt[:2], C.encode_t5(["piano", "guitar"], *t5))
-    torch.testing.assert_close(out.y[:2], C.encode_clap(["piano", "guitar"], *clap))
+    torch.testing.assert_close(out.txt[:2], encode_t5(["piano", "guitar"], *t5))
+    torch.testing.assert_close(out.y[:2], encode_clap(["piano", "guitar"], *clap))
 
 
 def test_left_out_t5_uses_stored_empty_embedding_and_is_never_loaded(
@@ -287,7 +298,7 @@ def test_left_out_t5_uses_stored_empty_embedding_and_is_never_loaded(
 def test_left_out_clap_uses_its_empty_embedding(bundles, tmp_path, clap):
     cond = _conditioner(bundles, tmp_path, encoders="t5")
     out = cond.encode(["piano", "guitar"])
-    empty = C.encode_clap([""], *clap)[0]
+    empty = encode_clap([""], *clap)[0]
     torch.testing.assert_close(out.y[0], empty)
     torch.testing.assert_close(out.y[1], empty)
     assert cond.prompts_encoded == {"t5": 2, "clap": 1}  # only "" for CLAP, then stored

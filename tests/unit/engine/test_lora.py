@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 import torch
 
@@ -49,18 +51,30 @@ def trained_adapter(tmp_path, *, rank: int = 4, alpha: float = 8.0, hidden: int 
     return path, model
 
 
-def test_the_adapter_covers_attention_and_mlp_of_both_block_kinds_and_nothing_else():
+ATTN_MLP_DOUBLE = {
+    "attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0", "attn.add_q_proj", "attn.add_k_proj",
+    "attn.add_v_proj", "attn.to_add_out", "ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj",
+    "ff_context.net.2",
+}  # fmt: skip
+ATTN_MLP_SINGLE = {"attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp", "proj_out"}
+
+
+@pytest.mark.parametrize(
+    ("targets", "double", "single"),
+    [("attn-mlp", ATTN_MLP_DOUBLE, ATTN_MLP_SINGLE),
+     ("attn-mlp-mod", ATTN_MLP_DOUBLE | {"norm1.linear", "norm1_context.linear"},
+      ATTN_MLP_SINGLE | {"norm.linear"})],
+)  # fmt: skip
+def test_the_adapter_covers_the_chosen_linears_of_both_block_kinds_and_nothing_else(
+    targets, double, single
+):
     model = tiny_model()
-    names = lora.add_lora(model, 4)
-    double = {n.split(".", 2)[2] for n in names if n.startswith("transformer_blocks.0.")}
-    single = {n.split(".", 2)[2] for n in names if n.startswith("single_transformer_blocks.0.")}
-    assert double == {
-        "attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0", "attn.add_q_proj",
-        "attn.add_k_proj", "attn.add_v_proj", "attn.to_add_out", "ff.net.0.proj", "ff.net.2",
-        "ff_context.net.0.proj", "ff_context.net.2",
-    }  # fmt: skip
-    assert single == {"attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp", "proj_out"}
-    assert "proj_out" not in names and not any("norm" in n for n in names)
+    names = lora.add_lora(model, 4, targets=targets)
+    for block in ("transformer_blocks.1.", "single_transformer_blocks.1."):
+        found = {n[len(block) :] for n in names if n.startswith(block)}
+        assert found == (double if block.startswith("transformer") else single)
+    assert "proj_out" not in names and "norm_out.linear" not in names
+    assert not any(n.startswith(("x_embedder", "context_embedder", "time_text")) for n in names)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all(".lora_" in n for n in trainable)
 
@@ -87,7 +101,10 @@ def test_diffusers_own_loader_reads_the_saved_adapter_and_computes_what_we_merge
     ours = tiny_model()
     info = lora.apply_loras(ours, ((str(path), 1.0),))
     assert torch.allclose(forward(ours), expected, atol=1e-5)
-    assert info[0]["sha256"] == lora.sha256_of(path) and info[0]["scale"] == 1.0
+    assert (
+        info[0]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+        and info[0]["scale"] == 1.0
+    )
 
 
 def test_scale_zero_is_exactly_the_base_model_and_scales_add_linearly(tmp_path):

@@ -125,3 +125,26 @@ def test_loop_seam_wraps_around_both_ends():
     assert mask.tolist() == [1.0] * 4 + [0.0] * 32 + [1.0] * 4
     assert torch.equal(looped[:, 4:36], latent[:, 4:36])
     assert (looped[:, :4] == 0).all() and (looped[:, 36:] == 0).all()
+
+
+def test_long_form_of_at_most_one_window_is_plain_generation_with_the_real_model(tiny_bundle):
+    from fluxmusic_cli.engine.checkpoint import load_transformer
+
+    model, cfg = load_transformer(tiny_bundle.model)
+    gen = torch.Generator().manual_seed(0)
+    txt = torch.randn(2, 5, cfg.context_in_dim, generator=gen)
+    y = torch.randn(2, cfg.vec_in_dim, generator=gen)
+    schedule = sampling.get_schedule(3)
+    length = 40
+
+    def window(known, mask, eps):
+        velocity = sampling.model_velocity(model, txt, y, length=known.shape[1])
+        return sampling.masked_denoise(velocity, known[None], mask, eps[None], schedule, 3, 5.0)[0]
+
+    with torch.inference_mode():
+        windowed = sampling.continue_latent(window, None, length, sampling.NoiseStream(21))
+        velocity = sampling.model_velocity(model, txt, y, length=length)
+        plain = sampling.denoise(
+            velocity, sampling.patchify(sampling.get_noise([21], length)), schedule, 5.0
+        )
+    assert torch.equal(windowed, sampling.unpatchify(plain, length)[0])

@@ -148,5 +148,8 @@ def test_a_failing_block_falls_back_to_a_fully_eager_model(monkeypatch):
     x = torch.randn(1, 2)
     out = wrapped(x)
     assert messages and "unsupported op" in messages[0] and wrapped.scope is None
-    assert all(m._compiled_call_impl is None for m in model.modules())
     assert torch.equal(out, model(x))
+    # Every block runs eagerly again (a block left compiled would raise here), and the model
+    # does not fall back a second time.
+    assert torch.equal(model.a(x), torch.nn.functional.linear(x, model.a.weight, model.a.bias))
+    assert torch.equal(wrapped(x), out) and len(messages) == 1

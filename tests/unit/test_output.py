@@ -1,0 +1,75 @@
+"""From a clip to a file: the target checks and the one clip writer."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from fluxmusic_cli import metadata, output
+from fluxmusic_cli.engine.pipeline import Clip
+from fluxmusic_cli.errors import BadAudioError, UsageError
+
+
+def clip(waveform=None) -> Clip:
+    t = np.arange(16000) / 16000
+    wave = 0.25 * np.sin(2 * np.pi * 440 * t) if waveform is None else waveform
+    record = {"prompt": "a tone", "seed": 5, "steps": 2, "duration": 1.0, "model": {}}
+    return Clip("a tone", 5, wave.astype(np.float32), 16000, record)
+
+
+def test_targets_are_checked_for_extension_existence_and_folder(tmp_path):
+    output.check_target(tmp_path / "new.flac", force=False)
+    with pytest.raises(UsageError, match="Unknown output extension '.aac'"):
+        output.check_target(tmp_path / "x.aac", force=False)
+    (tmp_path / "old.wav").write_bytes(b"keep")
+    with pytest.raises(UsageError, match="already exists; pass --force"):
+        output.check_target(tmp_path / "old.wav", force=False)
+    output.check_target(tmp_path / "old.wav", force=True)
+    with pytest.raises(UsageError, match="does not exist"):
+        output.check_target(tmp_path / "nowhere" / "x.wav", force=False)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
+def test_an_unwritable_folder_is_refused(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        with pytest.raises(UsageError, match="not writable"):
+            output.check_target(locked / "x.wav", force=False)
+    finally:
+        locked.chmod(0o700)
+
+
+def test_write_clip_writes_audio_and_record_with_the_output_fields(tmp_path):
+    written = output.write_clip(
+        clip(), tmp_path / "tone.flac", sample_rate=22050, peak_normalize=True, force=False
+    )
+    data, rate = sf.read(tmp_path / "tone.flac")
+    assert rate == 22050 and len(data) == 22050
+    assert 0.9 < np.abs(data).max() <= 1.0  # scaled to -0.4 dBFS, then resampled
+    side = json.loads((tmp_path / "tone.json").read_text())
+    assert side == written.record
+    assert side["format"] == "flac" and side["output_sample_rate"] == 22050
+    assert side["output"] == str((tmp_path / "tone.flac").resolve())
+    assert side["peak_normalize"] is True
+    assert side["peak"] == pytest.approx(np.abs(data).max(), abs=1e-3)  # measured as written
+    assert metadata.read_record(tmp_path / "tone.flac") == side
+
+
+def test_write_clip_refuses_to_overwrite_and_writes_nothing_for_bad_samples(tmp_path):
+    target = tmp_path / "t.wav"
+    target.write_bytes(b"precious")
+    with pytest.raises(UsageError, match="already exists"):
+        output.write_clip(clip(), target, sample_rate=16000, peak_normalize=False, force=False)
+    assert target.read_bytes() == b"precious"
+    bad = np.full(16000, np.nan, dtype=np.float32)
+    with pytest.raises(BadAudioError):
+        output.write_clip(
+            clip(bad), tmp_path / "nan.wav", sample_rate=16000, peak_normalize=False, force=False
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.wav"]
