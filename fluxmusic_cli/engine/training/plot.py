@@ -30,6 +30,7 @@ def write_loss_png(path: Path, losses: Sequence[float], *, title: str = "") -> P
     window = max(1, min(100, len(losses) // 10))
     if window > 1:
         ax.plot(steps, running_mean(losses, window), color="#1f4e79", label=f"mean of {window}")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_xlabel("step")
     ax.set_ylabel("velocity MSE")
     if title:
