@@ -2,6 +2,7 @@
 
     python benchmarks/run.py [--quick] [--only step,clip,startup,load,batch,peers,gpu] [--out F]
 
+`--only train,prepare` (opt-in) times fine-tuning steps and preparation.
 `--only longform` (opt-in) compares 30 s and 60 s long-form windows with one long window and
 checks the 5-minute memory target. `--only compile` (opt-in) times the bf16 step under
 torch.compile on the CPU. `--only load-released`
@@ -37,6 +38,8 @@ MODULES = {
     "batch": "clip",
     "t5xxl": "clip",
     "gpu": "gpu",
+    "train": "train",
+    "prepare": "train",
     "longform": "longform",
     **{p: "peers" for p in PEERS},
 }

@@ -145,6 +145,8 @@ def replay_settings(record: dict[str, Any]) -> dict[str, Any]:
         out["model"] = model["variant"]
     elif model.get("file"):
         out["model"] = model["file"]
+    if record.get("loras"):
+        out["lora"] = [f"{item['file']}:{item['scale']:g}" for item in record["loras"]]
     for key in ("t5", "clap", "vae_vocoder"):
         value = out.get(key)
         if isinstance(value, str):

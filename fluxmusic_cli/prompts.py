@@ -24,6 +24,8 @@ from fluxmusic_cli.errors import UsageError
 FORMATS: tuple[str, ...] = ("txt", "csv", "jsonl")
 PROMPT_COLUMNS: tuple[str, ...] = ("prompt", "caption")
 OVERRIDE_COLUMNS: tuple[str, ...] = ("seed", "duration", "negative_prompt", "guidance", "steps")
+# A recording the row describes (read by `train`; Song Describer's own column is `path`).
+AUDIO_COLUMNS: tuple[str, ...] = ("file", "path", "audio")
 
 # Evaluation sets whose rows carry an id to name outputs by, so generated clips pair with the
 # reference recordings; `ignored` columns mean something else there than a per-row override.
@@ -47,6 +49,7 @@ class PromptRow:
     negative_prompt: str | None = None
     guidance: float | None = None
     steps: int | None = None
+    audio: str | None = None
 
 
 @dataclass(frozen=True)
@@ -247,8 +250,16 @@ def _add_row(
     except ValueError as exc:
         table.errors.append(RowError(number, line_no, str(exc), name=name))
         return
+    audio = next((str(values[c]).strip() for c in AUDIO_COLUMNS if values.get(c)), None)
     table.rows.append(
-        PromptRow(number=number, line=line_no, prompt=" ".join(prompt.split()), name=name, **fields)
+        PromptRow(
+            number=number,
+            line=line_no,
+            prompt=" ".join(prompt.split()),
+            name=name,
+            audio=audio or None,
+            **fields,
+        )
     )
 
 

@@ -39,6 +39,7 @@ ENGINE: dict[str, tuple[Any, Any]] = {
     "token": (opt.Token, None),
     "compile_model": (opt.Compile, _DEFAULTS.compile),
     "threads": (opt.Threads, None),
+    "lora": (opt.Lora, None),
     "yes": (opt.Yes, False),
 }
 SAMPLING: dict[str, tuple[Any, Any]] = {
@@ -79,6 +80,8 @@ class Shared:
             for k in ENGINE
             if k not in _NOT_ENGINE and k in self.values
         }
+        if "lora" in fields:
+            fields["loras"] = opt.loras(fields.pop("lora"))
         fields.update(overrides)
         return EngineOptions(**fields)
 

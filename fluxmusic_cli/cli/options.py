@@ -240,6 +240,26 @@ OutputPath = Annotated[
 ]
 
 
+Lora = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--lora",
+        metavar="FILE[:SCALE]",
+        help="A LoRA from `fluxmusic train` as FILE or FILE:SCALE (default scale 1.0); "
+        "repeatable, the adapters add up.",
+        rich_help_panel=MODELS,
+        show_default=False,
+    ),
+]
+
+
+def loras(values: list[str] | None) -> tuple[tuple[str, float], ...]:
+    """Repeated --lora values as EngineOptions.loras; a scale that is not a number exits 2."""
+    from fluxmusic_cli.engine.lora import parse_specs
+
+    return parse_specs(values)
+
+
 def engine_options(**values: Any) -> EngineOptions:
     """EngineOptions from a command's option values (choices arrive as enums)."""
     return EngineOptions(**{k: v.value if isinstance(v, Enum) else v for k, v in values.items()})

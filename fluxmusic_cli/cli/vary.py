@@ -102,6 +102,7 @@ def vary(
     token: opt.Token = None,
     compile_model: opt.Compile = False,
     threads: opt.Threads = None,
+    lora: opt.Lora = None,
     sample_rate: opt.SampleRate = 16000,
     peak_normalize: opt.PeakNormalize = False,
     force: opt.Force = False,
@@ -141,6 +142,7 @@ def vary(
         model=model, t5=t5, clap=clap, vae_vocoder=vae_vocoder, encoders=axes.encoders[0],
         conditioning=conditioning.value, device=device.value, dtype=dtype.value,
         memory=memory.value, token=token, compile=compile_model, threads=threads,
+        loras=opt.loras(lora),
     )  # fmt: skip
     failure: PartialFailure | None = None
     try:

@@ -285,6 +285,73 @@ def to_diffusers(sd: StateDict, cfg: FluxMusicConfig) -> dict[str, torch.Tensor]
     return r.done()
 
 
+def from_diffusers(sd: StateDict, cfg: FluxMusicConfig) -> dict[str, torch.Tensor]:
+    """The inverse of `to_diffusers`: diffusers keys back to the original FLUX names.
+
+    This is how a full fine-tune is saved, so it loads like a converted release file.
+    """
+    import torch
+
+    src = dict(sd)
+    out: dict[str, torch.Tensor] = {}
+
+    def take(key: str) -> torch.Tensor:
+        try:
+            return src.pop(key)
+        except KeyError:
+            raise CheckpointError(f"model is missing tensor {key!r}.") from None
+
+    def linear(key: str, dst: str) -> None:
+        out[f"{key}.weight"] = take(f"{dst}.weight")
+        out[f"{key}.bias"] = take(f"{dst}.bias")
+
+    def join(key: str, dsts: tuple[str, ...]) -> None:
+        for part in ("weight", "bias"):
+            out[f"{key}.{part}"] = torch.cat([take(f"{d}.{part}") for d in dsts], dim=0)
+
+    linear("time_in.in_layer", "time_text_embed.timestep_embedder.linear_1")
+    linear("time_in.out_layer", "time_text_embed.timestep_embedder.linear_2")
+    linear("vector_in.in_layer", "time_text_embed.text_embedder.linear_1")
+    linear("vector_in.out_layer", "time_text_embed.text_embedder.linear_2")
+    linear("txt_in", "context_embedder")
+    linear("img_in", "x_embedder")
+    for i in range(cfg.depth):
+        s, d = f"double_blocks.{i}", f"transformer_blocks.{i}"
+        linear(f"{s}.img_mod.lin", f"{d}.norm1.linear")
+        linear(f"{s}.txt_mod.lin", f"{d}.norm1_context.linear")
+        join(f"{s}.img_attn.qkv", tuple(f"{d}.attn.to_{x}" for x in "qkv"))
+        join(f"{s}.txt_attn.qkv", tuple(f"{d}.attn.add_{x}_proj" for x in "qkv"))
+        out[f"{s}.img_attn.norm.query_norm.scale"] = take(f"{d}.attn.norm_q.weight")
+        out[f"{s}.img_attn.norm.key_norm.scale"] = take(f"{d}.attn.norm_k.weight")
+        out[f"{s}.txt_attn.norm.query_norm.scale"] = take(f"{d}.attn.norm_added_q.weight")
+        out[f"{s}.txt_attn.norm.key_norm.scale"] = take(f"{d}.attn.norm_added_k.weight")
+        linear(f"{s}.img_attn.proj", f"{d}.attn.to_out.0")
+        linear(f"{s}.txt_attn.proj", f"{d}.attn.to_add_out")
+        linear(f"{s}.img_mlp.0", f"{d}.ff.net.0.proj")
+        linear(f"{s}.img_mlp.2", f"{d}.ff.net.2")
+        linear(f"{s}.txt_mlp.0", f"{d}.ff_context.net.0.proj")
+        linear(f"{s}.txt_mlp.2", f"{d}.ff_context.net.2")
+    for i in range(cfg.depth_single):
+        s, d = f"single_blocks.{i}", f"single_transformer_blocks.{i}"
+        linear(f"{s}.modulation.lin", f"{d}.norm.linear")
+        join(
+            f"{s}.linear1",
+            (f"{d}.attn.to_q", f"{d}.attn.to_k", f"{d}.attn.to_v", f"{d}.proj_mlp"),
+        )
+        out[f"{s}.norm.query_norm.scale"] = take(f"{d}.attn.norm_q.weight")
+        out[f"{s}.norm.key_norm.scale"] = take(f"{d}.attn.norm_k.weight")
+        linear(f"{s}.linear2", f"{d}.proj_out")
+    linear("final_layer.linear", "proj_out")
+    for part in ("weight", "bias"):
+        scale, shift = take(f"norm_out.linear.{part}").chunk(2, dim=0)
+        out[f"final_layer.adaLN_modulation.1.{part}"] = torch.cat([shift, scale], dim=0)
+    if src:
+        raise CheckpointError(
+            f"model has {len(src)} tensor(s) with no FLUX name, e.g. {min(src)!r}."
+        )
+    return out
+
+
 def build_transformer(sd: StateDict, *, source: str = "checkpoint"):
     """Create a `FluxTransformer2DModel` of the inferred size and load `sd` strictly.
 

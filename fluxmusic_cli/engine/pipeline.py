@@ -57,6 +57,7 @@ class EngineOptions:
     forward_batch: int = 1
     compile: bool = False  # torch.compile the transformer (falls back to eager on failure)
     threads: int | None = None  # CPU threads; None: OMP_NUM_THREADS, else physical cores
+    loras: tuple[tuple[str, float], ...] = ()  # (file, scale): merged into the transformer
 
     def check(self) -> None:
         if self.forward_batch < 1:
@@ -572,6 +573,7 @@ class Engine:
             "latent_frames": length,
             "sample_rate": sampling.SAMPLE_RATE,
             "model": dict(store.transformer_info),
+            "loras": list(store.lora_info),
             "t5": self.refs["t5"].identity,
             "clap": self.refs["clap"].identity,
             "vae_vocoder": self.refs["audioldm2"].identity,

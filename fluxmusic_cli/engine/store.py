@@ -34,6 +34,7 @@ class ModelStore:
         self._conditioners: dict[tuple[str, str], Any] = {}
         self._transformer = None
         self.transformer_info: dict[str, Any] = {}
+        self.lora_info: list[dict[str, Any]] = []  # file, sha256, scale of each merged LoRA
         self._decoder = None
         self.refs = {
             "transformer": parse_ref("transformer", options.model),
@@ -181,6 +182,10 @@ class ModelStore:
                 model, cfg = load_transformer(path, device=place.device, dtype=place.torch_dtype)
             except RuntimeError as exc:
                 raise as_oom(exc, "the transformer") from exc
+            if self.options.loras:
+                from fluxmusic_cli.engine.lora import apply_loras
+
+                self.lora_info = apply_loras(model, self.options.loras)
             if self.options.compile:
                 from fluxmusic_cli.engine import perf
 

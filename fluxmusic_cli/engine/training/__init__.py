@@ -1,0 +1,1 @@
+"""Fine-tuning: finding tracks and captions, preparing latents and embeddings once, training."""

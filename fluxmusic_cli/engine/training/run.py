@@ -1,0 +1,361 @@
+"""`train`: a folder of music and captions in, an adapter (or a full checkpoint) out.
+
+`run_training` reads as its steps: check the run folder, find the tracks, prepare (encode
+once, cached), load the base model, train with checkpoints, save the result and its record.
+It reports through a callback and never prints. RUN_DIR holds:
+
+    run.json                  the run's record (base model, data, every setting, losses)
+    data/                     prepared latents and embeddings (reused by a rerun)
+    checkpoints/step-NNNNNN/  trainable weights, optimiser, EMA, step and losses
+    lora.safetensors + lora.json, or model.safetensors + model.json (`--full`)
+    loss.png, samples/index.html (`--sample-every`)
+"""
+
+from __future__ import annotations
+
+import platform
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from fluxmusic_cli import __version__
+from fluxmusic_cli.engine.filehash import file_sha256
+from fluxmusic_cli.engine.training.files import read_json, write_json
+from fluxmusic_cli.engine.training.loop import TrainSettings
+from fluxmusic_cli.engine.training.samples import SampleSettings
+from fluxmusic_cli.errors import Interrupted, OutOfMemoryError, UsageError
+
+RECORD = "run.json"
+CHECKPOINTS = "checkpoints"
+KEEP_CHECKPOINTS = 2
+OUTPUT_NAMES = ("lora", "model")  # lora.safetensors/.json, model.safetensors/.json
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    data: Path
+    run_dir: Path
+    settings: TrainSettings = field(default_factory=TrainSettings)
+    audio_dir: Path | None = None
+    save_every: int = 0  # 0: only at the end (and on Ctrl-C)
+    samples: SampleSettings | None = None
+    resume: bool = False
+    force: bool = False
+
+
+@dataclass
+class TrainEvent:
+    """`kind`: prepare | step | checkpoint | sample | summary."""
+
+    kind: str
+    step: int = 0
+    total: int = 0
+    loss: float | None = None
+    lr: float | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+EventCallback = Callable[[TrainEvent], None]
+
+
+@dataclass
+class TrainResult:
+    output: Path
+    record: dict[str, Any]
+    loss_png: Path
+    warnings: list[str] = field(default_factory=list)
+
+
+def check_run_dir(run_dir: Path, *, resume: bool, force: bool) -> Path | None:
+    """Refuse a folder holding another run unless --resume/--force; the checkpoint to resume."""
+    run_dir = Path(run_dir)
+    if resume and force:
+        raise UsageError("--resume continues the run in RUN_DIR and --force starts over: pick one.")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UsageError(f"{run_dir} exists and is not a folder.")
+    has_run = (run_dir / RECORD).is_file()
+    if resume:
+        latest = latest_checkpoint(run_dir)
+        if latest is None:
+            raise UsageError(
+                f"--resume: {run_dir} holds no checkpoint to continue from "
+                f"({run_dir / CHECKPOINTS} is empty or missing)."
+            )
+        return latest
+    if has_run and not force:
+        record = read_json(run_dir / RECORD)
+        raise UsageError(
+            f"{run_dir} already holds a run ({record.get('status', 'unknown')} at step "
+            f"{record.get('step', 0)}); add --resume to continue it or --force to start over "
+            "(prepared data is reused when it matches)."
+        )
+    if run_dir.is_dir() and not has_run and any(p.name != "data" for p in run_dir.iterdir()):
+        raise UsageError(
+            f"{run_dir} is not empty and is not a fluxmusic run folder; choose another -o."
+        )
+    return None
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    folder = Path(run_dir) / CHECKPOINTS
+    found = sorted(p for p in folder.glob("step-*") if (p / "state.json").is_file())
+    return found[-1] if found else None
+
+
+def _clear_previous(run_dir: Path) -> None:
+    """--force: drop the old run's checkpoints, outputs and samples; keep prepared data."""
+    shutil.rmtree(run_dir / CHECKPOINTS, ignore_errors=True)
+    shutil.rmtree(run_dir / "samples", ignore_errors=True)
+    for name in (
+        RECORD,
+        "loss.png",
+        *(f"{n}.{e}" for n in OUTPUT_NAMES for e in ("safetensors", "json")),
+    ):
+        (run_dir / name).unlink(missing_ok=True)
+
+
+def make_accelerator(device: str):
+    """One process needs no launcher; under `accelerate launch` this is one of N processes."""
+    from accelerate import Accelerator
+
+    return Accelerator(cpu=device == "cpu")
+
+
+def run_training(
+    request: TrainRequest, options, *, on_event: EventCallback | None = None
+) -> TrainResult:
+    """Prepare, train and save (see the module docstring); `options` is an EngineOptions."""
+    import torch
+
+    from fluxmusic_cli.engine import devices, hub, perf
+    from fluxmusic_cli.engine.checkpoint import load_transformer
+    from fluxmusic_cli.engine.pipeline import Engine
+    from fluxmusic_cli.engine.training import prepare as prep
+    from fluxmusic_cli.engine.training.data import find_tracks
+    from fluxmusic_cli.engine.training.loop import Trainer
+
+    emit = on_event or (lambda event: None)
+    s = request.settings
+    s.check()
+    run_dir = Path(request.run_dir)
+
+    # 1. The run folder: a new run, a forced restart, or the checkpoint to resume from (the
+    #    first process decides; the others follow it).
+    place = devices.resolve_placement(options.device, options.dtype)
+    threads = perf.configure_threads(options.threads)
+    if place.dtype == "fp16" and options.dtype == "fp16":
+        raise UsageError(
+            "--dtype fp16 cannot train (fp16 gradients underflow without loss scaling); "
+            "use bf16 or fp32."
+        )
+    s = replace(s, autocast="fp32" if place.dtype == "fp16" else place.dtype)
+    acc = make_accelerator(place.device)
+    main = acc.is_main_process
+    if main:
+        resume_from = check_run_dir(run_dir, resume=request.resume, force=request.force)
+    else:
+        resume_from = latest_checkpoint(run_dir) if request.resume else None
+
+    # 2. Tracks and captions; 3. preparation, done once by the first process.
+    tracks = find_tracks(request.data, audio_dir=request.audio_dir)
+    prompts = ()
+    if request.samples is not None:
+        prompts = (*request.samples.prompts, request.samples.negative_prompt)
+    engine = Engine(replace(options, memory="sequential"))
+    with acc.main_process_first():
+        if main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            if request.force:
+                _clear_previous(run_dir)
+
+            def progress(stage: str, done: int, total: int) -> None:
+                emit(TrainEvent("prepare", done, total, detail={"stage": stage}))
+
+            data = prep.prepare(
+                tracks, engine, run_dir / "data", prompts=prompts, progress=progress
+            )
+        else:
+            data = prep.load(run_dir / "data")
+    if request.samples is None:
+        engine.close()
+
+    # 4. The base model, in fp32 (compute may run in bf16 under autocast).
+    ref = engine.refs["transformer"]
+    path = hub.ensure_transformer(ref, token=options.token, offline=options.offline)
+    model, cfg = load_transformer(path, device="cpu", dtype=torch.float32)
+    base = {
+        "source": ref.identity,
+        "variant": ref.variant.name if ref.variant else None,
+        "file": str(path),
+        "sha256": file_sha256(path),
+        "config": cfg.to_dict(),
+    }
+    trainer = Trainer(model, data, s, accelerator=acc)
+    record = _record(request, s, options, base, data.summary, trainer, acc, threads)
+    if resume_from is not None:
+        state = trainer.load_checkpoint(resume_from)
+        if state.get("data_fingerprint") != data.summary["fingerprint"]:
+            raise UsageError(
+                f"--resume: the data in {request.data} is not what the checkpoint was trained "
+                "on; train it in a new run folder, or use --force to start over."
+            )
+        record["resumed_from"] = str(resume_from)
+    if main:
+        write_json(run_dir / RECORD, record)
+
+    # 5. Train.
+    extra = {"data_fingerprint": data.summary["fingerprint"]}
+    loss_png = run_dir / "loss.png"
+    try:
+        while trainer.step < s.steps:
+            loss = trainer.train_step()
+            emit(TrainEvent("step", trainer.step, s.steps, loss=loss, lr=s.lr))
+            if (
+                request.save_every
+                and trainer.step % request.save_every == 0
+                and trainer.step < s.steps
+            ):
+                _checkpoint(trainer, run_dir, extra, record, emit, acc)
+            if (
+                request.samples
+                and request.samples.every
+                and trainer.step % request.samples.every == 0
+            ):
+                _sample(trainer, engine, data, request.samples, run_dir, s.seed, emit, main)
+    except KeyboardInterrupt:
+        if trainer.step > 0:
+            folder = _checkpoint(trainer, run_dir, extra, record, emit, acc, status="interrupted")
+            raise Interrupted(
+                f"Stopped by Ctrl-C at step {trainer.step}; checkpoint saved in {folder}. "
+                "Continue with the same command and --resume."
+            ) from None
+        raise
+    except RuntimeError as exc:
+        text = str(exc).lower()
+        if "out of memory" in text or "can't allocate memory" in text:
+            raise OutOfMemoryError(
+                "Out of memory while training.",
+                hint="Try a smaller --batch-size (with --grad-accum to keep the batch), "
+                "--gradient-checkpointing, or a lower --lora-rank.",
+            ) from exc
+        raise
+
+    # 6. The result and its record.
+    _checkpoint(trainer, run_dir, extra, record, emit, acc)
+    trainer.use_ema_weights()
+    output = run_dir / ("model.safetensors" if s.full else "lora.safetensors")
+    record.update(_finished(trainer))
+    if main:
+        info = {"hidden": cfg.hidden, "base_sha256": base["sha256"], "step": trainer.step}
+        if s.full:
+            from fluxmusic_cli.engine.training.loop import save_full
+
+            save_full(trainer.base, output, info=info)
+        else:
+            from fluxmusic_cli.engine import lora
+
+            lora.save_lora(
+                trainer.base, output, rank=s.lora_rank, alpha=s.alpha, info=info,
+                targets=s.lora_targets,
+            )  # fmt: skip
+        record["output"] = {"file": str(output), "sha256": file_sha256(output)}
+        write_json(output.with_suffix(".json"), record)
+        write_json(run_dir / RECORD, record)
+        from fluxmusic_cli.engine.training.plot import write_loss_png
+
+        write_loss_png(loss_png, trainer.losses, title=run_dir.name)
+        emit(TrainEvent("summary", trainer.step, s.steps, loss=record["final_loss"], detail=record))
+    acc.wait_for_everyone()
+    engine.close()
+    return TrainResult(output=output, record=record, loss_png=loss_png)
+
+
+def _checkpoint(trainer, run_dir: Path, extra, record, emit, acc, *, status=None) -> Path:
+    """Save a checkpoint (the last two are kept), the record so far and loss.png."""
+    from fluxmusic_cli.engine.training.plot import write_loss_png
+
+    folder = run_dir / CHECKPOINTS / f"step-{trainer.step:06d}"
+    if acc.is_main_process:
+        trainer.save_checkpoint(folder, extra)
+        for stale in sorted((run_dir / CHECKPOINTS).glob("step-*"))[:-KEEP_CHECKPOINTS]:
+            shutil.rmtree(stale, ignore_errors=True)
+        progress = _finished(trainer)
+        if status is not None:
+            progress["status"] = status
+        write_json(run_dir / RECORD, {**record, **progress})
+        write_loss_png(run_dir / "loss.png", trainer.losses, title=run_dir.name)
+        total = trainer.settings.steps
+        emit(TrainEvent("checkpoint", trainer.step, total, detail={"path": str(folder)}))
+    acc.wait_for_everyone()
+    return folder
+
+
+def _sample(trainer, engine, data, settings: SampleSettings, run_dir, seed, emit, main) -> None:
+    from fluxmusic_cli.engine.training import samples
+
+    if not main:
+        return
+    waves = samples.render(trainer.base, engine.store.decoder(), data.prompts, settings, seed=seed)
+    page = samples.write_step(run_dir / "samples", trainer.step, settings, waves)
+    emit(TrainEvent("sample", trainer.step, trainer.settings.steps, detail={"page": str(page)}))
+
+
+def _finished(trainer) -> dict[str, Any]:
+    losses = trainer.losses
+    k = min(10, len(losses))
+    return {
+        "status": "finished" if trainer.step >= trainer.settings.steps else "running",
+        "step": trainer.step,
+        "final_loss": losses[-1] if losses else None,
+        "loss_first10": sum(losses[:k]) / k if k else None,
+        "loss_last10": sum(losses[-k:]) / k if k else None,
+    }
+
+
+def _record(
+    request, s: TrainSettings, options, base, summary, trainer, acc, threads: int
+) -> dict[str, Any]:
+    import accelerate
+    import diffusers
+    import peft
+    import torch
+
+    return {
+        "tool": "fluxmusic",
+        "version": __version__,
+        "kind": "full" if s.full else "lora",
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "status": "running",
+        "step": 0,
+        "base_model": base,
+        "data": summary,
+        "settings": {
+            **s.to_dict(),
+            "save_every": request.save_every,
+            "samples": asdict(request.samples) if request.samples else None,
+        },
+        "engine": {
+            "t5": options.t5,
+            "clap": options.clap,
+            "vae_vocoder": options.vae_vocoder,
+            "encoders": options.encoders,
+            "conditioning": options.conditioning,
+            "device": str(acc.device),
+            "threads": threads,
+            "dtype": s.autocast,
+            "processes": acc.num_processes,
+        },  # fmt: skip
+        "trainable_parameters": trainer.trainable_parameters,
+        "adapted_modules": len(trainer.adapted),
+        "random": "each draw derives from (seed, step, micro-batch); data order from (seed, epoch)",
+        "versions": {
+            "torch": torch.__version__,
+            "diffusers": diffusers.__version__,
+            "peft": peft.__version__,
+            "accelerate": accelerate.__version__,
+            "python": platform.python_version(),
+        },
+    }
