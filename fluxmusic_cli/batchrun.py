@@ -258,6 +258,7 @@ def expected_record(item: Item, identity: dict[str, Any], settings: Settings) ->
         "t5": identity.get("t5"),
         "clap": identity.get("clap"),
         "vae_vocoder": identity.get("vae_vocoder"),
+        "loras": identity.get("loras", []),
     }
 
 
@@ -268,6 +269,8 @@ def differences(record: dict[str, Any], expected: dict[str, Any]) -> list[str]:
         have = record.get(key)
         if key == "model" and isinstance(have, dict):
             have = have.get("source")
+        if key == "loras":  # adapters are the same when their files and scales are
+            have = [f"{x['file']}:{x['scale']:g}" for x in have or []]
         if isinstance(want, float) and isinstance(have, (int, float)):
             same = float(have) == want
         else:
@@ -544,6 +547,9 @@ def engine_identity(engine) -> dict[str, Any]:
         "clap": engine.refs["clap"].identity,
         "vae_vocoder": engine.refs["audioldm2"].identity,
         "conditioning": engine.options.conditioning,
+        "loras": [
+            f"{Path(f).resolve()}:{scale:g}" for f, scale in getattr(engine.options, "loras", ())
+        ],
     }
 
 

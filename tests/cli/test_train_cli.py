@@ -386,3 +386,19 @@ def test_batch_and_vary_take_lora_too(trained, run_cli, tiny_bundle, tmp_path):
     assert code == 0, err
     (record,) = [json.loads(p.read_text()) for p in (tmp_path / "v").glob("seed*.json")]
     assert record["loras"][0]["file"] == str(adapter)
+
+
+def test_a_batch_rerun_with_another_lora_is_a_conflict_not_a_skip(
+    trained, run_cli, tiny_bundle, tmp_path
+):
+    (tmp_path / "p.txt").write_text("a low drone\n")
+    adapter = str(trained["run"] / "lora.safetensors")
+    args = ["batch", str(tmp_path / "p.txt"), "-o", str(tmp_path / "out"),
+            *tiny_bundle.cli_args(), *GEN]  # fmt: skip
+    code, _, err = run_cli([*args, "--lora", f"{adapter}:0.5"])
+    assert code == 0, err
+    code, out, err = run_cli([*args, "--lora", f"{adapter}:0.5", "--json"])
+    assert code == 0, err
+    assert json.loads(out.strip().splitlines()[-1])["skipped"] == 1  # same adapter: finished
+    code, out, err = run_cli([*args, "--lora", f"{adapter}:1", "--json"])
+    assert code == 6 and "loras" in out + err
