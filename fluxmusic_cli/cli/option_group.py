@@ -47,6 +47,11 @@ SAMPLING: dict[str, tuple[Any, Any]] = {
     "negative_prompt": (opt.Negative, DEFAULT_NEGATIVE_PROMPT),
     "seed": (opt.Seed, None),
 }
+# Engine options listed with the sampling ones (they change which passes run).
+ENGINE.update(
+    guidance_interval=(opt.GuidanceIntervalOpt, None),
+    cache=(opt.CacheOpt, None),
+)
 OUTPUT: dict[str, tuple[Any, Any]] = {
     "sample_rate": (opt.SampleRate, 16000),
     "peak_normalize": (opt.PeakNormalize, False),

@@ -141,6 +141,32 @@ Threads = Annotated[
         show_default=False,
     ),
 ]
+GuidanceIntervalOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--guidance-interval",
+        metavar="LO:HI",
+        help="Classifier-free guidance only while the time t (1 = noise, 0 = music) is in "
+        "[LO, HI]; other steps run one conditional pass, half the work. Off by default. Its "
+        "effect on the sound is not measured (no real weights were available here).",
+        rich_help_panel=SAMPLING,
+        show_default=False,
+    ),
+]
+CacheOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--cache",
+        metavar="THRESHOLD",
+        min=0.0,
+        help="First-Block Cache: skip the transformer's other blocks on a step whose first "
+        "block changed by at most THRESHOLD (relative) since the last computed step, e.g. "
+        "0.05. Off by default. Its effect on the sound is not measured (no real weights were "
+        "available here).",
+        rich_help_panel=SAMPLING,
+        show_default=False,
+    ),
+]
 Token = Annotated[
     str | None,
     typer.Option(

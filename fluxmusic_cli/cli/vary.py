@@ -102,6 +102,8 @@ def vary(
     token: opt.Token = None,
     compile_model: opt.Compile = False,
     threads: opt.Threads = None,
+    guidance_interval: opt.GuidanceIntervalOpt = None,
+    cache: opt.CacheOpt = None,
     sample_rate: opt.SampleRate = 16000,
     peak_normalize: opt.PeakNormalize = False,
     force: opt.Force = False,
@@ -141,6 +143,7 @@ def vary(
         model=model, t5=t5, clap=clap, vae_vocoder=vae_vocoder, encoders=axes.encoders[0],
         conditioning=conditioning.value, device=device.value, dtype=dtype.value,
         memory=memory.value, token=token, compile=compile_model, threads=threads,
+        guidance_interval=guidance_interval, cache=cache,
     )  # fmt: skip
     failure: PartialFailure | None = None
     try:

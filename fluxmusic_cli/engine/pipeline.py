@@ -56,6 +56,16 @@ class EngineOptions:
     forward_batch: int = 1
     compile: bool = False  # torch.compile the transformer (falls back to eager on failure)
     threads: int | None = None  # CPU threads; None: OMP_NUM_THREADS, else physical cores
+    # Fewer forward passes, by choice (engine/guidance.py, engine/block_cache.py); None: off,
+    # which computes exactly what the published script does.
+    guidance_interval: tuple[float, float] | None = None  # guide only while lo <= t <= hi
+    cache: float | None = None  # First-Block Cache threshold
+
+    def __post_init__(self) -> None:
+        from fluxmusic_cli.engine.guidance import parse_interval
+
+        # "LO:HI" from the command line or [lo, hi] from a record, as a checked tuple.
+        object.__setattr__(self, "guidance_interval", parse_interval(self.guidance_interval))
 
     def check(self) -> None:
         if self.forward_batch < 1:
@@ -70,6 +80,14 @@ class EngineOptions:
                 f"Unknown conditioning mode {self.conditioning!r}; choose one of "
                 f"{', '.join(MODES)}."
             )
+        if self.cache is not None:
+            if not math.isfinite(self.cache) or self.cache < 0:
+                raise UsageError(f"Cache threshold must be a number >= 0, got {self.cache}.")
+            if self.compile:
+                raise UsageError(
+                    "--cache and --compile cannot be combined yet (the cache's hooks are not "
+                    "compiled); drop one."
+                )
         if self.memory not in MEMORY_POLICIES:
             raise UsageError(
                 f"Unknown memory policy {self.memory!r}; choose one of "
@@ -256,6 +274,16 @@ class Engine:
 
     # -- stage: sampling -------------------------------------------------------------------------
 
+    def _velocity(self, model, txt, y, length: int) -> sampling.VelocityFn:
+        """The model bound to its conditioning for one sampling run, through the first-block
+        cache when one is asked for (a fresh cache each run)."""
+        velocity = sampling.model_velocity(model, txt, y, length=length)
+        if self.options.cache is None:
+            return velocity
+        from fluxmusic_cli.engine import block_cache
+
+        return block_cache.cached_velocity(model, velocity, self.options.cache)
+
     def _window_sampler(
         self, model, txt, y, steps: int, guidance: float, start: int, on_step
     ) -> sampling.WindowSampler:
@@ -265,7 +293,7 @@ class Engine:
         schedule = sampling.get_schedule(steps)
 
         def sample(known, mask, noise):
-            velocity = sampling.model_velocity(model, txt, y, length=known.shape[1])
+            velocity = self._velocity(model, txt, y, known.shape[1])
             try:
                 out = sampling.masked_denoise(
                     velocity,
@@ -276,6 +304,7 @@ class Engine:
                     start,
                     guidance,
                     on_step=lambda i, n: on_step(),
+                    interval=self.options.guidance_interval,
                 )
             except RuntimeError as exc:
                 raise as_oom(exc, "denoising") from exc
@@ -296,11 +325,11 @@ class Engine:
         try:
             with torch.inference_mode():
                 for k, (lo, hi) in enumerate(chunks):
-                    cond = sampling.model_velocity(
+                    cond = self._velocity(
                         model,
                         torch.cat([txt[lo:hi], txt[batch + lo : batch + hi]]),
                         torch.cat([y[lo:hi], y[batch + lo : batch + hi]]),
-                        length=length,
+                        length,
                     )
                     done = k * request.steps
                     final = sampling.denoise(
@@ -311,6 +340,7 @@ class Engine:
                         on_step=lambda i, n, done=done: self._emit(
                             "denoise", done + i, n * len(chunks)
                         ),
+                        interval=self.options.guidance_interval,
                     )
                     finals.append(sampling.unpatchify(final, length).float().cpu())
         except RuntimeError as exc:
@@ -616,6 +646,7 @@ class Engine:
 
         store = self.store
         place = self.placement
+        o = self.options
         compiled = self.options.compile and store.compile_note is None
         return {
             "tool": "fluxmusic",
@@ -637,6 +668,8 @@ class Engine:
             "threads": store.threads,
             "compile": compiled,
             "compile_scope": store.compile_scope if compiled else None,
+            "guidance_interval": list(o.guidance_interval) if o.guidance_interval else None,
+            "cache": o.cache,
             "timings": {k: round(v, 3) for k, v in timings.items()},
             "versions": {
                 "torch": torch.__version__,
