@@ -2,6 +2,7 @@
 
     python benchmarks/run.py [--quick] [--only step,clip,startup,load,batch,peers,gpu] [--out F]
 
+`--only passes` (opt-in) counts what --guidance-interval and --cache save.
 `--only longform` (opt-in) compares 30 s and 60 s long-form windows with one long window and
 checks the 5-minute memory target. `--only compile` (opt-in) times the bf16 step under
 torch.compile on the CPU. `--only load-released`
@@ -38,6 +39,7 @@ MODULES = {
     "t5xxl": "clip",
     "gpu": "gpu",
     "longform": "longform",
+    "passes": "passes",
     **{p: "peers" for p in PEERS},
 }
 

@@ -34,6 +34,7 @@ _REPLAYED = {
     # Fewer forward passes (absent or null: off).
     "guidance_interval": "guidance_interval",
     "cache": "cache",
+    "text_device": "text_device",
     # Long-form, loops and edits.
     "context": "context",
     "loop": "loop",

@@ -147,6 +147,7 @@ def batch(
     token: opt.Token = None,
     compile_model: opt.Compile = False,
     threads: opt.Threads = None,
+    text_device: opt.TextDeviceOpt = opt.TextDeviceChoice.auto,
     guidance_interval: opt.GuidanceIntervalOpt = None,
     cache: opt.CacheOpt = None,
     sample_rate: opt.SampleRate = 16000,
@@ -177,7 +178,7 @@ def batch(
         model=model, t5=t5, clap=clap, vae_vocoder=vae_vocoder, encoders=encoders.value,
         conditioning=conditioning.value, device=device.value, dtype=dtype.value,
         memory=memory.value, token=token, compile=compile_model, threads=threads,
-        guidance_interval=guidance_interval, cache=cache,
+        guidance_interval=guidance_interval, cache=cache, text_device=text_device,
     )  # fmt: skip
     run_plan(plan, settings, engine_options, batch_size=batch_size, force=force,
              json_out=json_out, quiet=quiet, yes=yes, label="rows")  # fmt: skip

@@ -47,8 +47,9 @@ SAMPLING: dict[str, tuple[Any, Any]] = {
     "negative_prompt": (opt.Negative, DEFAULT_NEGATIVE_PROMPT),
     "seed": (opt.Seed, None),
 }
-# Engine options listed with the sampling ones (they change which passes run).
+# Options added since: where the encoders run, and fewer forward passes.
 ENGINE.update(
+    text_device=(opt.TextDeviceOpt, opt.TextDeviceChoice(_DEFAULTS.text_device)),
     guidance_interval=(opt.GuidanceIntervalOpt, None),
     cache=(opt.CacheOpt, None),
 )

@@ -35,6 +35,13 @@ class DeviceChoice(str, Enum):
     mps = "mps"
 
 
+class TextDeviceChoice(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
+
+
 class DtypeChoice(str, Enum):
     auto = "auto"
     fp32 = "fp32"
@@ -139,6 +146,16 @@ Threads = Annotated[
         help="CPU threads (default: OMP_NUM_THREADS, else the physical cores).",
         rich_help_panel=MODELS,
         show_default=False,
+    ),
+]
+TextDeviceOpt = Annotated[
+    TextDeviceChoice,
+    typer.Option(
+        "--text-device",
+        help="Where T5 and CLAP encode the prompts. auto: on the model's device when they fit "
+        "there, else on the CPU (only the embeddings move; the transformer and decoder stay on "
+        "the accelerator), which lets an 8 GB GPU run the default setup.",
+        rich_help_panel=MODELS,
     ),
 ]
 GuidanceIntervalOpt = Annotated[

@@ -102,6 +102,7 @@ def vary(
     token: opt.Token = None,
     compile_model: opt.Compile = False,
     threads: opt.Threads = None,
+    text_device: opt.TextDeviceOpt = opt.TextDeviceChoice.auto,
     guidance_interval: opt.GuidanceIntervalOpt = None,
     cache: opt.CacheOpt = None,
     sample_rate: opt.SampleRate = 16000,
@@ -143,7 +144,7 @@ def vary(
         model=model, t5=t5, clap=clap, vae_vocoder=vae_vocoder, encoders=axes.encoders[0],
         conditioning=conditioning.value, device=device.value, dtype=dtype.value,
         memory=memory.value, token=token, compile=compile_model, threads=threads,
-        guidance_interval=guidance_interval, cache=cache,
+        guidance_interval=guidance_interval, cache=cache, text_device=text_device,
     )  # fmt: skip
     failure: PartialFailure | None = None
     try:

@@ -60,6 +60,7 @@ class EngineOptions:
     # which computes exactly what the published script does.
     guidance_interval: tuple[float, float] | None = None  # guide only while lo <= t <= hi
     cache: float | None = None  # First-Block Cache threshold
+    text_device: str = "auto"  # where T5 and CLAP run (engine/placement.py)
 
     def __post_init__(self) -> None:
         from fluxmusic_cli.engine.guidance import parse_interval
@@ -88,6 +89,13 @@ class EngineOptions:
                     "--cache and --compile cannot be combined yet (the cache's hooks are not "
                     "compiled); drop one."
                 )
+        from fluxmusic_cli.engine.placement import TEXT_DEVICES
+
+        if self.text_device not in TEXT_DEVICES:
+            raise UsageError(
+                f"Unknown text device {self.text_device!r}; choose one of "
+                f"{', '.join(TEXT_DEVICES)}."
+            )
         if self.memory not in MEMORY_POLICIES:
             raise UsageError(
                 f"Unknown memory policy {self.memory!r}; choose one of "
@@ -453,6 +461,8 @@ class Engine:
         timings["denoise_s"] = time.perf_counter() - t
         if self.store.compile_note:
             warnings.append(self.store.compile_note)
+        if self.placement.note:
+            warnings.append(self.placement.note)
 
         # 5. Decode each whole latent; trim to the requested duration (a loop keeps its period).
         t = time.perf_counter()
@@ -535,6 +545,8 @@ class Engine:
         timings["denoise_s"] = time.perf_counter() - t
         if self.store.compile_note:
             warnings.append(self.store.compile_note)
+        if self.placement.note:
+            warnings.append(self.placement.note)
 
         # 5. Decode the whole latent in one pass, back at the recording's level.
         t = time.perf_counter()
@@ -662,6 +674,7 @@ class Engine:
             "clap": self.refs["clap"].identity,
             "vae_vocoder": self.refs["audioldm2"].identity,
             "device": place.device,
+            "text_device": store.text_placement.device,
             "dtype": place.dtype,
             "memory_policy": store.memory_policy(),
             "forward_batch": self.options.forward_batch,

@@ -152,3 +152,11 @@ def test_batch_and_vary_take_and_record_both(cli, passes, tmp_path):
 def test_bad_values_get_one_sentence_and_the_usage_exit_code(cli, args, words):
     code, _, err = cli("generate", "x", "--steps", "2", "-d", "0.32", "-o", "x.wav", *args)
     assert code == 2 and words in err and "Traceback" not in err
+
+
+def test_text_device_is_recorded_and_a_gpu_text_device_needs_the_gpu(cli, tmp_path):
+    _gen(cli, "t", "--text-device", "cpu")
+    assert _record(tmp_path, "t")["text_device"] == "cpu"
+    code, _, err = cli("generate", "x", "--steps", "2", "-d", "0.32", "-o", "x.wav",
+                       "--text-device", "cuda")  # fmt: skip
+    assert code == 2 and "needs --device cuda" in err
