@@ -56,6 +56,8 @@ def sample(model, img, txt, y, *, interval=None, cache=None, steps: int = STEPS)
         out = sampling.denoise(
             velocity, img, sampling.get_schedule(steps), GUIDANCE, interval=interval
         )
+        if out.is_cuda:
+            torch.cuda.synchronize(out.device)
     seconds = time.perf_counter() - t0
     for h in hooks:
         h.remove()

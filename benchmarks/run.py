@@ -2,7 +2,8 @@
 
     python benchmarks/run.py [--quick] [--only step,clip,startup,load,batch,peers,gpu] [--out F]
 
-`--only passes` (opt-in) counts what --guidance-interval and --cache save.
+`--only passes` (opt-in) counts what --guidance-interval and --cache save; `--only attention`
+(opt-in) times attention kernels at every head size.
 `--only longform` (opt-in) compares 30 s and 60 s long-form windows with one long window and
 checks the 5-minute memory target. `--only compile` (opt-in) times the bf16 step under
 torch.compile on the CPU. `--only load-released`
@@ -40,6 +41,7 @@ MODULES = {
     "gpu": "gpu",
     "longform": "longform",
     "passes": "passes",
+    "attention": "attention",
     **{p: "peers" for p in PEERS},
 }
 
