@@ -1,11 +1,12 @@
 """Section `passes` (opt-in): what `--guidance-interval` and `--cache` save, on random weights.
 
-A full 50-step, guidance-7 run at the real token counts (1024 music + 256 text tokens) of a
-reduced FluxMusic architecture (hidden 256, 8 heads of 32 like small, 2 + 4 blocks), so every
-setting runs its whole schedule on a shared 2-core CPU. For each setting: transformer calls and
-rows (a guided step is 2 rows), steps whose remaining blocks ran, the denoising time, and how far
-the final latent moved from the default's (relative L2 difference). Random weights say nothing
-about how the music sounds; they say how many passes are saved and how far the numbers move.
+A full 50-step, guidance-7 run of a reduced FluxMusic architecture (hidden 256, 8 heads of 32
+like small, 2 + 4 blocks) on a 1.28 s latent (128 music tokens) and 32 text tokens, so that
+every setting runs its whole schedule several times on a shared 2-core CPU. For each setting:
+transformer calls and rows (a guided step is 2 rows), steps whose remaining blocks ran, the
+denoising time, and how far the final latent moved from the default's (relative L2
+difference). Random weights say nothing about how the music sounds; they say how many passes
+are saved and how far the numbers move.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ from __future__ import annotations
 import time
 
 import torch
-from common import LATENT_FRAMES, TEXT_TOKENS, load_avg, median
+from common import load_avg, median
 
 MINI = dict(hidden=256, num_heads=8, depth=2, depth_single=4, context_in_dim=4096, vec_in_dim=768)
 STEPS = 50
 GUIDANCE = 7.0
+FRAMES = 32  # 1.28 s: 16 x 8 = 128 music tokens
+TEXT = 32
 SETTINGS: dict[str, dict] = {
     "default": {},
     "interval 0:0.5": {"interval": (0.0, 0.5)},
@@ -29,7 +32,7 @@ SETTINGS: dict[str, dict] = {
 }
 
 
-def sample(model, img, txt, y, *, interval=None, cache=None, steps: int = STEPS):
+def sample(model, img, txt, y, *, interval=None, cache=None, steps: int = STEPS, frames=None):
     """(final tokens, counts, seconds) of one run, counted through hooks on the model."""
     from fluxmusic_cli.engine import block_cache, sampling
 
@@ -46,7 +49,9 @@ def sample(model, img, txt, y, *, interval=None, cache=None, steps: int = STEPS)
         model.register_forward_pre_hook(on_call, with_kwargs=True),
         model.single_transformer_blocks[-1].attn.register_forward_hook(on_tail),
     ]
-    velocity = sampling.model_velocity(model, txt, y, length=LATENT_FRAMES)
+    from common import LATENT_FRAMES
+
+    velocity = sampling.model_velocity(model, txt, y, length=frames or LATENT_FRAMES)
     if cache is not None:
         velocity = block_cache.cached_velocity(model, velocity, cache)
     elif model.is_cache_enabled:
@@ -74,14 +79,14 @@ def run(quick: bool, rounds: int | None = None) -> dict:
     rounds = rounds or (1 if quick else 3)
     model, _ = build_transformer(tiny_fluxmusic_state_dict(**MINI, seed=0), source="bench")
     gen = torch.Generator().manual_seed(1)
-    img = sampling.patchify(sampling.get_noise([1], LATENT_FRAMES))
-    txt = torch.randn(2, TEXT_TOKENS, MINI["context_in_dim"], generator=gen)
+    img = sampling.patchify(sampling.get_noise([1], FRAMES))
+    txt = torch.randn(2, TEXT, MINI["context_in_dim"], generator=gen)
     y = torch.randn(2, MINI["vec_in_dim"], generator=gen)
     times: dict[str, list[float]] = {k: [] for k in SETTINGS}
     results: dict[str, dict] = {}
     for _ in range(rounds):  # interleaved, so drift hits every setting alike
         for name, kw in SETTINGS.items():
-            out, counts, seconds = sample(model, img, txt, y, steps=steps, **kw)
+            out, counts, seconds = sample(model, img, txt, y, steps=steps, frames=FRAMES, **kw)
             times[name].append(seconds)
             results[name] = {"out": out, **counts}
     ref = results["default"]["out"]
@@ -99,6 +104,8 @@ def run(quick: bool, rounds: int | None = None) -> dict:
         }
     return {
         "arch": MINI,
+        "latent_frames": FRAMES,
+        "text_tokens": TEXT,
         "steps": steps,
         "guidance": GUIDANCE,
         "rounds": rounds,

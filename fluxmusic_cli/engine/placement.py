@@ -66,7 +66,8 @@ def choose_text_device(
     components' weights `need` (bytes, as `component_bytes` or the store's estimate give).
 
     auto: on the model's device when the encoders fit there by themselves (the memory policy
-    then decides whether they stay loaded beside the transformer), else on the CPU.
+    then decides whether they stay loaded beside the transformer), else on the CPU; always on
+    MPS, whose memory the CPU shares.
     """
     if requested not in TEXT_DEVICES:
         raise UsageError(
@@ -85,6 +86,8 @@ def choose_text_device(
                 f"{device}); use --text-device cpu or auto."
             )
         return TextPlacement(device, "as requested")
+    if device == "mps":  # unified memory: the CPU would hold the same bytes
+        return TextPlacement("mps", "a Mac's memory is shared by its CPU and GPU")
     text = need["t5"] + need["clap"]
     if memory_bytes is None or text <= HEADROOM * memory_bytes:
         return TextPlacement(device, f"the text encoders fit on {device}")
