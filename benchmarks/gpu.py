@@ -147,6 +147,7 @@ def options(device, arch: dict, *, steps: int = STEPS, dtypes=("bf16", "fp16"), 
             for name, kw in grid.items():
                 _reset_peak(device)
                 out, counts, seconds = sample(model, img, txt, y, steps=steps, **kw)
+                counts.pop("cpu_s")
                 ref = out if ref is None else ref
                 runs[f"small {dtype_name} b{batch} {name}"] = {
                     **counts,
