@@ -40,8 +40,3 @@ def parse_interval(value: str | Sequence[float] | None) -> Interval | None:
 def guided_at(t: float, interval: Interval | None) -> bool:
     """Whether the step at time `t` is guided: always without an interval."""
     return interval is None or interval[0] <= t <= interval[1]
-
-
-def guided_steps(timesteps: Sequence[float], interval: Interval | None) -> int:
-    """How many Euler steps of a schedule (t_N .. t_0; the last time runs no step) are guided."""
-    return sum(guided_at(t, interval) for t in list(timesteps)[:-1])
