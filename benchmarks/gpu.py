@@ -1,9 +1,13 @@
 """Section `gpu`: seconds per 10.24 s clip (50 guided steps) for every variant on a CUDA device.
 
-bf16 and fp16, batch 1 and 8, eager and `torch.compile`. Needs only torch, transformers and
-diffusers (random weights, no network). Skipped with a reason where no CUDA device is visible.
-`measure` takes the device and the grid as arguments, so the same loop can be smoke-tested on
-the CPU with a tiny architecture (tests/benchmarks).
+bf16 and fp16, batch 1 and 8, eager and `torch.compile`. Then the options that change the
+work (`options`): `--guidance-interval` and `--cache` settings on the small variant over the
+whole 50-step schedule (passes counted, time, and how far the latent moves from the default's),
+and which text-encoder placement (`--text-device auto`) this GPU's memory gets per variant.
+Needs only torch, transformers and diffusers (random weights, no network). Skipped with a
+reason where no CUDA device is visible. `measure` and `options` take the device and the grid as
+arguments, so the same loops are smoke-tested on the CPU with a tiny architecture
+(tests/benchmarks).
 """
 
 from __future__ import annotations
@@ -104,6 +108,72 @@ def measure(device, variants: dict[str, dict], *, n_steps: int, dtypes=("bf16", 
     return runs
 
 
+# name -> (guidance interval, cache threshold): the settings `options` times; None is off.
+OPTION_GRID: dict[str, dict] = {
+    "default": {},
+    "interval 0:0.5": {"interval": (0.0, 0.5)},
+    "cache 0.05": {"cache": 0.05},
+    "cache 0.1": {"cache": 0.1},
+    "interval 0:0.5 + cache 0.1": {"interval": (0.0, 0.5), "cache": 0.1},
+}
+
+
+def options(device, arch: dict, *, steps: int = STEPS, dtypes=("bf16", "fp16"), batches=(1, 8),
+            grid: dict[str, dict] | None = None) -> dict:  # fmt: skip
+    """Whole-schedule runs per (dtype, batch, setting): transformer calls and rows (a guided
+    step is 2 rows per clip), full passes (steps the cache did not skip), seconds per clip,
+    peak memory and the relative latent difference from the default setting."""
+    import torch
+    from passes import sample
+
+    from fluxmusic_cli.engine import sampling
+    from fluxmusic_cli.engine.checkpoint import build_transformer
+    from fluxmusic_cli.tinybundle.transformer import tiny_fluxmusic_state_dict
+
+    device = torch.device(device)
+    torch_dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+    grid = grid or OPTION_GRID
+    sd = tiny_fluxmusic_state_dict(**arch)
+    runs: dict = {}
+    for dtype_name in dtypes:
+        model, cfg = build_transformer(sd)
+        model = model.to(device, torch_dtypes[dtype_name])
+        for batch in batches:
+            img = sampling.patchify(sampling.get_noise(list(range(batch)), LATENT_FRAMES))
+            img = img.to(device)
+            txt = torch.randn(2 * batch, TEXT_TOKENS, cfg.context_in_dim, device=device)
+            y = torch.randn(2 * batch, cfg.vec_in_dim, device=device)
+            ref = None
+            for name, kw in grid.items():
+                _reset_peak(device)
+                out, counts, seconds = sample(model, img, txt, y, steps=steps, **kw)
+                counts.pop("cpu_s")
+                ref = out if ref is None else ref
+                runs[f"small {dtype_name} b{batch} {name}"] = {
+                    **counts,
+                    "s_per_clip": seconds / batch * STEPS / steps,
+                    "peak_mem_gb": _peak_gb(device),
+                    "rel_latent_diff": float((out - ref).norm() / ref.norm()),
+                }
+        del model
+        _reset_peak(device)
+    return runs
+
+
+def text_placements(memory_bytes: int, dtype: str = "bf16") -> dict[str, dict]:
+    """Per released variant: the setup that fits and where `--text-device auto` encodes."""
+    from fluxmusic_cli.engine import placement, registry
+
+    out = {}
+    for v in registry.VARIANTS.values():
+        need = placement.component_bytes(v.params, dtype)
+        out[v.name] = {
+            "setup": placement.setup_for(memory_bytes, need),
+            "text_device": placement.choose_text_device("auto", "cuda", memory_bytes, need).device,
+        }
+    return out
+
+
 def run(quick: bool) -> dict:
     import torch
 
@@ -114,6 +184,10 @@ def run(quick: bool) -> dict:
     out: dict = {"device": torch.cuda.get_device_name(0)}
     out["runs"] = measure("cuda", variants, n_steps=3 if quick else 8)
     out["note"] = "s_per_clip = 50 x median step time / batch (denoising only)"
+    out["options"] = options("cuda", VARIANTS["small"], steps=10 if quick else STEPS)
+    total = torch.cuda.get_device_properties(0).total_memory
+    out["text_placement"] = {"memory_gb": total / 1e9, "variants": text_placements(total)}
+    out["attention"] = "the default SDPA path (no other attention path is wired; see RESULTS.md)"
     out["load_avg"] = {"start": start, "end": load_avg()}
     return out
 
@@ -127,5 +201,11 @@ def summary_rows(name: str, r: dict) -> list[tuple[str, str]]:
         return [("error", r["error"][:300])]
     if r.get("measured") is False:
         return [("not measured", r["reason"])]
-    return [(k, f"{v['s_per_clip']:.2f} s/clip" if "s_per_clip" in v else v["error"])
+    rows = [(k, f"{v['s_per_clip']:.2f} s/clip" if "s_per_clip" in v else v["error"])
             for k, v in r["runs"].items()]  # fmt: skip
+    rows += [(k, f"{v['s_per_clip']:.2f} s/clip, {v['rows']} rows, {v['full']} full passes, "
+                 f"latent diff {v['rel_latent_diff']:.2g}")
+             for k, v in r.get("options", {}).items()]  # fmt: skip
+    for name, v in r.get("text_placement", {}).get("variants", {}).items():
+        rows.append((f"{name}: setup / text device", f"{v['setup']} / {v['text_device']}"))
+    return rows

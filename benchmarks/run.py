@@ -3,6 +3,8 @@
     python benchmarks/run.py [--quick] [--only step,clip,startup,load,batch,peers,gpu] [--out F]
 
 `--only train,prepare` (opt-in) times fine-tuning steps and preparation.
+`--only passes` (opt-in) counts what --guidance-interval and --cache save; `--only attention`
+(opt-in) times attention kernels at every head size.
 `--only longform` (opt-in) compares 30 s and 60 s long-form windows with one long window and
 checks the 5-minute memory target. `--only compile` (opt-in) times the bf16 step under
 torch.compile on the CPU. `--only load-released`
@@ -41,6 +43,8 @@ MODULES = {
     "train": "train",
     "prepare": "train",
     "longform": "longform",
+    "passes": "passes",
+    "attention": "attention",
     **{p: "peers" for p in PEERS},
 }
 

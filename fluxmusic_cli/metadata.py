@@ -31,6 +31,10 @@ _REPLAYED = {
     "vae_vocoder": "vae_vocoder",
     "output_sample_rate": "sample_rate",
     "peak_normalize": "peak_normalize",
+    # Fewer forward passes (absent or null: off).
+    "guidance_interval": "guidance_interval",
+    "cache": "cache",
+    "text_device": "text_device",
     # Long-form, loops and edits.
     "context": "context",
     "loop": "loop",

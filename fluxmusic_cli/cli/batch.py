@@ -148,6 +148,9 @@ def batch(
     compile_model: opt.Compile = False,
     threads: opt.Threads = None,
     lora: opt.Lora = None,
+    text_device: opt.TextDeviceOpt = opt.TextDeviceChoice.auto,
+    guidance_interval: opt.GuidanceIntervalOpt = None,
+    cache: opt.CacheOpt = None,
     sample_rate: opt.SampleRate = 16000,
     peak_normalize: opt.PeakNormalize = False,
     save_latent: opt.SaveLatent = False,
@@ -177,6 +180,7 @@ def batch(
         conditioning=conditioning.value, device=device.value, dtype=dtype.value,
         memory=memory.value, token=token, compile=compile_model, threads=threads,
         loras=opt.loras(lora),
+        guidance_interval=guidance_interval, cache=cache, text_device=text_device,
     )  # fmt: skip
     run_plan(plan, settings, engine_options, batch_size=batch_size, force=force,
              json_out=json_out, quiet=quiet, yes=yes, label="rows")  # fmt: skip

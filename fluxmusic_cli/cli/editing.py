@@ -25,6 +25,7 @@ OPERATION_OPTIONS: dict[str, tuple[str, ...]] = {
 _SHARED_REPLAYED = (
     "model", "t5", "clap", "vae_vocoder", "encoders", "conditioning", "device", "dtype",
     "steps", "guidance", "negative_prompt", "seed", "sample_rate", "peak_normalize",
+    "guidance_interval", "cache", "text_device",
 )  # fmt: skip
 
 

@@ -35,6 +35,13 @@ class DeviceChoice(str, Enum):
     mps = "mps"
 
 
+class TextDeviceChoice(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
+
+
 class DtypeChoice(str, Enum):
     auto = "auto"
     fp32 = "fp32"
@@ -138,6 +145,42 @@ Threads = Annotated[
         min=1,
         help="CPU threads (default: OMP_NUM_THREADS, else the physical cores).",
         rich_help_panel=MODELS,
+        show_default=False,
+    ),
+]
+TextDeviceOpt = Annotated[
+    TextDeviceChoice,
+    typer.Option(
+        "--text-device",
+        help="Where T5 and CLAP encode the prompts. auto: on the model's device when they fit "
+        "there, else on the CPU (only the embeddings move; the transformer and decoder stay on "
+        "the accelerator), which lets an 8 GB GPU run the default setup.",
+        rich_help_panel=MODELS,
+    ),
+]
+GuidanceIntervalOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--guidance-interval",
+        metavar="LO:HI",
+        help="Classifier-free guidance only while the time t (1 = noise, 0 = music) is in "
+        "[LO, HI]; other steps run one conditional pass, half the work. Off by default. Its "
+        "effect on the sound is not measured (no real weights were available here).",
+        rich_help_panel=SAMPLING,
+        show_default=False,
+    ),
+]
+CacheOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--cache",
+        metavar="THRESHOLD",
+        min=0.0,
+        help="First-Block Cache: skip the transformer's other blocks on a step whose first "
+        "block changed by at most THRESHOLD (relative) since the last computed step, e.g. "
+        "0.05. Off by default. Its effect on the sound is not measured (no real weights were "
+        "available here).",
+        rich_help_panel=SAMPLING,
         show_default=False,
     ),
 ]

@@ -103,6 +103,9 @@ def vary(
     compile_model: opt.Compile = False,
     threads: opt.Threads = None,
     lora: opt.Lora = None,
+    text_device: opt.TextDeviceOpt = opt.TextDeviceChoice.auto,
+    guidance_interval: opt.GuidanceIntervalOpt = None,
+    cache: opt.CacheOpt = None,
     sample_rate: opt.SampleRate = 16000,
     peak_normalize: opt.PeakNormalize = False,
     force: opt.Force = False,
@@ -143,6 +146,7 @@ def vary(
         conditioning=conditioning.value, device=device.value, dtype=dtype.value,
         memory=memory.value, token=token, compile=compile_model, threads=threads,
         loras=opt.loras(lora),
+        guidance_interval=guidance_interval, cache=cache, text_device=text_device,
     )  # fmt: skip
     failure: PartialFailure | None = None
     try:

@@ -18,6 +18,7 @@ class Placement:
     device: str
     dtype: str  # fp32 | bf16 | fp16
     reason: str
+    note: str | None = None  # a fallback the user should hear about
 
     @property
     def torch_dtype(self):
@@ -40,6 +41,17 @@ def mps_available() -> bool:
     import torch
 
     return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+
+
+def mps_bf16_supported() -> bool:
+    """Whether this torch computes bf16 on MPS (macOS 14 and later do)."""
+    import torch
+
+    try:
+        x = torch.ones(4, 4, device="mps", dtype=torch.bfloat16)
+        return bool(torch.isfinite((x @ x).float().cpu()).all())
+    except (RuntimeError, TypeError):
+        return False
 
 
 def auto_device() -> str:
@@ -94,7 +106,14 @@ def resolve_placement(device: str = "auto", dtype: str = "auto") -> Placement:
             "--dtype fp16 on the CPU has no native kernels and runs about 50x slower than "
             "bf16; use --dtype bf16 (or fp32) there."
         )
-    return Placement(device=chosen, dtype=dtype, reason="; ".join(reasons) or "as requested")
+    note = None
+    if chosen == "mps":
+        from fluxmusic_cli.engine.placement import mps_dtype
+
+        dtype, note = mps_dtype(dtype, dtype != "bf16" or mps_bf16_supported())
+        if note:
+            reasons.append(note)
+    return Placement(chosen, dtype, "; ".join(reasons) or "as requested", note)
 
 
 def available_memory_bytes(device: str) -> int | None:

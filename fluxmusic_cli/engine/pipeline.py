@@ -58,6 +58,17 @@ class EngineOptions:
     compile: bool = False  # torch.compile the transformer (falls back to eager on failure)
     threads: int | None = None  # CPU threads; None: OMP_NUM_THREADS, else physical cores
     loras: tuple[tuple[str, float], ...] = ()  # (file, scale): merged into the transformer
+    # Fewer forward passes, by choice (engine/guidance.py, engine/block_cache.py); None: off,
+    # which computes exactly what the published script does.
+    guidance_interval: tuple[float, float] | None = None  # guide only while lo <= t <= hi
+    cache: float | None = None  # First-Block Cache threshold
+    text_device: str = "auto"  # where T5 and CLAP run (engine/placement.py)
+
+    def __post_init__(self) -> None:
+        from fluxmusic_cli.engine.guidance import parse_interval
+
+        # "LO:HI" from the command line or [lo, hi] from a record, as a checked tuple.
+        object.__setattr__(self, "guidance_interval", parse_interval(self.guidance_interval))
 
     def check(self) -> None:
         if self.forward_batch < 1:
@@ -71,6 +82,21 @@ class EngineOptions:
             raise UsageError(
                 f"Unknown conditioning mode {self.conditioning!r}; choose one of "
                 f"{', '.join(MODES)}."
+            )
+        if self.cache is not None:
+            if not math.isfinite(self.cache) or self.cache < 0:
+                raise UsageError(f"Cache threshold must be a number >= 0, got {self.cache}.")
+            if self.compile:
+                raise UsageError(
+                    "--cache and --compile cannot be combined yet (the cache's hooks are not "
+                    "compiled); drop one."
+                )
+        from fluxmusic_cli.engine.placement import TEXT_DEVICES
+
+        if self.text_device not in TEXT_DEVICES:
+            raise UsageError(
+                f"Unknown text device {self.text_device!r}; choose one of "
+                f"{', '.join(TEXT_DEVICES)}."
             )
         if self.memory not in MEMORY_POLICIES:
             raise UsageError(
@@ -258,6 +284,16 @@ class Engine:
 
     # -- stage: sampling -------------------------------------------------------------------------
 
+    def _velocity(self, model, txt, y, length: int) -> sampling.VelocityFn:
+        """The model bound to its conditioning for one sampling run, through the first-block
+        cache when one is asked for (a fresh cache each run)."""
+        velocity = sampling.model_velocity(model, txt, y, length=length)
+        if self.options.cache is None:
+            return velocity
+        from fluxmusic_cli.engine import block_cache
+
+        return block_cache.cached_velocity(model, velocity, self.options.cache)
+
     def _window_sampler(
         self, model, txt, y, steps: int, guidance: float, start: int, on_step
     ) -> sampling.WindowSampler:
@@ -267,7 +303,7 @@ class Engine:
         schedule = sampling.get_schedule(steps)
 
         def sample(known, mask, noise):
-            velocity = sampling.model_velocity(model, txt, y, length=known.shape[1])
+            velocity = self._velocity(model, txt, y, known.shape[1])
             try:
                 out = sampling.masked_denoise(
                     velocity,
@@ -278,6 +314,7 @@ class Engine:
                     start,
                     guidance,
                     on_step=lambda i, n: on_step(),
+                    interval=self.options.guidance_interval,
                 )
             except RuntimeError as exc:
                 raise as_oom(exc, "denoising") from exc
@@ -298,11 +335,11 @@ class Engine:
         try:
             with torch.inference_mode():
                 for k, (lo, hi) in enumerate(chunks):
-                    cond = sampling.model_velocity(
+                    cond = self._velocity(
                         model,
                         torch.cat([txt[lo:hi], txt[batch + lo : batch + hi]]),
                         torch.cat([y[lo:hi], y[batch + lo : batch + hi]]),
-                        length=length,
+                        length,
                     )
                     done = k * request.steps
                     final = sampling.denoise(
@@ -313,6 +350,7 @@ class Engine:
                         on_step=lambda i, n, done=done: self._emit(
                             "denoise", done + i, n * len(chunks)
                         ),
+                        interval=self.options.guidance_interval,
                     )
                     finals.append(sampling.unpatchify(final, length).float().cpu())
         except RuntimeError as exc:
@@ -418,6 +456,7 @@ class Engine:
                 )
                 finals = self._denoise_batch(model, txt, y, noise, request)
         warnings += [self.store.compile_note] if self.store.compile_note else []
+        warnings += [self.placement.note] if self.placement.note else []
 
         # 5. Decode each whole latent; trim to the requested duration (a loop keeps its period).
         with clock("decode_s"):
@@ -468,6 +507,7 @@ class Engine:
         with clock("denoise_s"):
             final, generated, windows = self._sample_edit(model, txt, y, request, plan, latent)
         warnings += [self.store.compile_note] if self.store.compile_note else []
+        warnings += [self.placement.note] if self.placement.note else []
 
         # 5. Decode the whole latent in one pass, back at the recording's level.
         with clock("decode_s"):
@@ -562,6 +602,7 @@ class Engine:
 
         store = self.store
         place = self.placement
+        o = self.options
         compiled = self.options.compile and store.compile_note is None
         return {
             "tool": "fluxmusic",
@@ -578,12 +619,15 @@ class Engine:
             "clap": self.refs["clap"].identity,
             "vae_vocoder": self.refs["audioldm2"].identity,
             "device": place.device,
+            "text_device": store.text_placement.device,
             "dtype": place.dtype,
             "memory_policy": store.memory_policy(),
             "forward_batch": self.options.forward_batch,
             "threads": store.threads,
             "compile": compiled,
             "compile_scope": store.compile_scope if compiled else None,
+            "guidance_interval": list(o.guidance_interval) if o.guidance_interval else None,
+            "cache": o.cache,
             "timings": {k: round(v, 3) for k, v in timings.items()},
             "versions": {
                 "torch": torch.__version__,

@@ -116,17 +116,19 @@ def denoise(
     guidance: float,
     *,
     on_step: Callable[[int, int], None] | None = None,
+    interval: tuple[float, float] | None = None,
 ) -> torch.Tensor:
     """Euler from t = 1 to 0 with classifier-free guidance; returns the final tokens.
 
     `velocity(x, t)` takes x of (2B, N, D) -- the conditional half first, then the
     unconditional half -- and t of (2B,), and returns v of the same shape as x (see
-    `guided_velocity` for guidance 1). The state is kept in fp32 whatever the model's dtype.
+    `guided_velocity` for guidance 1 and for steps outside a guidance `interval`). The state is
+    kept in fp32 whatever the model's dtype.
     """
     img = img.float()
     n = len(timesteps) - 1
     for i, (t_curr, t_prev) in enumerate(zip(timesteps[:-1], timesteps[1:])):
-        v = guided_velocity(velocity, img, t_curr, guidance)
+        v = guided_velocity(velocity, img, t_curr, guidance, interval)
         img = img + (t_prev - t_curr) * v
         if on_step is not None:
             on_step(i + 1, n)
@@ -165,16 +167,25 @@ def model_velocity(
     return velocity
 
 
-def guided_velocity(velocity: VelocityFn, img: torch.Tensor, t: float, guidance: float):
+def guided_velocity(
+    velocity: VelocityFn,
+    img: torch.Tensor,
+    t: float,
+    guidance: float,
+    interval: tuple[float, float] | None = None,
+):
     """v_u + s (v_c - v_u) at time `t` for the state `img` (B, N, D), in fp32.
 
     With guidance exactly 1 the unconditional half cannot change the result, so it is not
-    computed and `velocity` receives only B rows.
+    computed and `velocity` receives only B rows; the same one conditional pass runs when `t`
+    lies outside a guidance `interval` (lo, hi).
     """
     import torch
 
+    from fluxmusic_cli.engine.guidance import guided_at
+
     batch = img.shape[0]
-    guided = guidance != 1.0
+    guided = guidance != 1.0 and guided_at(t, interval)
     x = torch.cat([img, img]) if guided else img
     tt = torch.full((x.shape[0],), t, dtype=torch.float32, device=img.device)
     v = velocity(x, tt).float()
@@ -194,6 +205,7 @@ def masked_denoise(
     guidance: float,
     *,
     on_step: Callable[[int, int], None] | None = None,
+    interval: tuple[float, float] | None = None,
 ) -> torch.Tensor:
     """Sample with some latent frames known; returns the final latent (B, 8, T, 16).
 
@@ -218,7 +230,7 @@ def masked_denoise(
     t_k = sched[0]
     img = (1 - t_k) * x0_tok + t_k * eps_tok
     for i, (t_curr, t_prev) in enumerate(zip(sched[:-1], sched[1:])):
-        v = guided_velocity(velocity, img, t_curr, guidance)
+        v = guided_velocity(velocity, img, t_curr, guidance, interval)
         img = img + (t_prev - t_curr) * v
         img = torch.where(keep, (1 - t_prev) * x0_tok + t_prev * eps_tok, img)
         if on_step is not None:

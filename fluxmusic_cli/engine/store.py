@@ -28,6 +28,7 @@ class ModelStore:
         self._report = report
         self._placement: devices.Placement | None = None
         self._policy: str | None = None
+        self._text: Any = None  # placement.TextPlacement, decided once
         self.threads: int | None = None
         self.compile_note: str | None = None
         self.compile_scope: str | None = None  # "blocks" (regional) or "model", once compiled
@@ -70,14 +71,16 @@ class ModelStore:
         key = (encoders or self.options.encoders, mode or self.options.conditioning)
         if key not in self._conditioners:
             place = self.placement
-            # T5-XXL overflows in fp16; it runs in bf16 there instead.
-            enc_dtype = "bf16" if place.dtype == "fp16" else place.dtype
+            from fluxmusic_cli.engine.placement import encoder_dtype
+
+            bf16_ok = place.device != "mps" or devices.mps_bf16_supported()
+            enc_dtype = encoder_dtype(place.dtype, bf16_ok)
             self._conditioners[key] = TextConditioner(
                 t5=self.refs["t5"],
                 clap=self.refs["clap"],
                 encoders=key[0],
                 mode=key[1],
-                device=place.device,
+                device=self.text_placement.device,
                 dtype=devices.Placement(place.device, enc_dtype, "").torch_dtype,
                 cache=EmbeddingCache(),
                 resolve=self._local,
@@ -96,6 +99,18 @@ class ModelStore:
         )
         return text_widths(path).get(kind)
 
+    @property
+    def text_placement(self):
+        """Where the text encoders run (`--text-device`), decided once before anything loads."""
+        if self._text is None:
+            from fluxmusic_cli.engine.placement import choose_text_device
+
+            device = self.placement.device
+            avail = None if device == "cpu" else devices.available_memory_bytes(device)
+            need = self.estimate_memory_bytes()
+            self._text = choose_text_device(self.options.text_device, device, avail, need)
+        return self._text
+
     def memory_policy(self) -> str:
         """Decided once, before anything loads (free memory shrinks as models load)."""
         if self._policy is None:
@@ -103,7 +118,10 @@ class ModelStore:
                 self._policy = self.options.memory
             else:
                 avail = devices.available_memory_bytes(self.placement.device)
-                need = self.estimate_memory_bytes()["total"]
+                est = self.estimate_memory_bytes()
+                need = est["total"]
+                if self.text_placement.device != self.placement.device:
+                    need -= est["t5"] + est["clap"]  # encoded on the CPU, not on the device
                 fits = avail is not None and need < 0.8 * avail
                 self._policy = "resident" if fits else "sequential"
         return self._policy

@@ -81,3 +81,26 @@ def test_batch_rows_at_reduced_steps_show_the_extrapolation(bench):
         "batch", {**BATCH, "steps": 3, "extrapolated_50_steps": extra}
     )
     assert rows[-1] == ("  extrapolated to 50 steps: batch / generate", "24.3 / 23.2 clips/h")
+
+
+def test_options_grid_counts_the_passes_each_setting_runs_on_cpu(gpu_section):
+    runs = gpu_section.options(
+        "cpu", TINY, steps=8, dtypes=("fp32",), batches=(2,),
+        grid={"default": {}, "half": {"interval": (0.0, 0.5)}, "skip": {"cache": 1e9}},
+    )  # fmt: skip
+    for batch in (2,):
+        cases = ("default", "half", "skip")
+        default, half, skip = (runs[f"small fp32 b{batch} {k}"] for k in cases)
+        assert default["rows"] == 16 * batch and default["rel_latent_diff"] == 0.0
+        # t = 1 .. 0.125 in 8 steps: the four at or below 0.5 are guided.
+        assert half["calls"] == 8 and half["rows"] == 12 * batch and half["rel_latent_diff"] > 0
+        assert skip["full"] == 1 and skip["calls"] == 8
+        assert all(r["s_per_clip"] > 0 and r["peak_mem_gb"] is None for r in (default, half))
+
+
+def test_text_placement_rows_follow_the_gpu_memory(gpu_section):
+    eight = gpu_section.text_placements(8 * 10**9)
+    assert eight["small"] == {"setup": "text on cpu", "text_device": "cpu"}
+    assert gpu_section.text_placements(80 * 10**9)["giant"] == {
+        "setup": "resident", "text_device": "cuda",
+    }  # fmt: skip

@@ -1,0 +1,110 @@
+"""Where the text encoders run and which setups fit, with device memory injected: the pure
+decision from the parameter table, the store acting on it, and the MPS dtype fallback."""
+
+from __future__ import annotations
+
+import pytest
+
+from fluxmusic_cli.engine import devices, placement, registry
+from fluxmusic_cli.engine.pipeline import EngineOptions
+from fluxmusic_cli.engine.store import ModelStore
+from fluxmusic_cli.errors import UsageError
+
+GB = 10**9
+MEMORIES = (4, 8, 16, 24, 80)
+
+
+def need(variant: str, dtype: str = "bf16", encoders: str = "both") -> dict[str, int]:
+    return placement.component_bytes(registry.VARIANTS[variant].params, dtype, encoders)
+
+
+def test_component_bytes_come_from_the_parameter_table():
+    small = need("small")
+    assert small["t5"] == registry.PARAMS_BY_KIND["t5"] * devices.BYTES_PER_PARAM["bf16"]
+    assert small["transformer"] == registry.VARIANTS["small"].params * 2
+    assert small["total"] == sum(v for k, v in small.items() if k != "total")
+    # fp16 runs T5 in bf16 (it overflows in fp16): same bytes per parameter.
+    assert need("small", "fp16")["t5"] == small["t5"]
+    assert need("small", "fp32")["t5"] == 2 * small["t5"]
+    assert need("small", encoders="clap")["t5"] == 0
+
+
+@pytest.mark.parametrize(
+    ("variant", "expected"),
+    [
+        # small bf16: T5 + CLAP 10.0 GB, transformer + decoder 0.7 GB.
+        ("small", ["text on cpu", "text on cpu", "resident", "resident", "resident"]),
+        # giant bf16: transformer + decoder 4.7 GB, 14.7 GB in all.
+        ("giant", ["does not fit", "text on cpu", "sequential", "resident", "resident"]),
+    ],
+)
+def test_setups_that_fit_4_8_16_24_and_80_gb(variant, expected):
+    assert [placement.setup_for(gb * GB, need(variant)) for gb in MEMORIES] == expected
+
+
+@pytest.mark.parametrize(
+    ("variant", "expected"),
+    [
+        ("small", ["cpu", "cpu", "cuda", "cuda", "cuda"]),
+        ("giant", ["cpu", "cpu", "cuda", "cuda", "cuda"]),
+    ],
+)
+def test_auto_encodes_on_the_cpu_when_t5_does_not_fit_the_gpu(variant, expected):
+    chosen = [
+        placement.choose_text_device("auto", "cuda", gb * GB, need(variant)).device
+        for gb in MEMORIES
+    ]
+    assert chosen == expected
+
+
+def test_clap_alone_fits_a_4_gb_gpu():
+    chosen = placement.choose_text_device("auto", "cuda", 4 * GB, need("small", encoders="clap"))
+    assert chosen.device == "cuda"
+
+
+def test_explicit_choices_and_refusals():
+    small = need("small")
+    assert placement.choose_text_device("cpu", "cuda", 80 * GB, small).device == "cpu"
+    assert placement.choose_text_device("cuda", "cuda", 4 * GB, small).device == "cuda"
+    assert placement.choose_text_device("auto", "cpu", None, small).device == "cpu"
+    # A Mac's CPU shares the GPU's memory: moving T5 there would free nothing.
+    assert placement.choose_text_device("auto", "mps", 16 * GB, small).device == "mps"
+    with pytest.raises(UsageError, match="needs the model on mps"):
+        placement.choose_text_device("mps", "cuda", 80 * GB, small)
+    with pytest.raises(UsageError, match="needs --device cuda"):
+        placement.choose_text_device("cuda", "cpu", None, small)
+    with pytest.raises(UsageError, match="Unknown text device"):
+        placement.choose_text_device("tpu", "cuda", 80 * GB, small)
+
+
+def test_fit_table_covers_every_released_variant():
+    table = placement.fit_table()
+    assert list(table) == list(registry.VARIANTS)
+    assert table["small"][8] == "text on cpu" and table["giant"][24] == "resident"
+
+
+@pytest.mark.parametrize(
+    ("variant", "gb", "text", "policy"),
+    [("small", 8, "cpu", "resident"), ("giant", 16, "cuda", "sequential"),
+     ("giant", 80, "cuda", "resident")],
+)  # fmt: skip
+def test_the_store_places_the_encoders_and_sizes_the_policy_by_what_stays_on_the_gpu(
+    monkeypatch, variant, gb, text, policy
+):
+    store = ModelStore(EngineOptions(model=variant, dtype="bf16"))
+    store._placement = devices.Placement("cuda", "bf16", "injected")
+    monkeypatch.setattr(devices, "available_memory_bytes", lambda device: gb * GB)
+    assert store.text_placement.device == text
+    # On an 8 GB GPU, with T5 on the CPU, the small model's 0.7 GB stays resident there.
+    assert store.memory_policy() == policy
+
+
+def test_mps_falls_back_from_bf16_to_fp32_with_a_note():
+    assert placement.mps_dtype("bf16", bf16_ok=False) == (
+        "fp32",
+        "bf16 is not supported on this Mac's MPS; running in fp32 instead.",
+    )
+    assert placement.mps_dtype("bf16", bf16_ok=True) == ("bf16", None)
+    assert placement.mps_dtype("fp16", bf16_ok=False) == ("fp16", None)
+    assert placement.encoder_dtype("fp16", bf16_ok=False) == "fp32"
+    assert placement.encoder_dtype("fp16") == "bf16"
