@@ -40,6 +40,10 @@ ENGINE: dict[str, tuple[Any, Any]] = {
     "compile_model": (opt.Compile, _DEFAULTS.compile),
     "threads": (opt.Threads, None),
     "lora": (opt.Lora, None),
+    # Where the encoders run, and fewer forward passes (off by default).
+    "text_device": (opt.TextDeviceOpt, opt.TextDeviceChoice(_DEFAULTS.text_device)),
+    "guidance_interval": (opt.GuidanceIntervalOpt, None),
+    "cache": (opt.CacheOpt, None),
     "yes": (opt.Yes, False),
 }
 SAMPLING: dict[str, tuple[Any, Any]] = {
@@ -48,12 +52,6 @@ SAMPLING: dict[str, tuple[Any, Any]] = {
     "negative_prompt": (opt.Negative, DEFAULT_NEGATIVE_PROMPT),
     "seed": (opt.Seed, None),
 }
-# Options added since: where the encoders run, and fewer forward passes.
-ENGINE.update(
-    text_device=(opt.TextDeviceOpt, opt.TextDeviceChoice(_DEFAULTS.text_device)),
-    guidance_interval=(opt.GuidanceIntervalOpt, None),
-    cache=(opt.CacheOpt, None),
-)
 OUTPUT: dict[str, tuple[Any, Any]] = {
     "sample_rate": (opt.SampleRate, 16000),
     "peak_normalize": (opt.PeakNormalize, False),
