@@ -10,16 +10,6 @@ import soundfile as sf
 FAST = ["--steps", "2", "--duration", "0.48", "--device", "cpu", "--dtype", "fp32"]
 
 
-@pytest.fixture
-def gen(monkeypatch, run_cli, tiny_bundle, tmp_path):
-    monkeypatch.chdir(tmp_path)
-
-    def _gen(*args, stdin=None):
-        return run_cli(["generate", *tiny_bundle.cli_args(), *FAST, *args], stdin)
-
-    return _gen
-
-
 def test_generate_writes_audio_sidecar_and_json(gen, tmp_path):
     code, out, err = gen("soft rain on a tin roof", "-o", "rain.flac", "--seed", "5", "--json")
     assert code == 0, err

@@ -22,26 +22,6 @@ PAGE = 4096
 
 
 @pytest.fixture
-def gen(monkeypatch, run_cli, tiny_bundle, tmp_path):
-    monkeypatch.chdir(tmp_path)
-
-    def _gen(*args, stdin=None):
-        return run_cli(["generate", *tiny_bundle.cli_args(), *FAST, *args], stdin)
-
-    return _gen
-
-
-@pytest.fixture
-def batch(monkeypatch, run_cli, tiny_bundle, tmp_path):
-    monkeypatch.chdir(tmp_path)
-
-    def _batch(*args, stdin=None):
-        return run_cli(["batch", *args, *tiny_bundle.cli_args(), *FAST], stdin)
-
-    return _batch
-
-
-@pytest.fixture
 def small_disk(tmp_path):
     """`small_disk(free_bytes)`: a fresh tmpfs with about that much room left (root only)."""
     mounts: list[Path] = []

@@ -17,26 +17,6 @@ FAST = ["--steps", "2", "--duration", "0.48", "--device", "cpu", "--dtype", "fp3
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def gen(monkeypatch, run_cli, tiny_bundle, tmp_path):
-    monkeypatch.chdir(tmp_path)
-
-    def _gen(*args, stdin=None):
-        return run_cli(["generate", *tiny_bundle.cli_args(), *FAST, *args], stdin)
-
-    return _gen
-
-
-@pytest.fixture
-def batch(monkeypatch, run_cli, tiny_bundle, tmp_path):
-    monkeypatch.chdir(tmp_path)
-
-    def _batch(*args):
-        return run_cli(["batch", *args, *tiny_bundle.cli_args(), *FAST])
-
-    return _batch
-
-
 def test_generate_from_stdin_skips_comment_lines_as_batch_does(gen, tmp_path):
     code, _, err = gen("-", "-o", "clips/", "--seed", "3", stdin="# my cues\nlow drone\n\n")
     assert code == 0, err
