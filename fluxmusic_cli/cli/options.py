@@ -275,7 +275,7 @@ OutputPath = Annotated[
     typer.Option(
         "--output",
         "-o",
-        help="File (.wav .flac .mp3 .ogg), '-' for WAV on stdout, or a folder (a path without "
+        help="File (.wav .flac .mp3 .ogg .m4a), '-' for WAV on stdout, or a folder (a path without "
         "an extension). Default: <prompt-slug>-s<seed>.wav here.",
         rich_help_panel=OUTPUT,
         show_default=False,
