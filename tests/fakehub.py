@@ -242,3 +242,27 @@ def start_fake_hub(monkeypatch) -> FakeHub:
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
     return hub
+
+
+def folder_files(folder) -> dict[str, bytes]:
+    """Every file under `folder`, by its path relative to it, as a repo to serve."""
+    from pathlib import Path
+
+    folder = Path(folder)
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()
+    }
+
+
+def serve_tiny_bundle(hub: FakeHub, bundle, *, advertised: dict | None = None) -> FakeHub:
+    """Publish a tiny bundle under the default repos (small, the default T5, CLAP, AudioLDM 2);
+    `advertised` overrides the small checkpoint's announced size."""
+    from fluxmusic_cli.engine import registry
+
+    small = registry.get_variant("small")
+    extra = {} if advertised is None else {"advertised": advertised}
+    hub.add(small.repo_id, {small.filename: bundle.model.read_bytes()}, **extra)
+    hub.add(registry.T5_SOURCES[registry.DEFAULT_T5].repo_id, folder_files(bundle.t5))
+    hub.add(registry.CLAP.repo_id, folder_files(bundle.clap))
+    hub.add(registry.AUDIOLDM2.repo_id, folder_files(bundle.audioldm2))
+    return hub

@@ -12,17 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from fakehub import start_fake_hub
+from fakehub import folder_files, serve_tiny_bundle, start_fake_hub
 
 from fluxmusic_cli.engine import registry
 
 FAST = ["--steps", "2", "--duration", "0.48", "--device", "cpu", "--dtype", "fp32"]
-
-
-def tree(folder: Path) -> dict[str, bytes]:
-    return {
-        p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()
-    }
 
 
 def audio(path: Path) -> np.ndarray:
@@ -172,12 +166,7 @@ def test_a_local_encoder_whose_weights_change_is_encoded_again(gen, run_cli, tin
 
 @pytest.fixture
 def hub(monkeypatch, tiny_bundle):
-    server = start_fake_hub(monkeypatch)
-    small = registry.get_variant("small")
-    server.add(small.repo_id, {small.filename: tiny_bundle.model.read_bytes()})
-    server.add(registry.T5_SOURCES[registry.DEFAULT_T5].repo_id, tree(tiny_bundle.t5))
-    server.add(registry.CLAP.repo_id, tree(tiny_bundle.clap))
-    server.add(registry.AUDIOLDM2.repo_id, tree(tiny_bundle.audioldm2))
+    server = serve_tiny_bundle(start_fake_hub(monkeypatch), tiny_bundle)
     yield server
     server.stop()
 
@@ -190,7 +179,7 @@ def test_refreshed_t5_weights_are_not_answered_from_the_old_embeddings(
     monkeypatch.chdir(tmp_path)
     assert run_cli(["generate", "cello", "-o", "a.wav", "--seed", "1", "--yes", *FAST])[0] == 0
     hub.add(registry.T5_SOURCES[registry.DEFAULT_T5].repo_id,
-            tree(write_tiny_t5(tmp_path / "t5-new", seed=7)))  # fmt: skip
+            folder_files(write_tiny_t5(tmp_path / "t5-new", seed=7)))  # fmt: skip
     code, _, err = run_cli(["download", "t5", "--refresh", "--yes"])
     assert code == 0, err
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -4,31 +4,17 @@ use (a local fake of the hub's HTTP endpoint serving tiny bundles under the real
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import soundfile as sf
-from fakehub import start_fake_hub
-
-from fluxmusic_cli.engine import registry
+from fakehub import serve_tiny_bundle, start_fake_hub
 
 FAST = ["--steps", "2", "--duration", "0.48", "--device", "cpu", "--dtype", "fp32"]
 
 
-def tree(folder: Path) -> dict[str, bytes]:
-    return {
-        p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()
-    }
-
-
 @pytest.fixture
 def hub_with_tiny_weights(monkeypatch, tiny_bundle):
-    server = start_fake_hub(monkeypatch)
-    small = registry.get_variant("small")
-    server.add(small.repo_id, {small.filename: tiny_bundle.model.read_bytes()})
-    server.add(registry.T5_SOURCES[registry.DEFAULT_T5].repo_id, tree(tiny_bundle.t5))
-    server.add(registry.CLAP.repo_id, tree(tiny_bundle.clap))
-    server.add(registry.AUDIOLDM2.repo_id, tree(tiny_bundle.audioldm2))
+    server = serve_tiny_bundle(start_fake_hub(monkeypatch), tiny_bundle)
     yield server
     server.stop()
 

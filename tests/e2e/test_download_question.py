@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fakehub import start_fake_hub
+from fakehub import serve_tiny_bundle, start_fake_hub
 
 from fluxmusic_cli.engine import registry
 
@@ -19,12 +19,6 @@ pytestmark = pytest.mark.e2e
 
 FLUXMUSIC = Path(sys.executable).with_name("fluxmusic")
 FAST = ["--steps", "2", "--duration", "0.48", "--device", "cpu", "--dtype", "fp32"]
-
-
-def tree(folder: Path) -> dict[str, bytes]:
-    return {
-        p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()
-    }
 
 
 def _read(fd: int, until: bytes | None, seconds: float) -> bytes:
@@ -53,13 +47,10 @@ def test_the_download_question_stays_visible_defaults_to_no_and_no_exits_0(
 ):
     if not FLUXMUSIC.exists():
         pytest.skip(f"console script not installed at {FLUXMUSIC}")
-    hub = start_fake_hub(monkeypatch)
     small = registry.get_variant("small")
-    hub.add(small.repo_id, {small.filename: tiny_bundle.model.read_bytes()},
-            advertised={small.filename: 11 * 10**9})  # fmt: skip
-    hub.add(registry.T5_SOURCES[registry.DEFAULT_T5].repo_id, tree(tiny_bundle.t5))
-    hub.add(registry.CLAP.repo_id, tree(tiny_bundle.clap))
-    hub.add(registry.AUDIOLDM2.repo_id, tree(tiny_bundle.audioldm2))
+    hub = serve_tiny_bundle(
+        start_fake_hub(monkeypatch), tiny_bundle, advertised={small.filename: 11 * 10**9}
+    )
     (tmp_path / "cues.txt").write_text("cello\n")
     args = ["cello", "-o", "a.wav"] if command == "generate" else ["cues.txt", "-o", "out"]
     env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
