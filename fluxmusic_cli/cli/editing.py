@@ -164,19 +164,10 @@ def _apply_record(
     ctx: typer.Context, operation: str, path: Path, values: dict[str, Any], prompt: str | None
 ) -> tuple[str | None, str | None]:
     """Fill every option the user did not type from the record; (its input path, prompt)."""
-    from fluxmusic_cli.metadata import read_record, replay_settings
+    from fluxmusic_cli.cli.replay import replay_record
 
-    record = read_record(path)
-    made_by = record.get("operation", "generate")
-    if made_by != operation:
-        raise UsageError(f"{path} records a {made_by}, not a {operation}; replay it with that.")
-    replay = replay_settings(record)
-    for name in (*_SHARED_REPLAYED, *OPERATION_OPTIONS[operation]):
-        if name not in replay:
-            continue
-        source = ctx.get_parameter_source(name)
-        if source is None or source.name in ("DEFAULT", "DEFAULT_MAP"):
-            values[name] = replay[name]
+    names = (*_SHARED_REPLAYED, *OPERATION_OPTIONS[operation])
+    record, replay = replay_record(ctx, path, operation, values, names)
     recorded_input = (record.get("input") or {}).get("path")
     return recorded_input, prompt if prompt is not None else replay["prompt"]
 

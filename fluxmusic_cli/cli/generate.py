@@ -138,22 +138,10 @@ def _apply_record(
     ctx: typer.Context, path: Path, values: dict[str, Any], prompt: str | None
 ) -> str:
     """Fill every option the user did not type from the record; return the prompt to use."""
-    from fluxmusic_cli.metadata import read_record, replay_settings
+    from fluxmusic_cli.cli.replay import replay_record
 
-    record = read_record(path)
-    made_by = record.get("operation", "generate")
-    if made_by != "generate":
-        raise UsageError(
-            f"{path} records a {made_by}, not a generation; replay it with "
-            f"fluxmusic {made_by} --from-record {path}."
-        )
-    replay = replay_settings(record)
-    for name, value in replay.items():
-        if name == "prompt" or name not in values:
-            continue
-        source = ctx.get_parameter_source(name)
-        if source is None or source.name in ("DEFAULT", "DEFAULT_MAP"):
-            values[name] = value
+    names = [name for name in values if name != "prompt"]
+    _, replay = replay_record(ctx, path, "generate", values, names)
     return prompt if prompt is not None else replay["prompt"]
 
 
