@@ -2,7 +2,8 @@
 
 Batch 2 (one guided item), 16 heads, 1024 music + 256 text tokens, every released head size
 (32 small, 48 base, 64 large, 88 giant), fp32 and bf16. Candidates: the default
-`scaled_dot_product_attention`, SDPA forced to the math backend, query-chunked SDPA, and
+`scaled_dot_product_attention`, SDPA forced to the math backend, query-chunked SDPA, SDPA on
+inputs upcast to float32 (the same call as fp32 for an fp32 run), and
 `flex_attention` compiled for the CPU where it compiles. Rounds are interleaved (each round
 times every candidate once, in turn) and speed is quoted as the median over rounds of each
 candidate's time divided by the default's in the same round, since this machine's speed drifts.
@@ -51,6 +52,12 @@ def sdpa_math(q, k, v):
         return torch.nn.functional.scaled_dot_product_attention(q, k, v)
 
 
+def sdpa_fp32(q, k, v):
+    """Low-precision inputs upcast to float32 for the kernel, the result cast back."""
+    f = torch.nn.functional.scaled_dot_product_attention
+    return f(q.float(), k.float(), v.float()).to(q.dtype)
+
+
 def sdpa_chunked(q, k, v):
     f = torch.nn.functional.scaled_dot_product_attention
     return torch.cat([f(q[:, :, i : i + CHUNK], k, v) for i in range(0, q.shape[2], CHUNK)], 2)
@@ -90,7 +97,9 @@ def run(
     reps = 1
     tokens = MUSIC_TOKENS + TEXT_TOKENS
     rates = {name: matmul_rate(DTYPES[name]) for name in dtypes}
-    candidates = {"sdpa": sdpa, "sdpa_math": sdpa_math, "sdpa_chunked": sdpa_chunked}
+    candidates = {
+        "sdpa": sdpa, "sdpa_math": sdpa_math, "sdpa_chunked": sdpa_chunked, "sdpa_fp32": sdpa_fp32,
+    }  # fmt: skip
     flex_fn, flex_error = flex_candidate() if flex else (None, "not tried in this run")
     if flex_fn is not None:
         candidates["flex_compiled"] = flex_fn

@@ -3,7 +3,8 @@
 bf16 and fp16, batch 1 and 8, eager and `torch.compile`. Then the options that change the
 work (`options`): `--guidance-interval` and `--cache` settings on the small variant over the
 whole 50-step schedule (passes counted, time, and how far the latent moves from the default's),
-and which text-encoder placement (`--text-device auto`) this GPU's memory gets per variant.
+and which text-encoder placement (`--text-device auto`) this GPU's memory gets per variant, and
+T5 encoding in bf16 on the CPU against bf16 and 8-bit weights on the GPU (`t5_encoding`).
 Needs only torch, transformers and diffusers (random weights, no network). Skipped with a
 reason where no CUDA device is visible. `measure` and `options` take the device and the grid as
 arguments, so the same loops are smoke-tested on the CPU with a tiny architecture
@@ -174,6 +175,18 @@ def text_placements(memory_bytes: int, dtype: str = "bf16") -> dict[str, dict]:
     return out
 
 
+def t5_encoding(rounds: int) -> dict:
+    """T5-XXL-width layers (`t5quant`): bf16 on the CPU, where `--text-device auto` encodes
+    when the GPU cannot hold T5, against bf16 and 8-bit weights on the GPU (torchao and
+    optimum-quanto, where installed), which would let an 8 GB GPU keep T5 (4.8 GB)."""
+    from t5quant import TORCHAO, measure
+
+    return {
+        "cpu": measure("cpu", rounds=rounds, names=("bf16",)),
+        "cuda": measure("cuda", rounds=rounds, names=("bf16", *TORCHAO, "quanto qint8 weights")),
+    }
+
+
 def run(quick: bool) -> dict:
     import torch
 
@@ -188,6 +201,7 @@ def run(quick: bool) -> dict:
     total = torch.cuda.get_device_properties(0).total_memory
     out["text_placement"] = {"memory_gb": total / 1e9, "variants": text_placements(total)}
     out["attention"] = "the default SDPA path (no other attention path is wired; see RESULTS.md)"
+    out["t5_encoding"] = t5_encoding(rounds=2 if quick else 4)
     out["load_avg"] = {"start": start, "end": load_avg()}
     return out
 
@@ -206,6 +220,10 @@ def summary_rows(name: str, r: dict) -> list[tuple[str, str]]:
     rows += [(k, f"{v['s_per_clip']:.2f} s/clip, {v['rows']} rows, {v['full']} full passes, "
                  f"latent diff {v['rel_latent_diff']:.2g}")
              for k, v in r.get("options", {}).items()]  # fmt: skip
+    for where, t5 in r.get("t5_encoding", {}).items():
+        for name, c in t5.get("cases", {}).items():
+            value = c.get("error") or f"~{c['est_full_encoder_s']:.2f} s per T5-XXL encode"
+            rows.append((f"T5 {name} on {where}", value))
     for name, v in r.get("text_placement", {}).get("variants", {}).items():
         rows.append((f"{name}: setup / text device", f"{v['setup']} / {v['text_device']}"))
     return rows

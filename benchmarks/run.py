@@ -4,7 +4,9 @@
 
 `--only train,prepare` (opt-in) times fine-tuning steps and preparation.
 `--only passes` (opt-in) counts what --guidance-interval and --cache save; `--only attention`
-(opt-in) times attention kernels at every head size.
+(opt-in) times attention kernels at every head size; `--only roofline` (opt-in) times guided
+steps of small and base against the matmul roofline, with both bf16 attention paths;
+`--only t5-8bit` (opt-in) times T5-XXL layers in bf16 against 8-bit torchao/quanto weights.
 `--only longform` (opt-in) compares 30 s and 60 s long-form windows with one long window and
 checks the 5-minute memory target. `--only compile` (opt-in) times the bf16 step under
 torch.compile on the CPU. `--only load-released`
@@ -45,6 +47,8 @@ MODULES = {
     "longform": "longform",
     "passes": "passes",
     "attention": "attention",
+    "roofline": "roofline",
+    "t5-8bit": "t5quant",
     **{p: "peers" for p in PEERS},
 }
 

@@ -59,12 +59,31 @@ def _environment() -> dict[str, Any]:
         },
         "auto_placement": {"device": place.device, "dtype": place.dtype, "why": place.reason},
         "memory_available": devices.available_memory_bytes(place.device),
+        "default_setup": _default_setup(place.device, place.dtype),
         "disk_free_hub_cache": free_disk,
         "tool_cache": str(paths.cache_dir()),
         "hub_cache": str(hub.hub_cache_dir()),
         "hub": _hub_reachability(),
         "ffmpeg": _ffmpeg(),
         "cached": [e.to_dict() for e in hub.list_cache()],
+    }
+
+
+def _default_setup(device: str, dtype: str) -> dict[str, Any]:
+    """Where `--text-device auto` puts the text encoders of the default setup (the default
+    variant with T5 and CLAP) on the auto device, and which memory setup it runs in."""
+    from fluxmusic_cli.engine import devices, placement, registry
+
+    variant = registry.VARIANTS[registry.DEFAULT_VARIANT]
+    need = placement.component_bytes(variant.params, dtype)
+    memory = devices.available_memory_bytes(device)
+    text = placement.choose_text_device("auto", device, memory, need)
+    return {
+        "variant": variant.name,
+        "weights_gb": round(need["total"] / placement.GB, 1),
+        "text_device": text.device,
+        "why": text.reason,
+        "setup": "unknown" if memory is None else placement.setup_for(memory, need),
     }
 
 
@@ -163,6 +182,11 @@ def doctor(json_out: opt.Json = False) -> None:
         ("CPU threads; native bf16", f"{dev['cpu_threads']}; {dev['cpu_native_bf16']}"),
         ("auto device / dtype", "{device} / {dtype} ({why})".format(**env["auto_placement"])),
         ("memory available", _gib(env["memory_available"])),
+        (
+            "text encoders (default setup)",
+            "{text_device}, {setup}: {variant} with T5 + CLAP, {weights_gb} GB of weights "
+            "({why})".format(**env["default_setup"]),
+        ),
         ("free disk at the hub cache", _gib(env["disk_free_hub_cache"])),
         ("tool cache", env["tool_cache"]),
         ("hub cache", env["hub_cache"]),

@@ -21,8 +21,9 @@ def bench():
     try:
         import clip
         import gpu
+        import t5quant
 
-        yield {"gpu": gpu, "clip": clip}
+        yield {"gpu": gpu, "clip": clip, "t5quant": t5quant}
     finally:
         sys.path.remove(str(BENCH))
 
@@ -104,3 +105,12 @@ def test_text_placement_rows_follow_the_gpu_memory(gpu_section):
     assert gpu_section.text_placements(80 * 10**9)["giant"] == {
         "setup": "resident", "text_device": "cuda",
     }  # fmt: skip
+
+
+def test_t5_encoding_comparison_times_and_checks_each_candidate(bench):
+    tiny = dict(bench["t5quant"].XXL, d_model=32, d_ff=64, num_heads=2, d_kv=16, num_layers=2)
+    out = bench["t5quant"].measure("cpu", rounds=2, names=("fp32", "bf16"), arch=tiny)
+    fp32, bf16 = out["cases"]["fp32"], out["cases"]["bf16"]
+    assert fp32["rel_err_vs_fp32"] == 0.0 < bf16["rel_err_vs_fp32"] < 0.05
+    assert bf16["vs_bf16"] == 1.0 and fp32["s_median"] > 0
+    assert fp32["layer_weight_mb"] == 2 * bf16["layer_weight_mb"]  # 4 against 2 bytes a weight

@@ -14,9 +14,24 @@ def test_doctor_reports_environment_and_runs_a_tiny_generation(run_cli):
     assert env["hub"].startswith("not checked")  # the test environment is offline
     assert smoke["ok"] and smoke["samples"] == 16000 == smoke["frames"]
     assert 0 < smoke["peak"] < 1
+    setup = env["default_setup"]  # the test machine has no accelerator
+    assert setup["variant"] == "small" and setup["text_device"] == "cpu"
+    assert setup["setup"] in ("resident", "sequential", "text on cpu", "does not fit")
+    assert setup["weights_gb"] > 10  # T5-XXL alone is 9.5 GB in bf16
+
+
+def test_doctor_places_the_text_encoders_of_an_8_gb_gpu_on_the_cpu(monkeypatch):
+    from fluxmusic_cli.cli import doctor
+    from fluxmusic_cli.engine import devices
+
+    monkeypatch.setattr(devices, "available_memory_bytes", lambda device: 8 * 10**9)
+    setup = doctor._default_setup("cuda", "bf16")
+    assert (setup["text_device"], setup["setup"]) == ("cpu", "text on cpu")
+    assert "do not fit" in setup["why"]
 
 
 def test_doctor_says_the_tiny_audio_is_noise(run_cli):
     code, out, err = run_cli(["doctor"])
     assert code == 0, err
     assert "noise" in out + err and "proves" in out + err
+    assert "text encoders (default setup):" in err
