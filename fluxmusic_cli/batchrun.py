@@ -20,6 +20,7 @@ from typing import Any
 
 from fluxmusic_cli import manifest
 from fluxmusic_cli.errors import BadAudioError, OutOfMemoryError, UsageError
+from fluxmusic_cli.metadata import GenerationRecord, read_record
 from fluxmusic_cli.prompts import PromptTable
 
 MAX_NAME_BYTES = 200
@@ -240,7 +241,8 @@ append_manifest = manifest.append_manifest
 
 def expected_record(item: Item, identity: dict[str, Any], settings: Settings) -> dict[str, Any]:
     """What a finished clip of `item` must have in its record to count as that item (device
-    and dtype may differ: they change the numbers only slightly)."""
+    and dtype may differ: they change the numbers only slightly); compared by
+    `GenerationRecord.differences`."""
     return {
         "prompt": item.prompt,
         "seed": item.seed,
@@ -262,22 +264,12 @@ def expected_record(item: Item, identity: dict[str, Any], settings: Settings) ->
     }
 
 
-def differences(record: dict[str, Any], expected: dict[str, Any]) -> list[str]:
-    """`field: had -> wants` for every compared field that differs."""
-    out = []
-    for key, want in expected.items():
-        have = record.get(key)
-        if key == "model" and isinstance(have, dict):
-            have = have.get("source")
-        if key == "loras":  # adapters are the same when their files and scales are
-            have = [f"{x['file']}:{x['scale']:g}" for x in have or []]
-        if isinstance(want, float) and isinstance(have, (int, float)):
-            same = float(have) == want
-        else:
-            same = have == want
-        if not same:
-            out.append(f"{key} {have!r} -> {want!r}")
-    return out
+def _differences(data: dict[str, Any], expected: dict[str, Any]) -> list[str]:
+    """How a manifest line (its record, of any schema) differs from `expected`."""
+    try:
+        return GenerationRecord.from_json(data).differences(expected)
+    except ValueError:
+        return ["no prompt or seed"]
 
 
 def audio_is_complete(path: Path, duration: float, sample_rate: int) -> bool:
@@ -314,8 +306,6 @@ def sort_items(
     """Split the plan into finished items (manifest line + whole file), files to adopt (a whole
     clip and matching record left by a run killed before its manifest line), conflicts (a file
     made otherwise; replaced only with `force`) and the rest, to make."""
-    from fluxmusic_cli.metadata import read_record
-
     manifest = read_manifest(plan.out_dir) if manifest is None else manifest
     out = Sorted()
     for item in plan.items:
@@ -325,7 +315,7 @@ def sort_items(
         listed = plan.out_dir / str(entry.get("path") or item.filename) if entry else None
         if listed is not None and listed.is_file() and listed.stat().st_size == entry.get("bytes"):
             # A finished clip of this name, in whatever format: other settings are a conflict.
-            diff = differences(entry, want)
+            diff = _differences(entry, want)
             if not diff:
                 out.finished.append((item, entry))
             elif force:
@@ -350,12 +340,12 @@ def sort_items(
             out.todo.append(item)
             continue
         try:
-            record = read_record(path.with_suffix(".json"))
+            record = GenerationRecord.from_json(read_record(path.with_suffix(".json")))
         except UsageError:
             record = None
         if (
             record is not None
-            and not differences(record, want)
+            and not record.differences(want)
             and audio_is_complete(path, item.duration, settings.sample_rate)
         ):
             out.adopted.append((item, _entry(item, path, record)))
@@ -396,13 +386,14 @@ def remove_leftovers(plan: Plan) -> list[Path]:
     return atomic.clean_leftovers(plan.out_dir, mine | {MANIFEST})
 
 
-def _entry(item: Item, path: Path, record: dict[str, Any]) -> dict[str, Any]:
+def _entry(item: Item, path: Path, record: GenerationRecord) -> dict[str, Any]:
+    """The manifest line of a finished clip: where it is, and its whole record."""
     return {
         "name": item.name,
         "path": path.name,
         "row": item.row,
         "bytes": path.stat().st_size,
-        **record,
+        **record.to_json(),
     }
 
 

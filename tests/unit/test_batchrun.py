@@ -207,6 +207,28 @@ def test_files_made_otherwise_are_conflicts_unless_forced_and_orphans_are_adopte
     assert "not in the manifest" in sorted_.conflicts[0].reason
 
 
+def test_a_folder_written_before_records_had_a_schema_resumes_as_finished(engine, tmp_path):
+    out = tmp_path / "out"
+    plan = _plan("alpha\nbeta\n", out_dir=out)
+    runner = BatchRunner(engine, plan, SETTINGS)
+    runner.run(runner.prepare().todo)
+    lines = [json.loads(line) for line in (out / batchrun.MANIFEST).read_text().splitlines()]
+    assert all(line.pop("schema") == 2 for line in lines)
+    (out / batchrun.MANIFEST).write_text("".join(json.dumps(line) + "\n" for line in lines))
+    for item in plan.items:
+        side = out / f"{item.name}.json"
+        old = json.loads(side.read_text())
+        del old["schema"]
+        side.write_text(json.dumps(old))
+    identity = batchrun.engine_identity(engine)
+    sorted_ = batchrun.sort_items(plan, identity, SETTINGS, force=False)
+    assert len(sorted_.finished) == 2 and not sorted_.todo and not sorted_.conflicts
+    (out / batchrun.MANIFEST).unlink()  # and its clips are adopted from their sidecars
+    sorted_ = batchrun.sort_items(plan, identity, SETTINGS, force=False)
+    assert [i.name for i, _ in sorted_.adopted] == [i.name for i in plan.items]
+    assert all(entry["seed"] == item.seed for item, entry in sorted_.adopted)
+
+
 def test_long_lists_are_encoded_window_by_window_without_encoding_twice(
     engine, tmp_path, monkeypatch
 ):
