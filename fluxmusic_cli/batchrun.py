@@ -14,11 +14,12 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from fluxmusic_cli import manifest
+from fluxmusic_cli.engine.pipeline import ClipSettings
 from fluxmusic_cli.errors import BadAudioError, OutOfMemoryError, UsageError
 from fluxmusic_cli.metadata import GenerationRecord, read_record
 from fluxmusic_cli.prompts import PromptTable
@@ -31,16 +32,13 @@ _RESERVED = frozenset(
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg")
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Command-level values; a row's own columns override the sampling ones."""
+@dataclass(frozen=True, kw_only=True)
+class Settings(ClipSettings):
+    """Command-level values: the clip settings every row starts from (a row's own columns
+    override them), the first seed, and how the clips are written."""
 
-    steps: int
-    guidance: float
-    negative_prompt: str
-    duration: float
-    seed: int
     encoders: str = "both"
+    seed: int
     fmt: str = "wav"
     sample_rate: int = 16000
     peak_normalize: bool = False
@@ -50,32 +48,50 @@ class Settings:
 
 @dataclass(frozen=True)
 class Item:
-    """One clip to make: its place in the list, its output name and every sampling setting."""
+    """One clip to make: its place in the whole list, its output name and format, its prompt
+    and seed, and how it is sampled."""
 
     index: int  # 0-based position in the whole list (what sharding counts)
-    row: int  # 1-based row number, as reported to the user
     name: str
+    fmt: str
     prompt: str
     seed: int
-    steps: int
-    guidance: float
-    negative_prompt: str
-    duration: float
-    encoders: str
-    fmt: str
+    settings: ClipSettings
     strength: float | None = None  # a remix of the run's recording at this strength
+
+    @property
+    def row(self) -> int:
+        """The 1-based row number, as reported to the user."""
+        return self.index + 1
 
     @property
     def filename(self) -> str:
         return f"{self.name}.{self.fmt}"
 
     @property
-    def group(self) -> tuple:
+    def group(self) -> tuple[ClipSettings, float | None]:
         """Items with the same group can share one forward pass."""
-        return (
-            self.steps, self.guidance, self.negative_prompt, self.duration, self.encoders,
-            self.strength,
-        )  # fmt: skip
+        return self.settings, self.strength
+
+    @property
+    def negative_prompt(self) -> str:
+        return self.settings.negative_prompt
+
+    @property
+    def steps(self) -> int:
+        return self.settings.steps
+
+    @property
+    def guidance(self) -> float:
+        return self.settings.guidance
+
+    @property
+    def duration(self) -> float:
+        return self.settings.duration
+
+    @property
+    def encoders(self) -> str | None:
+        return self.settings.encoders
 
 
 @dataclass(frozen=True)
@@ -189,20 +205,13 @@ def plan_batch(
     items = [
         Item(
             index=row.number - 1,
-            row=row.number,
             name=name,
+            fmt=settings.fmt,
             prompt=row.prompt,
             # Distinct seeds per row: a shared seed would give every clip of a benchmark set
             # the same starting noise.
             seed=row.seed if row.seed is not None else settings.seed + row.number - 1,
-            steps=row.steps if row.steps is not None else settings.steps,
-            guidance=row.guidance if row.guidance is not None else settings.guidance,
-            negative_prompt=(
-                row.negative_prompt if row.negative_prompt is not None else settings.negative_prompt
-            ),
-            duration=row.duration if row.duration is not None else settings.duration,
-            encoders=settings.encoders,
-            fmt=settings.fmt,
+            settings=_row_settings(settings.clip_settings, row),
         )
         for (row, _), name in zip(candidates, names, strict=True)
     ]
@@ -213,6 +222,16 @@ def plan_batch(
     return Plan(
         out_dir=Path(out_dir), items=items, failures=failures, total=table.count, shard=shard
     )
+
+
+# Prompt-list columns that override the command's clip settings for their row.
+_ROW_COLUMNS = ("negative_prompt", "steps", "guidance", "duration")
+
+
+def _row_settings(defaults: ClipSettings, row: Any) -> ClipSettings:
+    """The command's clip settings with the row's own columns in their place."""
+    own = {k: getattr(row, k) for k in _ROW_COLUMNS if getattr(row, k) is not None}
+    return replace(defaults, **own)
 
 
 def forward_batches(items: Iterable[Item], batch_size: int) -> list[list[Item]]:
@@ -246,11 +265,7 @@ def expected_record(item: Item, identity: dict[str, Any], settings: Settings) ->
     return {
         "prompt": item.prompt,
         "seed": item.seed,
-        "steps": item.steps,
-        "guidance": item.guidance,
-        "duration": item.duration,
-        "negative_prompt": item.negative_prompt,
-        "encoders": item.encoders,
+        **asdict(item.settings),
         **({} if item.strength is None else {"strength": item.strength}),
         "conditioning": identity.get("conditioning"),
         "format": item.fmt,

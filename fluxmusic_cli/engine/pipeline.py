@@ -14,7 +14,7 @@ import platform
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timezone
 from typing import Any, Literal
 
@@ -107,19 +107,31 @@ class EngineOptions:
 
 
 @dataclass(frozen=True)
-class GenerationRequest:
-    """What to generate: one clip per (prompt, seed) pair, with shared sampling settings."""
+class ClipSettings:
+    """How a clip is sampled apart from its prompt and seed: what clips must share to be
+    generated in one forward pass. A request, a batch's settings and its items build on it."""
 
-    prompts: tuple[str, ...]
-    seeds: tuple[int, ...]
     negative_prompt: str = DEFAULT_NEGATIVE_PROMPT
     steps: int = DEFAULT_STEPS
     guidance: float = DEFAULT_GUIDANCE
     duration: float = sampling.TRAINED_SECONDS
+    encoders: str | None = None  # None: the engine's
+
+    @property
+    def clip_settings(self) -> ClipSettings:
+        """These settings alone, without what a subclass adds."""
+        return ClipSettings(**{f.name: getattr(self, f.name) for f in fields(ClipSettings)})
+
+
+@dataclass(frozen=True, kw_only=True)
+class GenerationRequest(ClipSettings):
+    """What to generate: one clip per (prompt, seed) pair, with shared sampling settings."""
+
+    prompts: tuple[str, ...]
+    seeds: tuple[int, ...]
     loop: bool = False  # make each clip a seamless loop, a whole latent long
     seam: float = editing.DEFAULT_SEAM  # loop seam, seconds
     context: float = editing.DEFAULT_CONTEXT  # long-form: seconds each window continues from
-    encoders: str | None = None  # None: the engine's
     conditioning: str | None = None
 
     @property
@@ -595,7 +607,7 @@ class Engine:
 
     def _records(
         self,
-        request: GenerationRequest | editing.EditRequest,
+        request: ClipSettings | editing.EditRequest,
         pairs: Iterable[tuple[str, int]],
         operation: str,
         duration: float,

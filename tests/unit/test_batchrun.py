@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -74,6 +75,14 @@ def test_seeds_and_overrides_per_row():
     )  # fmt: skip
     assert (b.seed, b.steps, b.guidance, b.duration, b.negative_prompt) == (5, 3, 2.5, 1.0, "hiss")
     assert _plan("x\ny\nz\n").items[2].seed == 102  # base seed + row - 1
+
+
+def test_an_item_holds_the_command_clip_settings_with_its_row_columns_in_their_place():
+    a, b = _plan("prompt,steps\na,\nb,3\n", "csv").items
+    assert a.settings == SETTINGS.clip_settings and a.settings.encoders == "both"
+    assert b.settings == replace(SETTINGS.clip_settings, steps=3)
+    assert (a.row, b.row) == (a.index + 1, b.index + 1) == (1, 2)
+    assert a.group != b.group and a.group == _plan("c\n").items[0].group
 
 
 def test_two_shards_split_a_list_into_disjoint_halves():
