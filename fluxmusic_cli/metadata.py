@@ -151,6 +151,9 @@ class GenerationRecord:
     def __getitem__(self, key: str) -> Any:
         return self.to_json()[key]
 
+    def __contains__(self, key: object) -> bool:
+        return key in self.to_json()
+
     def __setitem__(self, key: str, value: Any) -> None:
         """Set a field by its JSON name (for code that fills a record by key)."""
         if key in _FIELDS:

@@ -88,6 +88,7 @@ def test_fields_set_by_key_land_in_their_field_or_in_extra():
     record["windows"] = 3
     assert record.output == "/out/p.wav" and record.extra == {"windows": 3}
     assert record["windows"] == 3 and record.get("absent", "none") == "none"
+    assert "output" in record and "windows" in record and "latent_file" not in record
     with pytest.raises(KeyError):
         record["absent"]
 
