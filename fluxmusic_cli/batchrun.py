@@ -14,12 +14,14 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from fluxmusic_cli import manifest
+from fluxmusic_cli.engine.pipeline import ClipSettings
 from fluxmusic_cli.errors import BadAudioError, OutOfMemoryError, UsageError
+from fluxmusic_cli.metadata import GenerationRecord, read_record
 from fluxmusic_cli.prompts import PromptTable
 
 MAX_NAME_BYTES = 200
@@ -30,16 +32,13 @@ _RESERVED = frozenset(
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg")
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Command-level values; a row's own columns override the sampling ones."""
+@dataclass(frozen=True, kw_only=True)
+class Settings(ClipSettings):
+    """Command-level values: the clip settings every row starts from (a row's own columns
+    override them), the first seed, and how the clips are written."""
 
-    steps: int
-    guidance: float
-    negative_prompt: str
-    duration: float
-    seed: int
     encoders: str = "both"
+    seed: int
     fmt: str = "wav"
     sample_rate: int = 16000
     peak_normalize: bool = False
@@ -49,32 +48,50 @@ class Settings:
 
 @dataclass(frozen=True)
 class Item:
-    """One clip to make: its place in the list, its output name and every sampling setting."""
+    """One clip to make: its place in the whole list, its output name and format, its prompt
+    and seed, and how it is sampled."""
 
     index: int  # 0-based position in the whole list (what sharding counts)
-    row: int  # 1-based row number, as reported to the user
     name: str
+    fmt: str
     prompt: str
     seed: int
-    steps: int
-    guidance: float
-    negative_prompt: str
-    duration: float
-    encoders: str
-    fmt: str
+    settings: ClipSettings
     strength: float | None = None  # a remix of the run's recording at this strength
+
+    @property
+    def row(self) -> int:
+        """The 1-based row number, as reported to the user."""
+        return self.index + 1
 
     @property
     def filename(self) -> str:
         return f"{self.name}.{self.fmt}"
 
     @property
-    def group(self) -> tuple:
+    def group(self) -> tuple[ClipSettings, float | None]:
         """Items with the same group can share one forward pass."""
-        return (
-            self.steps, self.guidance, self.negative_prompt, self.duration, self.encoders,
-            self.strength,
-        )  # fmt: skip
+        return self.settings, self.strength
+
+    @property
+    def negative_prompt(self) -> str:
+        return self.settings.negative_prompt
+
+    @property
+    def steps(self) -> int:
+        return self.settings.steps
+
+    @property
+    def guidance(self) -> float:
+        return self.settings.guidance
+
+    @property
+    def duration(self) -> float:
+        return self.settings.duration
+
+    @property
+    def encoders(self) -> str | None:
+        return self.settings.encoders
 
 
 @dataclass(frozen=True)
@@ -188,20 +205,13 @@ def plan_batch(
     items = [
         Item(
             index=row.number - 1,
-            row=row.number,
             name=name,
+            fmt=settings.fmt,
             prompt=row.prompt,
             # Distinct seeds per row: a shared seed would give every clip of a benchmark set
             # the same starting noise.
             seed=row.seed if row.seed is not None else settings.seed + row.number - 1,
-            steps=row.steps if row.steps is not None else settings.steps,
-            guidance=row.guidance if row.guidance is not None else settings.guidance,
-            negative_prompt=(
-                row.negative_prompt if row.negative_prompt is not None else settings.negative_prompt
-            ),
-            duration=row.duration if row.duration is not None else settings.duration,
-            encoders=settings.encoders,
-            fmt=settings.fmt,
+            settings=_row_settings(settings.clip_settings, row),
         )
         for (row, _), name in zip(candidates, names, strict=True)
     ]
@@ -212,6 +222,16 @@ def plan_batch(
     return Plan(
         out_dir=Path(out_dir), items=items, failures=failures, total=table.count, shard=shard
     )
+
+
+# Prompt-list columns that override the command's clip settings for their row.
+_ROW_COLUMNS = ("negative_prompt", "steps", "guidance", "duration")
+
+
+def _row_settings(defaults: ClipSettings, row: Any) -> ClipSettings:
+    """The command's clip settings with the row's own columns in their place."""
+    own = {k: getattr(row, k) for k in _ROW_COLUMNS if getattr(row, k) is not None}
+    return replace(defaults, **own)
 
 
 def forward_batches(items: Iterable[Item], batch_size: int) -> list[list[Item]]:
@@ -240,15 +260,12 @@ append_manifest = manifest.append_manifest
 
 def expected_record(item: Item, identity: dict[str, Any], settings: Settings) -> dict[str, Any]:
     """What a finished clip of `item` must have in its record to count as that item (device
-    and dtype may differ: they change the numbers only slightly)."""
+    and dtype may differ: they change the numbers only slightly); compared by
+    `GenerationRecord.differences`."""
     return {
         "prompt": item.prompt,
         "seed": item.seed,
-        "steps": item.steps,
-        "guidance": item.guidance,
-        "duration": item.duration,
-        "negative_prompt": item.negative_prompt,
-        "encoders": item.encoders,
+        **asdict(item.settings),
         **({} if item.strength is None else {"strength": item.strength}),
         "conditioning": identity.get("conditioning"),
         "format": item.fmt,
@@ -262,22 +279,12 @@ def expected_record(item: Item, identity: dict[str, Any], settings: Settings) ->
     }
 
 
-def differences(record: dict[str, Any], expected: dict[str, Any]) -> list[str]:
-    """`field: had -> wants` for every compared field that differs."""
-    out = []
-    for key, want in expected.items():
-        have = record.get(key)
-        if key == "model" and isinstance(have, dict):
-            have = have.get("source")
-        if key == "loras":  # adapters are the same when their files and scales are
-            have = [f"{x['file']}:{x['scale']:g}" for x in have or []]
-        if isinstance(want, float) and isinstance(have, (int, float)):
-            same = float(have) == want
-        else:
-            same = have == want
-        if not same:
-            out.append(f"{key} {have!r} -> {want!r}")
-    return out
+def _differences(data: dict[str, Any], expected: dict[str, Any]) -> list[str]:
+    """How a manifest line (its record, of any schema) differs from `expected`."""
+    try:
+        return GenerationRecord.from_json(data).differences(expected)
+    except ValueError:
+        return ["no prompt or seed"]
 
 
 def audio_is_complete(path: Path, duration: float, sample_rate: int) -> bool:
@@ -314,8 +321,6 @@ def sort_items(
     """Split the plan into finished items (manifest line + whole file), files to adopt (a whole
     clip and matching record left by a run killed before its manifest line), conflicts (a file
     made otherwise; replaced only with `force`) and the rest, to make."""
-    from fluxmusic_cli.metadata import read_record
-
     manifest = read_manifest(plan.out_dir) if manifest is None else manifest
     out = Sorted()
     for item in plan.items:
@@ -325,7 +330,7 @@ def sort_items(
         listed = plan.out_dir / str(entry.get("path") or item.filename) if entry else None
         if listed is not None and listed.is_file() and listed.stat().st_size == entry.get("bytes"):
             # A finished clip of this name, in whatever format: other settings are a conflict.
-            diff = differences(entry, want)
+            diff = _differences(entry, want)
             if not diff:
                 out.finished.append((item, entry))
             elif force:
@@ -350,12 +355,12 @@ def sort_items(
             out.todo.append(item)
             continue
         try:
-            record = read_record(path.with_suffix(".json"))
+            record = GenerationRecord.from_json(read_record(path.with_suffix(".json")))
         except UsageError:
             record = None
         if (
             record is not None
-            and not differences(record, want)
+            and not record.differences(want)
             and audio_is_complete(path, item.duration, settings.sample_rate)
         ):
             out.adopted.append((item, _entry(item, path, record)))
@@ -396,13 +401,14 @@ def remove_leftovers(plan: Plan) -> list[Path]:
     return atomic.clean_leftovers(plan.out_dir, mine | {MANIFEST})
 
 
-def _entry(item: Item, path: Path, record: dict[str, Any]) -> dict[str, Any]:
+def _entry(item: Item, path: Path, record: GenerationRecord) -> dict[str, Any]:
+    """The manifest line of a finished clip: where it is, and its whole record."""
     return {
         "name": item.name,
         "path": path.name,
         "row": item.row,
         "bytes": path.stat().st_size,
-        **record,
+        **record.to_json(),
     }
 
 

@@ -1,20 +1,26 @@
 """The generation record: what made a clip, stored beside it and inside it, and read back.
 
 Every output gets a sidecar `NAME.json` holding the whole record, and compact tags in the
-audio file itself (title = prompt, comment = settings) where the format has tags. A record can
-be replayed: `replay_settings` turns it back into the options that made the clip.
+audio file itself (title = prompt, comment = settings) where the format has tags. The engine
+fills a `GenerationRecord` with the settings and provenance of a clip, the writer adds the
+output fields; the record gives the tags, the options that replay it, and the fields a batch
+compares before it counts a clip on disk as finished.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from fluxmusic_cli import __version__
 from fluxmusic_cli.errors import UsageError
 
-RECORD_SCHEMA = 1
+# The layout of the records this version writes. Records without a "schema" field were
+# written before it was added: schema 1, read the same way.
+SCHEMA = 2
 
 # Record fields that are command options, with the option name they replay into.
 _REPLAYED = {
@@ -61,34 +67,169 @@ _TAGGED = (
 )
 
 
+# Settings whose null means something (off, or left to the library), so a record writes them
+# even when null; every other field that is None is left out.
+_NULLABLE = frozenset({"threads", "compile_scope", "guidance_interval", "cache", "lufs"})
+
+
+@dataclass(kw_only=True)
+class GenerationRecord:
+    """What made one clip, field by field, in the order the sidecar lists them.
+
+    The engine fills the settings and provenance, the writer the output fields (from
+    `output_sample_rate` on). `extra` holds the settings only some operations have (windows,
+    loop seams, remix strength, regions, the edited input, ...) and every field this version
+    does not know (a newer version's), so reading and writing a record loses nothing.
+    """
+
+    schema: int = SCHEMA
+    tool: str | None = None
+    version: str | None = None
+    created: str | None = None  # ISO 8601, UTC
+    operation: str | None = None  # generate, remix, repaint, extend or loop
+    negative_prompt: str | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    duration: float | None = None  # seconds of audio made
+    extra: dict[str, Any] = field(default_factory=dict)
+    encoders: str | None = None
+    conditioning: str | None = None
+    latent_frames: int | None = None
+    sample_rate: int | None = None  # the model's rate (16 kHz)
+    model: dict[str, Any] | None = None  # source, file, sha256, variant, config
+    loras: list[dict[str, Any]] | None = None  # file, sha256, scale of each merged LoRA
+    t5: str | None = None  # source identities: hub:owner/name@revision or local:/path
+    clap: str | None = None
+    vae_vocoder: str | None = None
+    device: str | None = None
+    text_device: str | None = None
+    dtype: str | None = None
+    memory_policy: str | None = None
+    forward_batch: int | None = None
+    threads: int | None = None
+    compile: bool | None = None
+    compile_scope: str | None = None
+    guidance_interval: list[float] | None = None  # [lo, hi]: guided only while lo <= t <= hi
+    cache: float | None = None  # First-Block Cache threshold
+    timings: dict[str, float] | None = None
+    versions: dict[str, str] | None = None  # torch, diffusers, transformers, python
+    prompt: str
+    seed: int
+    # The writer's fields.
+    output_sample_rate: int | None = None
+    peak_normalize: bool | None = None
+    peak: float | None = None
+    lufs: float | None = None
+    output: str | None = None  # the audio file's absolute path, or "-" for stdout
+    format: str | None = None
+    latent_file: str | None = None  # NAME.latent.safetensors, when the latent was saved
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> GenerationRecord:
+        """The record a sidecar or manifest line holds; one without "schema" is schema 1."""
+        if "prompt" not in data or "seed" not in data:
+            raise ValueError("not a fluxmusic generation record (no prompt or seed)")
+        known = {k: v for k, v in data.items() if k in _FIELDS}
+        extra = {k: v for k, v in data.items() if k not in _FIELDS}
+        return cls(**{"schema": 1, **known}, extra=extra)
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as the sidecar stores it."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "extra":
+                out.update(value)
+            elif value is not None or f.name in _NULLABLE:
+                out[f.name] = value
+        return out
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """A field by its JSON name (a known field or one of `extra`)."""
+        return self.to_json().get(key, default)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.to_json()[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.to_json()
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        """Set a field by its JSON name (for code that fills a record by key)."""
+        if key in _FIELDS:
+            setattr(self, key, value)
+        else:
+            self.extra[key] = value
+
+    def tags(self) -> dict[str, str]:
+        """Tags to embed: the prompt as title, the settings and model as a JSON comment."""
+        data = self.to_json()
+        model = self.model or {}
+        settings = {k: data[k] for k in _TAGGED if k in data}
+        settings["model"] = model.get("variant") or model.get("source")
+        settings["model_sha256"] = model.get("sha256")
+        return {
+            "title": self.prompt,
+            "comment": "fluxmusic " + json.dumps(settings, separators=(",", ":")),
+            "software": f"fluxmusic {__version__}",
+        }
+
+    def replay_options(self) -> dict[str, Any]:
+        """Option values that reproduce the clip: prompt, seed, model and every sampling
+        setting, each as its command option takes it."""
+        data = self.to_json()
+        out: dict[str, Any] = {"prompt": self.prompt, "seed": int(self.seed)}
+        for key, option in _REPLAYED.items():
+            if data.get(key) is not None:
+                out[option] = data[key]
+        if out.get("to") is not None:  # an extension asked for by its total length
+            out.pop("add", None)
+        if "region" in out:  # [[start, end or None], ...] -> the --region values
+            out["region"] = [f"{a!r}:{'' if b is None else repr(b)}" for a, b in out["region"]]
+        model = self.model or {}
+        if model.get("variant"):
+            out["model"] = model["variant"]
+        elif model.get("file"):
+            out["model"] = model["file"]
+        if self.loras:
+            out["lora"] = [f"{item['file']}:{item['scale']:g}" for item in self.loras]
+        for key in ("t5", "clap", "vae_vocoder"):
+            value = out.get(key)
+            if isinstance(value, str):
+                out[key] = _source_value(value)
+        return out
+
+    def differences(self, expected: Mapping[str, Any]) -> list[str]:
+        """`field had -> wants` for each field of `expected` this record differs in: what keeps
+        a batch from counting the clip as the one it plans. The model is compared by its
+        source and LoRAs by file and scale, as a plan knows them."""
+        out = []
+        for key, want in expected.items():
+            have = self.get(key)
+            if key == "model" and isinstance(have, dict):
+                have = have.get("source")
+            if key == "loras":  # adapters are the same when their files and scales are
+                have = [f"{x['file']}:{x['scale']:g}" for x in have or []]
+            if isinstance(want, float) and isinstance(have, (int, float)):
+                same = float(have) == want
+            else:
+                same = have == want
+            if not same:
+                out.append(f"{key} {have!r} -> {want!r}")
+        return out
+
+
+_FIELDS = frozenset(f.name for f in fields(GenerationRecord)) - {"extra"}
+
+
 def sidecar_path(audio_path: Path) -> Path:
     """`song.mp3` -> `song.json`."""
     return Path(audio_path).with_suffix(".json")
 
 
-def sidecar_bytes(record: dict[str, Any]) -> bytes:
+def sidecar_bytes(record: GenerationRecord) -> bytes:
     """The sidecar file's contents for `record`."""
-    return (json.dumps(record, indent=2, default=str) + "\n").encode("utf-8")
-
-
-def write_sidecar(audio_path: Path, record: dict[str, Any]) -> Path:
-    """Write the record next to the audio file, atomically."""
-    from fluxmusic_cli import atomic
-
-    return atomic.write_bytes(sidecar_path(audio_path), sidecar_bytes(record))
-
-
-def tags_for(record: dict[str, Any]) -> dict[str, str]:
-    """Tags to embed: the prompt as title, the settings and model as a JSON comment."""
-    model = record.get("model") or {}
-    settings = {k: record[k] for k in _TAGGED if k in record}
-    settings["model"] = model.get("variant") or model.get("source")
-    settings["model_sha256"] = model.get("sha256")
-    return {
-        "title": str(record.get("prompt", "")),
-        "comment": "fluxmusic " + json.dumps(settings, separators=(",", ":")),
-        "software": f"fluxmusic {__version__}",
-    }
+    return (json.dumps(record.to_json(), indent=2, default=str) + "\n").encode("utf-8")
 
 
 def record_from_tags(tags: dict[str, str]) -> dict[str, Any] | None:
@@ -105,7 +246,8 @@ def record_from_tags(tags: dict[str, str]) -> dict[str, Any] | None:
 
 
 def read_record(path: Path) -> dict[str, Any]:
-    """The record of `path`: a record JSON itself, an audio file's sidecar, or its tags."""
+    """The record of `path` as stored: a record JSON itself, an audio file's sidecar, or its
+    tags (`GenerationRecord.from_json` reads it into fields)."""
     path = Path(path)
     if not path.exists():
         raise UsageError(f"No such file: {path}")
@@ -134,28 +276,9 @@ def _load_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def replay_settings(record: dict[str, Any]) -> dict[str, Any]:
-    """Option values that reproduce the record: prompt, seed, model and every sampling setting."""
-    out: dict[str, Any] = {"prompt": record["prompt"], "seed": int(record["seed"])}
-    for field, option in _REPLAYED.items():
-        if record.get(field) is not None:
-            out[option] = record[field]
-    if out.get("to") is not None:  # an extension asked for by its total length
-        out.pop("add", None)
-    if "region" in out:  # [[start, end or None], ...] -> the --region values
-        out["region"] = [f"{a!r}:{'' if b is None else repr(b)}" for a, b in out["region"]]
-    model = record.get("model") or {}
-    if model.get("variant"):
-        out["model"] = model["variant"]
-    elif model.get("file"):
-        out["model"] = model["file"]
-    if record.get("loras"):
-        out["lora"] = [f"{item['file']}:{item['scale']:g}" for item in record["loras"]]
-    for key in ("t5", "clap", "vae_vocoder"):
-        value = out.get(key)
-        if isinstance(value, str):
-            out[key] = _source_value(value)
-    return out
+def replay_settings(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The replay options of a record as stored (what `read_record` returns)."""
+    return GenerationRecord.from_json(record).replay_options()
 
 
 def _source_value(identity: str) -> str:

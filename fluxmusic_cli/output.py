@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from fluxmusic_cli.errors import UsageError
 @dataclass
 class WrittenClip:
     path: Path | None  # None when written to stdout
-    record: dict[str, Any]
+    record: dict[str, Any]  # the record as written (its JSON form)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -86,8 +86,9 @@ def check_encodable(fmt: str, sample_rate: int) -> None:
 
 def prepare(
     clip: Clip, *, sample_rate: int, peak_normalize: bool
-) -> tuple[Any, dict[str, Any], list[str]]:
-    """Checked, optionally normalised and resampled samples, plus the record describing them.
+) -> tuple[Any, metadata.GenerationRecord, list[str]]:
+    """Checked, optionally normalised and resampled samples, plus the record describing them
+    (a copy of the clip's, with the level and rate as written; the caller adds where).
 
     Raises BadAudioError (NaN or infinite samples) before anything is written.
     """
@@ -98,13 +99,14 @@ def prepare(
     if sample_rate != clip.sample_rate:
         samples = audio.resample(samples, clip.sample_rate, sample_rate)
     report = audio.check_clip(samples, sample_rate)
-    record = {
-        **clip.record,
-        "output_sample_rate": sample_rate,
-        "peak_normalize": peak_normalize,
-        "peak": report.peak,
-        "lufs": report.lufs,
-    }
+    record = replace(
+        clip.record,
+        extra=dict(clip.record.extra),
+        output_sample_rate=sample_rate,
+        peak_normalize=peak_normalize,
+        peak=report.peak,
+        lufs=report.lufs,
+    )
     return samples, record, list(report.warnings)
 
 
@@ -124,17 +126,22 @@ def write_clip(
     samples, record, warnings = prepare(
         clip, sample_rate=sample_rate, peak_normalize=peak_normalize
     )
-    record["output"] = str(path.resolve())
-    record["format"] = path.suffix.lower().lstrip(".")
+    record.output = str(path.resolve())
+    record.format = path.suffix.lower().lstrip(".")
     latent = clip.latent if save_latent else None
     if latent is not None:
-        record["latent_file"] = latents.sidecar_path(path).name
+        record.latent_file = latents.sidecar_path(path).name
     write_pair(path, samples, sample_rate, record, latent=latent)
-    return WrittenClip(path=path, record=record, warnings=warnings)
+    return WrittenClip(path=path, record=record.to_json(), warnings=warnings)
 
 
 def write_pair(
-    path: Path, samples: Any, sample_rate: int, record: dict[str, Any], *, latent: Any = None
+    path: Path,
+    samples: Any,
+    sample_rate: int,
+    record: metadata.GenerationRecord,
+    *,
+    latent: Any = None,
 ) -> None:
     """The audio file and its record (and latent sidecar), all or none (a full disk or Ctrl-C
     leaves none)."""
@@ -142,9 +149,7 @@ def write_pair(
 
     from fluxmusic_cli import atomic
 
-    data = audio.encode(
-        samples, sample_rate, path.suffix.lower().lstrip("."), metadata.tags_for(record)
-    )
+    data = audio.encode(samples, sample_rate, path.suffix.lower().lstrip("."), record.tags())
     files = [(metadata.sidecar_path(path), metadata.sidecar_bytes(record))]
     if latent is not None:
         digest = hashlib.sha256(data).hexdigest()
@@ -159,7 +164,7 @@ def clip_wav_bytes(
     samples, record, warnings = prepare(
         clip, sample_rate=sample_rate, peak_normalize=peak_normalize
     )
-    record["output"] = "-"
-    record["format"] = "wav"
-    data = audio.write_wav_bytes(samples, sample_rate, tags=metadata.tags_for(record))
-    return data, WrittenClip(path=None, record=record, warnings=warnings)
+    record.output = "-"
+    record.format = "wav"
+    data = audio.write_wav_bytes(samples, sample_rate, tags=record.tags())
+    return data, WrittenClip(path=None, record=record.to_json(), warnings=warnings)

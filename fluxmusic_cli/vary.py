@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import html
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -147,21 +147,23 @@ def plan_vary(prompt: str, out_dir: Path, axes: Axes, settings: Settings) -> Pla
     if settings.source is not None:
         remix_duration = round(settings.source.samples.shape[0] / 16000, 6)
     names = unique_names(cell_name(*c) for c in cells)
+    base = settings.clip_settings
     items = [
         Item(
             index=i,
-            row=i + 1,
             name=name,
+            fmt=settings.fmt,
             prompt=prompt,
             seed=s,
-            steps=n,
-            guidance=g,
-            negative_prompt=settings.negative_prompt,
-            duration=settings.duration if st is None else remix_duration,
-            encoders=e,
-            fmt=settings.fmt,
+            settings=replace(
+                base,
+                steps=n,
+                guidance=g,
+                encoders=e,
+                duration=base.duration if st is None else remix_duration,
+            ),
             strength=st,
-        )  # fmt: skip
+        )
         for i, ((s, g, n, e, st), name) in enumerate(zip(cells, names, strict=True))
     ]
     return Plan(out_dir=Path(out_dir), items=items, total=len(items))

@@ -12,9 +12,9 @@ from __future__ import annotations
 import math
 import platform
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timezone
 from typing import Any, Literal
 
@@ -25,6 +25,7 @@ from fluxmusic_cli.engine.conditioning import Mode as ConditioningMode
 from fluxmusic_cli.engine.sources import DEFAULT_SOURCES
 from fluxmusic_cli.engine.store import ModelStore, as_oom
 from fluxmusic_cli.errors import UsageError
+from fluxmusic_cli.metadata import GenerationRecord
 
 DEFAULT_NEGATIVE_PROMPT = "low quality, gentle"
 DEFAULT_STEPS = 50
@@ -106,19 +107,31 @@ class EngineOptions:
 
 
 @dataclass(frozen=True)
-class GenerationRequest:
-    """What to generate: one clip per (prompt, seed) pair, with shared sampling settings."""
+class ClipSettings:
+    """How a clip is sampled apart from its prompt and seed: what clips must share to be
+    generated in one forward pass. A request, a batch's settings and its items build on it."""
 
-    prompts: tuple[str, ...]
-    seeds: tuple[int, ...]
     negative_prompt: str = DEFAULT_NEGATIVE_PROMPT
     steps: int = DEFAULT_STEPS
     guidance: float = DEFAULT_GUIDANCE
     duration: float = sampling.TRAINED_SECONDS
+    encoders: str | None = None  # None: the engine's
+
+    @property
+    def clip_settings(self) -> ClipSettings:
+        """These settings alone, without what a subclass adds."""
+        return ClipSettings(**{f.name: getattr(self, f.name) for f in fields(ClipSettings)})
+
+
+@dataclass(frozen=True, kw_only=True)
+class GenerationRequest(ClipSettings):
+    """What to generate: one clip per (prompt, seed) pair, with shared sampling settings."""
+
+    prompts: tuple[str, ...]
+    seeds: tuple[int, ...]
     loop: bool = False  # make each clip a seamless loop, a whole latent long
     seam: float = editing.DEFAULT_SEAM  # loop seam, seconds
     context: float = editing.DEFAULT_CONTEXT  # long-form: seconds each window continues from
-    encoders: str | None = None  # None: the engine's
     conditioning: str | None = None
 
     @property
@@ -173,7 +186,7 @@ class Clip:
     seed: int
     waveform: Any  # np.ndarray (samples,), float32, at `sample_rate`
     sample_rate: int
-    record: dict[str, Any]
+    record: GenerationRecord
     latent: Any = None  # torch.Tensor (8, T, 16), float32: the final latent (for --save-latent)
 
 
@@ -464,13 +477,12 @@ class Engine:
             keep = keep or sampling.num_samples(request.duration)
             wave = self._decode(finals, keep, loop=request.loop)
 
-        # 6. Records.
-        settings = _generate_settings(request, windows, wave.shape[1], length)
-        base = self._record_base(settings, encoders, mode, length, clock.done())
-        clips = [
-            Clip(p, s, wave[i], sampling.SAMPLE_RATE, {**base, "prompt": p, "seed": s}, finals[i])
-            for i, (p, s) in enumerate(zip(request.prompts, request.seeds))
-        ]
+        # 6. Records (a loop records its period).
+        made, extra = _generate_settings(request, windows, wave.shape[1], length)
+        records = self._records(request, zip(request.prompts, request.seeds), "generate", made,
+                                extra, encoders, mode, length, clock.done())  # fmt: skip
+        clips = [Clip(r.prompt, r.seed, w, sampling.SAMPLE_RATE, r, z)
+                 for r, w, z in zip(records, wave, finals, strict=True)]  # fmt: skip
         return GenerationResult(clips=clips, warnings=warnings, timings=clock.timings)
 
     # -- operation: edit a recording -------------------------------------------------------------
@@ -517,17 +529,17 @@ class Engine:
         wave = _splice_recording(request, plan, decoded, generated)
 
         # 7. Record.
-        settings = {
-            **_sampling_settings(request.operation, request),
-            "duration": round(plan.output_samples / sampling.SAMPLE_RATE, 6),
+        extra = {
             **plan.record,
             "windows": windows,
             "crossfade": request.crossfade,
             "gain": gain,
             "input": self._input_record(request.source, plan),
         }
-        base = self._record_base(settings, encoders, mode, final.shape[1], clock.done())
-        record = {**base, "prompt": request.prompt, "seed": request.seed}
+        made = round(plan.output_samples / sampling.SAMPLE_RATE, 6)
+        pairs = [(request.prompt, request.seed)]
+        (record,) = self._records(request, pairs, request.operation, made, extra, encoders,
+                                  mode, final.shape[1], clock.done())  # fmt: skip
         clip = Clip(request.prompt, request.seed, wave, sampling.SAMPLE_RATE, record, final)
         return GenerationResult(clips=[clip], warnings=warnings, timings=clock.timings)
 
@@ -593,75 +605,88 @@ class Engine:
             "used_samples": plan.original_samples,
         }
 
-    def _record_base(
-        self, settings: dict[str, Any], encoders: str, mode: str, length: int, timings: dict
-    ) -> dict[str, Any]:
-        import diffusers
-        import torch
-        import transformers
-
+    def _records(
+        self,
+        request: ClipSettings | editing.EditRequest,
+        pairs: Iterable[tuple[str, int]],
+        operation: str,
+        duration: float,
+        extra: dict[str, Any],
+        encoders: str,
+        mode: str,
+        length: int,
+        timings: dict[str, float],
+    ) -> list[GenerationRecord]:
+        """One record per (prompt, seed): how the clips were sampled (`extra`: what only this
+        operation has; `duration`: seconds made) and everything that made them, read off the
+        store."""
         store = self.store
-        place = self.placement
         o = self.options
-        compiled = self.options.compile and store.compile_note is None
-        return {
-            "tool": "fluxmusic",
-            "version": __version__,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            **settings,
-            "encoders": encoders,
-            "conditioning": mode,
-            "latent_frames": length,
-            "sample_rate": sampling.SAMPLE_RATE,
-            "model": dict(store.transformer_info),
-            "loras": list(store.lora_info),
-            "t5": self.refs["t5"].identity,
-            "clap": self.refs["clap"].identity,
-            "vae_vocoder": self.refs["audioldm2"].identity,
-            "device": place.device,
-            "text_device": store.text_placement.device,
-            "dtype": place.dtype,
-            "memory_policy": store.memory_policy(),
-            "forward_batch": self.options.forward_batch,
-            "threads": store.threads,
-            "compile": compiled,
-            "compile_scope": store.compile_scope if compiled else None,
-            "guidance_interval": list(o.guidance_interval) if o.guidance_interval else None,
-            "cache": o.cache,
-            "timings": {k: round(v, 3) for k, v in timings.items()},
-            "versions": {
-                "torch": torch.__version__,
-                "diffusers": diffusers.__version__,
-                "transformers": transformers.__version__,
-                "python": platform.python_version(),
-            },
-        }
-
-
-def _sampling_settings(operation: str, request) -> dict[str, Any]:
-    return {
-        "operation": operation,
-        "negative_prompt": request.negative_prompt,
-        "steps": request.steps,
-        "guidance": request.guidance,
-    }
+        compiled = o.compile and store.compile_note is None
+        base = GenerationRecord(
+            tool="fluxmusic",
+            version=__version__,
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            operation=operation,
+            negative_prompt=request.negative_prompt,
+            steps=request.steps,
+            guidance=request.guidance,
+            duration=duration,
+            encoders=encoders,
+            conditioning=mode,
+            latent_frames=length,
+            sample_rate=sampling.SAMPLE_RATE,
+            model=dict(store.transformer_info),
+            loras=list(store.lora_info),
+            t5=self.refs["t5"].identity,
+            clap=self.refs["clap"].identity,
+            vae_vocoder=self.refs["audioldm2"].identity,
+            device=self.placement.device,
+            text_device=store.text_placement.device,
+            dtype=self.placement.dtype,
+            memory_policy=store.memory_policy(),
+            forward_batch=o.forward_batch,
+            threads=store.threads,
+            compile=compiled,
+            compile_scope=store.compile_scope if compiled else None,
+            guidance_interval=list(o.guidance_interval) if o.guidance_interval else None,
+            cache=o.cache,
+            timings={k: round(v, 3) for k, v in timings.items()},
+            versions=_versions(),
+            prompt="",
+            seed=0,
+        )
+        return [replace(base, prompt=p, seed=s, extra=dict(extra)) for p, s in pairs]
 
 
 def _generate_settings(
     request: GenerationRequest, windows: int, samples: int, length: int
-) -> dict[str, Any]:
-    """What a generation's record says about how it was sampled (a loop: its period)."""
-    settings = _sampling_settings("generate", request)
-    settings["duration"] = (
-        round(samples / sampling.SAMPLE_RATE, 6) if request.loop else request.duration
-    )
-    if request.windowed:
-        settings.update(windows=windows, loop=request.loop)
-        if length > sampling.WINDOW_FRAMES:
-            settings["context"] = request.context
-        if request.loop:
-            settings["seam"] = request.seam
-    return settings
+) -> tuple[float, dict[str, Any]]:
+    """The seconds a generation made (a loop: its period) and what its record says of
+    long-form windows and loop seams (nothing for one window)."""
+    duration = round(samples / sampling.SAMPLE_RATE, 6) if request.loop else request.duration
+    if not request.windowed:
+        return duration, {}
+    settings: dict[str, Any] = {"windows": windows, "loop": request.loop}
+    if length > sampling.WINDOW_FRAMES:
+        settings["context"] = request.context
+    if request.loop:
+        settings["seam"] = request.seam
+    return duration, settings
+
+
+def _versions() -> dict[str, str]:
+    """The library versions a record names."""
+    import diffusers
+    import torch
+    import transformers
+
+    return {
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def _splice_recording(request: editing.EditRequest, plan, decoded, generated):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -74,6 +75,14 @@ def test_seeds_and_overrides_per_row():
     )  # fmt: skip
     assert (b.seed, b.steps, b.guidance, b.duration, b.negative_prompt) == (5, 3, 2.5, 1.0, "hiss")
     assert _plan("x\ny\nz\n").items[2].seed == 102  # base seed + row - 1
+
+
+def test_an_item_holds_the_command_clip_settings_with_its_row_columns_in_their_place():
+    a, b = _plan("prompt,steps\na,\nb,3\n", "csv").items
+    assert a.settings == SETTINGS.clip_settings and a.settings.encoders == "both"
+    assert b.settings == replace(SETTINGS.clip_settings, steps=3)
+    assert (a.row, b.row) == (a.index + 1, b.index + 1) == (1, 2)
+    assert a.group != b.group and a.group == _plan("c\n").items[0].group
 
 
 def test_two_shards_split_a_list_into_disjoint_halves():
@@ -205,6 +214,28 @@ def test_files_made_otherwise_are_conflicts_unless_forced_and_orphans_are_adopte
     sorted_ = batchrun.sort_items(plan, identity, SETTINGS, force=False)
     assert [f.row for f in sorted_.conflicts] == [1]
     assert "not in the manifest" in sorted_.conflicts[0].reason
+
+
+def test_a_folder_written_before_records_had_a_schema_resumes_as_finished(engine, tmp_path):
+    out = tmp_path / "out"
+    plan = _plan("alpha\nbeta\n", out_dir=out)
+    runner = BatchRunner(engine, plan, SETTINGS)
+    runner.run(runner.prepare().todo)
+    lines = [json.loads(line) for line in (out / batchrun.MANIFEST).read_text().splitlines()]
+    assert all(line.pop("schema") == 2 for line in lines)
+    (out / batchrun.MANIFEST).write_text("".join(json.dumps(line) + "\n" for line in lines))
+    for item in plan.items:
+        side = out / f"{item.name}.json"
+        old = json.loads(side.read_text())
+        del old["schema"]
+        side.write_text(json.dumps(old))
+    identity = batchrun.engine_identity(engine)
+    sorted_ = batchrun.sort_items(plan, identity, SETTINGS, force=False)
+    assert len(sorted_.finished) == 2 and not sorted_.todo and not sorted_.conflicts
+    (out / batchrun.MANIFEST).unlink()  # and its clips are adopted from their sidecars
+    sorted_ = batchrun.sort_items(plan, identity, SETTINGS, force=False)
+    assert [i.name for i, _ in sorted_.adopted] == [i.name for i in plan.items]
+    assert all(entry["seed"] == item.seed for item, entry in sorted_.adopted)
 
 
 def test_long_lists_are_encoded_window_by_window_without_encoding_twice(

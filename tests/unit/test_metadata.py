@@ -1,4 +1,5 @@
-"""The generation record as it is today: sidecar, tags, reading back and replay options."""
+"""The generation record: its schema, the sidecar, tags, reading back, replay options and the
+comparison a batch resumes by."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 
 from fluxmusic_cli import __version__, audio, metadata
 from fluxmusic_cli.errors import UsageError
+from fluxmusic_cli.metadata import GenerationRecord
 
 RECORD = {
     "prompt": "slow cello, rain",
@@ -28,29 +30,86 @@ RECORD = {
     "peak_normalize": True,
     "model": {"variant": "small", "sha256": "ab" * 32},
 }
+# Settings whose null means something: a record writes them even when they are null.
+NULLS = dict.fromkeys(("threads", "compile_scope", "guidance_interval", "cache", "lufs"))
 
 
 def test_the_sidecar_sits_beside_the_audio_and_reads_back_whole(tmp_path):
     clip = tmp_path / "cello.flac"
     clip.write_bytes(b"not read")
-    side = metadata.write_sidecar(clip, RECORD)
+    record = GenerationRecord.from_json({"schema": 2, **RECORD})
+    side = metadata.sidecar_path(clip)
+    side.write_bytes(metadata.sidecar_bytes(record))
     assert side == tmp_path / "cello.json"
-    assert metadata.read_record(clip) == RECORD  # through the audio file
-    assert metadata.read_record(side) == RECORD  # or the record itself
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["cello.flac", "cello.json"]
+    assert metadata.read_record(clip) == {"schema": 2, **RECORD, **NULLS}  # via the audio file
+    assert GenerationRecord.from_json(metadata.read_record(side)) == record  # or the record
+
+
+def test_a_new_record_carries_the_current_schema_and_an_old_one_reads_as_schema_1():
+    new = GenerationRecord(prompt="p", seed=1)
+    assert new.schema == metadata.SCHEMA == 2 and new.to_json()["schema"] == 2
+    old = GenerationRecord.from_json(RECORD)  # written before records had a schema
+    assert old.schema == 1 and old.steps == 25 and old.model == RECORD["model"]
+    assert old.to_json() == {"schema": 1, **RECORD, **NULLS}
+
+
+def test_fields_this_version_does_not_know_are_kept_in_place_on_a_round_trip():
+    edit = {
+        "schema": 3,
+        "tool": "fluxmusic",
+        "operation": "repaint",
+        "steps": 8,
+        "duration": 4.0,
+        "regions": [[0.5, None]],
+        "strength": 0.4,
+        "input": {"path": "song.wav", "sha256": "cd" * 32},
+        "encoders": "t5",
+        "loras": [{"file": "/w/a.safetensors", "sha256": "ef" * 32, "scale": 0.5}],
+        "prompt": "brass",
+        "seed": 9,
+        "from_a_newer_version": {"any": ["thing"]},
+        **NULLS,
+    }
+    record = GenerationRecord.from_json(edit)
+    assert record.extra["regions"] == [[0.5, None]] and record.loras == edit["loras"]
+    assert record.to_json() == edit
+    assert list(record.to_json())[:8] == list(edit)[:8]  # operation settings after duration
+
+
+def test_unset_fields_are_left_out_and_nullable_settings_written_as_null():
+    data = GenerationRecord(prompt="p", seed=1, cache=None, threads=4).to_json()
+    assert data == {"schema": 2, "prompt": "p", "seed": 1, **NULLS, "threads": 4}
+    assert "output" not in data and "latent_file" not in data
+
+
+def test_fields_set_by_key_land_in_their_field_or_in_extra():
+    record = GenerationRecord(prompt="p", seed=1)
+    record["output"] = "/out/p.wav"
+    record["windows"] = 3
+    assert record.output == "/out/p.wav" and record.extra == {"windows": 3}
+    assert record["windows"] == 3 and record.get("absent", "none") == "none"
+    assert "output" in record and "windows" in record and "latent_file" not in record
+    with pytest.raises(KeyError):
+        record["absent"]
+
+
+def test_a_mapping_without_prompt_or_seed_is_not_a_record():
+    with pytest.raises(ValueError, match="no prompt or seed"):
+        GenerationRecord.from_json({"prompt": "only a prompt"})
 
 
 def test_tags_carry_the_prompt_settings_and_model_and_read_back_without_a_sidecar(tmp_path):
-    tags = metadata.tags_for(RECORD)
+    tags = GenerationRecord.from_json(RECORD).tags()
     assert tags["title"] == RECORD["prompt"] and tags["software"] == f"fluxmusic {__version__}"
     path = tmp_path / "tagged.wav"
     audio.write_audio(path, np.zeros(1600, dtype=np.float32), 16000, tags=tags)
-    back = metadata.read_record(path)
-    assert back["from_tags"] is True and back["prompt"] == RECORD["prompt"]
-    assert back["model"] == RECORD["model"]
+    back = GenerationRecord.from_json(metadata.read_record(path))
+    assert back.extra["from_tags"] is True and back.prompt == RECORD["prompt"]
+    assert back.model == RECORD["model"]
     for key in ("seed", "steps", "guidance", "duration", "encoders", "device", "dtype"):
         assert back[key] == RECORD[key]
-    assert "t5" not in back  # sources live in the sidecar only
+    assert back.t5 is None  # sources live in the sidecar only
+    assert back.tags() == tags  # what the tags hold survives a second pass
 
 
 def test_foreign_tags_are_not_a_record():
@@ -59,15 +118,58 @@ def test_foreign_tags_are_not_a_record():
 
 
 def test_replay_gives_the_options_back_with_sources_as_the_options_take_them():
-    options = metadata.replay_settings(RECORD)
+    options = GenerationRecord.from_json(RECORD).replay_options()
     assert options["prompt"] == RECORD["prompt"] and options["seed"] == 42
     assert options["model"] == "small" and options["sample_rate"] == 44100
     assert options["t5"] == "city96/t5-v1_1-xxl-encoder-bf16"
     assert options["clap"] == "/models/clap"
     assert options["vae_vocoder"] == "cvssp/audioldm2"
     assert options["peak_normalize"] is True and "output_sample_rate" not in options
+    assert "cache" not in options  # null: off, so no option
     by_file = metadata.replay_settings({**RECORD, "model": {"file": "/w/mine.safetensors"}})
     assert by_file["model"] == "/w/mine.safetensors"
+
+
+def test_replay_of_an_edit_gives_its_regions_loras_and_the_total_length():
+    edit = {
+        **RECORD,
+        "operation": "extend",
+        "regions": [[0.5, None], [1.0, 2.25]],
+        "add": 3.0,
+        "to": 12.0,
+        "loras": [{"file": "/w/a.safetensors", "sha256": "ef" * 32, "scale": 0.5}],
+    }
+    options = GenerationRecord.from_json(edit).replay_options()
+    assert options["region"] == ["0.5:", "1.0:2.25"] and options["to"] == 12.0
+    assert "add" not in options  # asked for by its total length
+    assert options["lora"] == ["/w/a.safetensors:0.5"]
+
+
+def test_resume_compares_the_planned_fields_model_by_source_and_loras_by_file_and_scale():
+    stored = {
+        **RECORD,
+        "model": {"source": "hub:x/y@main", "sha256": "ab" * 32},
+        "loras": [{"file": "/w/a.safetensors", "sha256": "ef" * 32, "scale": 0.5}],
+    }
+    record = GenerationRecord.from_json(stored)
+    want = {
+        "prompt": RECORD["prompt"],
+        "seed": 42,
+        "steps": 25,
+        "guidance": 3.5,
+        "duration": 2,  # an int in the plan is the same float in the record
+        "model": "hub:x/y@main",
+        "loras": ["/w/a.safetensors:0.5"],
+        "format": None,
+    }
+    assert record.differences(want) == []
+    changed = {**want, "steps": 30, "model": "hub:x/z@main", "loras": []}
+    assert record.differences(changed) == [
+        "steps 25 -> 30",
+        "model 'hub:x/y@main' -> 'hub:x/z@main'",
+        "loras ['/w/a.safetensors:0.5'] -> []",
+    ]
+    assert record.differences({"strength": 0.5}) == ["strength None -> 0.5"]
 
 
 def test_what_is_not_a_record_is_a_usage_error_naming_the_file(tmp_path):

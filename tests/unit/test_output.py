@@ -17,7 +17,7 @@ from fluxmusic_cli.errors import BadAudioError, UsageError
 def clip(waveform=None) -> Clip:
     t = np.arange(16000) / 16000
     wave = 0.25 * np.sin(2 * np.pi * 440 * t) if waveform is None else waveform
-    record = {"prompt": "a tone", "seed": 5, "steps": 2, "duration": 1.0, "model": {}}
+    record = metadata.GenerationRecord(prompt="a tone", seed=5, steps=2, duration=1.0, model={})
     return Clip("a tone", 5, wave.astype(np.float32), 16000, record)
 
 
