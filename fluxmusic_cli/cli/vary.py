@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 
 from fluxmusic_cli.cli import options as opt
-from fluxmusic_cli.cli.batch import BatchSize, Format, FormatChoice, JsonLines, OutDir, run_plan
 from fluxmusic_cli.cli.console import emit_json_line, err
+from fluxmusic_cli.cli.runs import run_plan
 from fluxmusic_cli.engine.pipeline import DEFAULT_NEGATIVE_PROMPT
 from fluxmusic_cli.engine.sampling import TRAINED_SECONDS
 from fluxmusic_cli.engine.sources import DEFAULT_SOURCES
@@ -80,15 +80,15 @@ def register(app: typer.Typer) -> None:
 
 def vary(
     prompt: Annotated[str, typer.Argument(help="What the music should be.", show_default=False)],
-    output: OutDir,
+    output: opt.OutDir,
     seeds: Seeds = "0-3",
     guidance: GuidanceAxis = "3.5,7",
     steps: StepsAxis = "50",
     encoders: EncodersAxis = "both",
     input_path: InputOpt = None,
     strength: StrengthAxis = "0.5",
-    fmt: Format = FormatChoice.wav,
-    batch_size: BatchSize = 1,
+    fmt: opt.Format = opt.FormatChoice.wav,
+    batch_size: opt.BatchSize = 1,
     model: opt.Model = DEFAULT_SOURCES["transformer"],
     t5: opt.T5 = DEFAULT_SOURCES["t5"],
     clap: opt.Clap = DEFAULT_SOURCES["clap"],
@@ -109,7 +109,7 @@ def vary(
     sample_rate: opt.SampleRate = 16000,
     peak_normalize: opt.PeakNormalize = False,
     force: opt.Force = False,
-    json_out: JsonLines = False,
+    json_out: opt.JsonLines = False,
     quiet: opt.Quiet = False,
     yes: opt.Yes = False,
 ) -> None:
