@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import functools
 import inspect
+from collections.abc import Callable
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fluxmusic_cli.cli import options as opt
 from fluxmusic_cli.engine.pipeline import (
@@ -24,6 +25,9 @@ from fluxmusic_cli.engine.pipeline import (
 )
 from fluxmusic_cli.engine.sampling import TRAINED_SECONDS
 from fluxmusic_cli.engine.sources import DEFAULT_SOURCES
+
+if TYPE_CHECKING:
+    from fluxmusic_cli.output import ClipWriter
 
 _DEFAULTS = EngineOptions()
 
@@ -95,6 +99,17 @@ class Shared:
             fields["loras"] = opt.loras(fields.pop("lora"))
         fields.update(overrides)
         return EngineOptions(**fields)
+
+    def clip_writer(self, stdout: Callable[[bytes], None] | None = None) -> ClipWriter:
+        """How the clips are written, from the output options (`stdout` for `-o -`)."""
+        from fluxmusic_cli.output import ClipWriter
+
+        return ClipWriter(
+            sample_rate=self.values["sample_rate"],
+            peak_normalize=self.values["peak_normalize"],
+            save_latent=self.values.get("save_latent", False),
+            stdout=stdout,
+        )
 
 
 def shared_options(*groups: str, **changes: tuple[Any, Any] | None):
