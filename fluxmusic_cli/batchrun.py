@@ -4,7 +4,8 @@ Used by `batch` and `vary`. A run is a list of `Item`s, each one clip with all i
 and its output name. Finished items are recorded in `OUT_DIR/manifest.jsonl`, one JSON line
 each, appended and flushed to disk as each clip is written; a rerun skips what the manifest
 and the folder both say is finished, so an interrupted run loses at most the forward batch in
-flight. Nothing here prints: progress goes to an event callback.
+flight. Nothing here prints: progress goes to an event callback. `generate` runs its few
+clips through the same `RunLoop`, without the folder layer (manifest, lock, resume).
 """
 
 from __future__ import annotations
@@ -16,13 +17,16 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fluxmusic_cli import manifest
 from fluxmusic_cli.engine.pipeline import ClipSettings
 from fluxmusic_cli.errors import BadAudioError, OutOfMemoryError, UsageError
 from fluxmusic_cli.metadata import GenerationRecord, read_record
 from fluxmusic_cli.prompts import PromptTable
+
+if TYPE_CHECKING:
+    from fluxmusic_cli.output import ClipWriter, WrittenClip
 
 MAX_NAME_BYTES = 200
 # Device names Windows reserves in every folder, with or without an extension.
@@ -401,14 +405,15 @@ def remove_leftovers(plan: Plan) -> list[Path]:
     return atomic.clean_leftovers(plan.out_dir, mine | {MANIFEST})
 
 
-def _entry(item: Item, path: Path, record: GenerationRecord) -> dict[str, Any]:
-    """The manifest line of a finished clip: where it is, and its whole record."""
+def _entry(item: Item, path: Path, record: GenerationRecord | dict[str, Any]) -> dict[str, Any]:
+    """The manifest line of a finished clip: where it is, and its whole record (typed, or as
+    the writer returns it, already JSON)."""
     return {
         "name": item.name,
         "path": path.name,
         "row": item.row,
         "bytes": path.stat().st_size,
-        **record.to_json(),
+        **(record if isinstance(record, dict) else record.to_json()),
     }
 
 
@@ -564,38 +569,43 @@ def engine_identity(engine) -> dict[str, Any]:
 ENCODE_WINDOW = 256
 
 
-class BatchRunner:
-    """Runs a plan on an engine: skips finished items, encodes prompts window by window,
-    generates in forward batches and writes each clip as soon as its batch is decoded."""
+class RunLoop:
+    """The run every command that makes clips shares (`generate`, `batch`, `vary`): encodes
+    the prompts window by window, generates in forward batches (halving a batch that runs out
+    of memory), and writes each clip through one `ClipWriter` as soon as its batch is decoded.
+
+    `target(item)` says where an item's clip goes (None: WAV on the writer's stdout).
+    `request` holds run-wide request fields no Item carries (generate's loop, seam, context).
+    With `keep_going`, a refused or broken item is reported and the run goes on (a batch);
+    without, its error is raised (generate). With `encode_ahead`, each window's distinct texts
+    are encoded in one pass before its first forward batch (a batch: the encoders can go before
+    the transformer loads); without, each engine call encodes its own, as `generate` always
+    has, so its clips keep their bits (a text encoded among others can differ in the last bit).
+    """
 
     def __init__(
         self,
         engine,
-        plan: Plan,
-        settings: Settings,
+        writer: ClipWriter,
+        target: Callable[[Item], Path | None],
         *,
         batch_size: int = 4,
-        force: bool = False,
+        source: Any = None,
+        request: dict[str, Any] | None = None,
+        keep_going: bool = True,
+        encode_ahead: bool = True,
         on_event: EventCallback | None = None,
     ) -> None:
         self.engine = engine
-        self.plan = plan
-        self.settings = settings
+        self.writer = writer
+        self.target = target
         self.batch_size = batch_size
-        self.force = force
+        self.source = source  # EditSource: items with a strength remix this recording
+        self.request = request or {}
+        self.keep_going = keep_going
+        self.encode_ahead = encode_ahead
         self._on_event = on_event
         self.summary = Summary()
-        self._lock = FolderLock(plan.out_dir, plan.shard)
-
-    def __enter__(self) -> BatchRunner:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Let another run into the folder."""
-        self._lock.release()
 
     def _emit(self, event: BatchEvent) -> None:
         bucket = {
@@ -610,6 +620,158 @@ class BatchRunner:
 
     def _fail_row(self, row: int, name: str | None, prompt: str | None, reason: str) -> None:
         self._emit(BatchEvent("item_failed", row, name, prompt, reason=reason))
+
+    def _fail(self, chunk: list[Item], exc: UsageError | BadAudioError) -> None:
+        if not self.keep_going:
+            raise exc
+        for item in chunk:
+            self._fail_row(item.row, item.name, item.prompt, exc.message)
+
+    def run(self, todo: list[Item]) -> Summary:
+        start = time.perf_counter()
+        try:
+            for lo in range(0, len(todo), ENCODE_WINDOW):
+                window = todo[lo : lo + ENCODE_WINDOW]
+                texts = self._encode(window) if self.encode_ahead else {}
+                for chunk in forward_batches(window, self.batch_size):
+                    self._generate(chunk)
+                for encoders, prompts in texts.items():
+                    self.engine.forget(prompts, encoders=encoders)
+        finally:
+            self.summary.elapsed_s = time.perf_counter() - start
+        return self.summary
+
+    def _encode(self, todo: list[Item]) -> dict[str, list[str]]:
+        by_encoders: dict[str, list[str]] = {}
+        for item in todo:
+            by_encoders.setdefault(item.encoders, []).extend([item.prompt, item.negative_prompt])
+        texts = {enc: list(dict.fromkeys(t)) for enc, t in by_encoders.items()}
+        for encoders, prompts in texts.items():
+            _, _, warnings = self.engine.encode(prompts, encoders=encoders)
+            self._warn(warnings)
+        return texts
+
+    def _warn(self, warnings: Iterable[str]) -> None:
+        for w in warnings:
+            if w not in self.summary.warnings:
+                self.summary.warnings.append(w)
+
+    def _generate(self, chunk: list[Item]) -> None:
+        from fluxmusic_cli.engine.pipeline import GenerationRequest
+
+        first = chunk[0]
+        for item in chunk:
+            self._emit(BatchEvent("item_started", item.row, item.name, item.prompt))
+        if first.strength is not None:
+            self._remix(chunk)
+            return
+        request = GenerationRequest(
+            prompts=tuple(i.prompt for i in chunk),
+            seeds=tuple(i.seed for i in chunk),
+            negative_prompt=first.negative_prompt,
+            steps=first.steps,
+            guidance=first.guidance,
+            duration=first.duration,
+            **self.request,
+        )
+        try:
+            result = self.engine.generate(request, encoders=first.encoders)
+        except OutOfMemoryError:
+            # Halves help only when a forward pass held more than one clip.
+            if min(len(chunk), self.engine.options.forward_batch) == 1:
+                raise
+            half = len(chunk) // 2
+            self._warn([f"Out of memory with {len(chunk)} clips per pass; retrying in halves."])
+            self._generate(chunk[:half])
+            self._generate(chunk[half:])
+            return
+        except UsageError as exc:
+            self._fail(chunk, exc)
+            return
+        self._warn(result.warnings)
+        for item, clip in zip(chunk, result.clips, strict=True):
+            self._write(item, clip)
+
+    def _remix(self, chunk: list[Item]) -> None:
+        """Items with a strength: remixes of the run's recording, one at a time."""
+        from fluxmusic_cli.engine.editing import EditRequest
+
+        for item in chunk:
+            request = EditRequest(
+                operation="remix", source=self.source, prompt=item.prompt,
+                seed=item.seed, negative_prompt=item.negative_prompt, steps=item.steps,
+                guidance=item.guidance, strength=item.strength, encoders=item.encoders,
+            )  # fmt: skip
+            try:
+                result = self.engine.edit(request)
+            except UsageError as exc:
+                self._fail([item], exc)
+                continue
+            self._warn(result.warnings)
+            self._write(item, result.clips[0])
+
+    def _write(self, item: Item, clip) -> None:
+        try:
+            written = self.writer.write(clip, self.target(item))
+        except BadAudioError as exc:
+            self._fail([item], exc)
+            return
+        self._done(item, written)
+
+    def _done(self, item: Item, written: WrittenClip) -> None:
+        path = None if written.path is None else str(written.path)
+        self._emit(
+            BatchEvent(
+                "item_done",
+                item.row,
+                item.name,
+                item.prompt,
+                path=path,
+                record=written.record,
+                warnings=written.warnings,
+            )
+        )
+
+
+class BatchRunner(RunLoop):
+    """The run loop over a folder plan (`batch`, `vary`): holds the folder's lock, skips
+    finished items, and lists each written clip in the manifest."""
+
+    def __init__(
+        self,
+        engine,
+        plan: Plan,
+        settings: Settings,
+        *,
+        batch_size: int = 4,
+        force: bool = False,
+        on_event: EventCallback | None = None,
+    ) -> None:
+        from fluxmusic_cli.output import ClipWriter
+
+        writer = ClipWriter(
+            sample_rate=settings.sample_rate,
+            peak_normalize=settings.peak_normalize,
+            save_latent=settings.save_latent,
+        )
+        super().__init__(
+            engine, writer, lambda item: plan.out_dir / item.filename,
+            batch_size=batch_size, source=settings.source, on_event=on_event,
+        )  # fmt: skip
+        self.plan = plan
+        self.settings = settings
+        self.force = force
+        self._lock = FolderLock(plan.out_dir, plan.shard)
+
+    def __enter__(self) -> BatchRunner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Let another run into the folder."""
+        self._lock.release()
 
     def prepare(self) -> Sorted:
         """Check the folder, clear leftovers, report refused rows and finished items."""
@@ -644,111 +806,15 @@ class BatchRunner:
         return sorted_
 
     def run(self, todo: list[Item]) -> Summary:
-        start = time.perf_counter()
         try:
-            for lo in range(0, len(todo), ENCODE_WINDOW):
-                window = todo[lo : lo + ENCODE_WINDOW]
-                texts = self._encode(window)
-                for chunk in forward_batches(window, self.batch_size):
-                    self._generate(chunk)
-                for encoders, prompts in texts.items():
-                    self.engine.forget(prompts, encoders=encoders)
+            return super().run(todo)
         finally:
-            self.summary.elapsed_s = time.perf_counter() - start
             self.close()
-        return self.summary
 
-    def _encode(self, todo: list[Item]) -> dict[str, list[str]]:
-        by_encoders: dict[str, list[str]] = {}
-        for item in todo:
-            by_encoders.setdefault(item.encoders, []).extend([item.prompt, item.negative_prompt])
-        texts = {enc: list(dict.fromkeys(t)) for enc, t in by_encoders.items()}
-        for encoders, prompts in texts.items():
-            _, _, warnings = self.engine.encode(prompts, encoders=encoders)
-            self._warn(warnings)
-        return texts
-
-    def _warn(self, warnings: Iterable[str]) -> None:
-        for w in warnings:
-            if w not in self.summary.warnings:
-                self.summary.warnings.append(w)
-
-    def _generate(self, chunk: list[Item]) -> None:
-        from fluxmusic_cli.engine.pipeline import GenerationRequest
-
-        first = chunk[0]
-        for item in chunk:
-            self._emit(BatchEvent("item_started", item.row, item.name, item.prompt))
-        if first.strength is not None:
-            self._remix(chunk)
-            return
-        request = GenerationRequest(
-            prompts=tuple(i.prompt for i in chunk),
-            seeds=tuple(i.seed for i in chunk),
-            negative_prompt=first.negative_prompt,
-            steps=first.steps,
-            guidance=first.guidance,
-            duration=first.duration,
-        )
-        try:
-            result = self.engine.generate(request, encoders=first.encoders)
-        except OutOfMemoryError:
-            if len(chunk) == 1:
-                raise
-            half = len(chunk) // 2
-            self._warn([f"Out of memory with {len(chunk)} clips per pass; retrying in halves."])
-            self._generate(chunk[:half])
-            self._generate(chunk[half:])
-            return
-        except UsageError as exc:
-            for item in chunk:
-                self._fail_row(item.row, item.name, item.prompt, exc.message)
-            return
-        self._warn(result.warnings)
-        for item, clip in zip(chunk, result.clips, strict=True):
-            self._write(item, clip)
-
-    def _remix(self, chunk: list[Item]) -> None:
-        """Items with a strength: remixes of the run's recording, one at a time."""
-        from fluxmusic_cli.engine.editing import EditRequest
-
-        for item in chunk:
-            request = EditRequest(
-                operation="remix", source=self.settings.source, prompt=item.prompt,
-                seed=item.seed, negative_prompt=item.negative_prompt, steps=item.steps,
-                guidance=item.guidance, strength=item.strength, encoders=item.encoders,
-            )  # fmt: skip
-            try:
-                result = self.engine.edit(request)
-            except UsageError as exc:
-                self._fail_row(item.row, item.name, item.prompt, exc.message)
-                continue
-            self._warn(result.warnings)
-            self._write(item, result.clips[0])
-
-    def _write(self, item: Item, clip) -> None:
-        from fluxmusic_cli import output
-
+    def _done(self, item: Item, written: WrittenClip) -> None:
+        """The manifest line last: a clip is finished once both files and its line exist."""
         path = self.plan.out_dir / item.filename
-        try:
-            samples, record, warnings = output.prepare(
-                clip,
-                sample_rate=self.settings.sample_rate,
-                peak_normalize=self.settings.peak_normalize,
-            )
-        except BadAudioError as exc:
-            self._fail_row(item.row, item.name, item.prompt, exc.message)
-            return
-        record["output"] = str(path.resolve())
-        record["format"] = item.fmt
-        # Record and audio together (both or neither), manifest last.
-        latent = clip.latent if self.settings.save_latent else None
-        if latent is not None:
-            from fluxmusic_cli import latents
-
-            record["latent_file"] = latents.sidecar_path(path).name
-        output.write_pair(path, samples, self.settings.sample_rate, record, latent=latent)
-        entry = _entry(item, path, record)
+        entry = _entry(item, path, written.record)
         append_manifest(self.plan.out_dir, entry)
         self._emit(
             BatchEvent(
@@ -758,6 +824,6 @@ class BatchRunner:
                 item.prompt,
                 path=str(path),
                 record=entry,
-                warnings=warnings,
+                warnings=written.warnings,
             )
         )

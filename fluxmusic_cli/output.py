@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -110,29 +111,42 @@ def prepare(
     return samples, record, list(report.warnings)
 
 
-def write_clip(
-    clip: Clip,
-    path: Path,
-    *,
-    sample_rate: int,
-    peak_normalize: bool,
-    force: bool,
-    save_latent: bool = False,
-) -> WrittenClip:
-    """Write one clip, its sidecar record and (with `save_latent`) its final latent; the files
-    appear under their names only when whole, all of them or none."""
-    path = Path(path)
-    check_target(path, force=force, save_latent=save_latent)
-    samples, record, warnings = prepare(
-        clip, sample_rate=sample_rate, peak_normalize=peak_normalize
-    )
-    record.output = str(path.resolve())
-    record.format = path.suffix.lower().lstrip(".")
-    latent = clip.latent if save_latent else None
-    if latent is not None:
-        record.latent_file = latents.sidecar_path(path).name
-    write_pair(path, samples, sample_rate, record, latent=latent)
-    return WrittenClip(path=path, record=record.to_json(), warnings=warnings)
+@dataclass(frozen=True)
+class ClipWriter:
+    """The one way a clip is written, by every command: checked, optionally normalised and
+    resampled, tagged, with its record beside it (and with `save_latent` its final latent), all
+    of them or none, the record first; or, to `stdout`, one tagged WAV file (`-o -`).
+
+    It writes where it is told: whether a file may be replaced is the caller's to decide
+    (`check_target` for one file, the manifest for a batch folder).
+    """
+
+    sample_rate: int = 16000
+    peak_normalize: bool = False
+    save_latent: bool = False
+    stdout: Callable[[bytes], None] | None = None  # where `write(clip, None)` sends the WAV
+
+    def write(self, clip: Clip, path: Path | None) -> WrittenClip:
+        """Write `clip` to `path` (None: WAV bytes to `stdout`). Raises BadAudioError (NaN
+        or infinite samples) before anything is written."""
+        samples, record, warnings = prepare(
+            clip, sample_rate=self.sample_rate, peak_normalize=self.peak_normalize
+        )
+        if path is None:
+            if self.stdout is None:
+                raise ValueError("ClipWriter has no stdout to write to.")
+            record["output"] = "-"
+            record["format"] = "wav"
+            self.stdout(audio.write_wav_bytes(samples, self.sample_rate, tags=record.tags()))
+            return WrittenClip(path=None, record=record.to_json(), warnings=warnings)
+        path = Path(path)
+        record["output"] = str(path.resolve())
+        record["format"] = path.suffix.lower().lstrip(".")
+        latent = clip.latent if self.save_latent else None
+        if latent is not None:
+            record["latent_file"] = latents.sidecar_path(path).name
+        write_pair(path, samples, self.sample_rate, record, latent=latent)
+        return WrittenClip(path=path, record=record.to_json(), warnings=warnings)
 
 
 def write_pair(
@@ -155,16 +169,3 @@ def write_pair(
         digest = hashlib.sha256(data).hexdigest()
         files.append((latents.sidecar_path(path), latents.latent_bytes(latent, digest)))
     atomic.write_together([*files, (path, data)])
-
-
-def clip_wav_bytes(
-    clip: Clip, *, sample_rate: int, peak_normalize: bool
-) -> tuple[bytes, WrittenClip]:
-    """A whole WAV file in memory (for `-o -`), tagged with its record."""
-    samples, record, warnings = prepare(
-        clip, sample_rate=sample_rate, peak_normalize=peak_normalize
-    )
-    record.output = "-"
-    record.format = "wav"
-    data = audio.write_wav_bytes(samples, sample_rate, tags=record.tags())
-    return data, WrittenClip(path=None, record=record.to_json(), warnings=warnings)

@@ -95,18 +95,12 @@ def run_edit(
 
 def _write(clip, target: Path | None, values: dict[str, Any]):
     """The edited clip to its file (with record and, if asked, latent), or WAV on stdout."""
-    from fluxmusic_cli import output as out
+    from fluxmusic_cli.cli.console import write_stdout
+    from fluxmusic_cli.output import check_target
 
-    opts = dict(sample_rate=values["sample_rate"], peak_normalize=values["peak_normalize"])
-    if target is None:
-        from fluxmusic_cli.cli.console import write_stdout
-
-        wav, item = out.clip_wav_bytes(clip, **opts)
-        write_stdout(wav)
-        return item
-    return out.write_clip(
-        clip, target, force=values["force"], save_latent=values["save_latent"], **opts
-    )
+    if target is not None:  # checked again: a file may have appeared while the model ran
+        check_target(target, force=values["force"], save_latent=values["save_latent"])
+    return Shared(values).clip_writer(stdout=write_stdout).write(clip, target)
 
 
 def _prompt_of_input(input_path: str, data: bytes | None) -> str:

@@ -17,8 +17,10 @@ from fluxmusic_cli.engine.editing import DEFAULT_CONTEXT, DEFAULT_SEAM
 from fluxmusic_cli.engine.sampling import TRAINED_SECONDS
 from fluxmusic_cli.errors import UsageError
 
-# Request fields that come straight from option values.
-REQUEST_KEYS = ("negative_prompt", "steps", "guidance", "duration", "loop", "seam", "context")
+# Request fields that come straight from option values; the loop and long-form ones are
+# run-wide (no Item carries them).
+LOOP_KEYS = ("loop", "seam", "context")
+REQUEST_KEYS = ("negative_prompt", "steps", "guidance", "duration", *LOOP_KEYS)
 CHUNK = 4  # clips per engine call: each chunk is written as soon as it is decoded
 
 GENERATE_HELP = """Generate music from a text prompt.
@@ -95,43 +97,78 @@ def generate(
     if to_stdout:
         refuse_binary_to_terminal()
 
-    from fluxmusic_cli import output as out
     from fluxmusic_cli.cli.progress import step_bars
     from fluxmusic_cli.cli.setup import make_engine
     from fluxmusic_cli.engine.pipeline import GenerationRequest
 
-    def request_for(chunk: list[tuple[str, int]]) -> GenerationRequest:
-        return GenerationRequest(
-            prompts=tuple(p for p, _ in chunk),
-            seeds=tuple(s for _, s in chunk),
-            **{k: values[k] for k in REQUEST_KEYS},
-        )
-
-    request_for(plan[:1]).check()  # bad sampling values are refused before anything loads
-    force, quiet = values["force"], values["quiet"]
-    targets = [] if to_stdout else _targets(plan, output, len(prompts), values)
-    written: list[out.WrittenClip] = []
-    warnings: list[str] = []
-    opts = dict(sample_rate=values["sample_rate"], peak_normalize=values["peak_normalize"])
+    GenerationRequest(
+        prompts=(plan[0][0],), seeds=(plan[0][1],), **{k: values[k] for k in REQUEST_KEYS}
+    ).check()  # bad sampling values are refused before anything loads
+    targets = None if to_stdout else _targets(plan, output, len(prompts), values)
+    quiet = values["quiet"]
     with step_bars(quiet) as bars:
         engine = make_engine(
             Shared(values).engine_options(), progress=bars, yes=values["yes"], quiet=quiet
         )
-        for start in range(0, len(plan), CHUNK):
-            result = engine.generate(request_for(plan[start : start + CHUNK]))
-            warnings += [w for w in result.warnings if w not in warnings]
-            for i, clip in enumerate(result.clips):
-                if to_stdout:
-                    data, item = out.clip_wav_bytes(clip, **opts)
-                    write_stdout(data)
-                else:
-                    item = out.write_clip(
-                        clip, targets[start + i], force=force,
-                        save_latent=values["save_latent"], **opts,
-                    )  # fmt: skip
-                written.append(item)
-                warnings += [f"{written_name(item)}: {w}" for w in item.warnings]
+        written, warnings = _run(engine, _items(plan, targets, values), targets, values)
     report_clips(written, warnings, json_out=values["json_out"], quiet=quiet)
+
+
+def _items(plan: list[tuple[str, int]], targets: list[Path] | None, values: dict[str, Any]):
+    """The plan as the run loop's items, each named by its file (`-`: stdout)."""
+    from fluxmusic_cli.batchrun import Item
+    from fluxmusic_cli.engine.pipeline import ClipSettings
+
+    settings = ClipSettings(
+        negative_prompt=values["negative_prompt"], steps=values["steps"],
+        guidance=values["guidance"], duration=values["duration"], encoders=values["encoders"],
+    )  # fmt: skip
+    paths = targets or [None] * len(plan)
+    return [
+        Item(
+            index=k,
+            name=path.stem if path else "-",
+            prompt=prompt,
+            seed=seed,
+            settings=settings,
+            fmt=path.suffix.lower().lstrip(".") if path else "wav",
+        )
+        for k, ((prompt, seed), path) in enumerate(zip(plan, paths, strict=True))
+    ]
+
+
+def _run(engine, items, targets: list[Path] | None, values: dict[str, Any]):
+    """Make and write the clips through the run loop `batch` uses, CHUNK to an engine call;
+    returns the written clips and the warnings (a clip's own named by its file)."""
+    from fluxmusic_cli.batchrun import RunLoop
+    from fluxmusic_cli.output import WrittenClip, check_target
+
+    written: list[WrittenClip] = []
+    warnings: list[str] = []
+
+    def target(item) -> Path | None:
+        if targets is None:
+            return None
+        # Checked again: a file may have appeared while the model ran.
+        check_target(targets[item.index], force=values["force"], save_latent=values["save_latent"])
+        return targets[item.index]
+
+    def collect(event) -> None:
+        if event.kind != "item_done":
+            return
+        warnings.extend(w for w in run.summary.warnings if w not in warnings)
+        clip = WrittenClip(Path(event.path) if event.path else None, event.record, event.warnings)
+        written.append(clip)
+        warnings.extend(f"{written_name(clip)}: {w}" for w in clip.warnings)
+
+    writer = Shared(values).clip_writer(stdout=write_stdout)
+    run = RunLoop(
+        engine, writer, target, batch_size=CHUNK, request={k: values[k] for k in LOOP_KEYS},
+        keep_going=False, encode_ahead=False, on_event=collect,
+    )  # fmt: skip
+    run.run(items)
+    warnings.extend(w for w in run.summary.warnings if w not in warnings)
+    return written, warnings
 
 
 def _apply_record(

@@ -4,15 +4,17 @@
 A decorated command declares only its own parameters plus `shared: Shared`; the decorator
 extends its signature (which Typer reads) with the engine, sampling and output options, and
 hands their values to the command as one `Shared` object, from which `EngineOptions` are built
-in one place. Defaults come from the engine, so `--help` shows what will run.
+in one place. Defaults come from the engine, so `--help` shows what will run. A command can
+declare one of them otherwise (batch's `--seed`) or leave it out (vary's axes are its own).
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+from collections.abc import Callable
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fluxmusic_cli.cli import options as opt
 from fluxmusic_cli.engine.pipeline import (
@@ -21,7 +23,11 @@ from fluxmusic_cli.engine.pipeline import (
     DEFAULT_STEPS,
     EngineOptions,
 )
+from fluxmusic_cli.engine.sampling import TRAINED_SECONDS
 from fluxmusic_cli.engine.sources import DEFAULT_SOURCES
+
+if TYPE_CHECKING:
+    from fluxmusic_cli.output import ClipWriter
 
 _DEFAULTS = EngineOptions()
 
@@ -52,6 +58,11 @@ SAMPLING: dict[str, tuple[Any, Any]] = {
     "negative_prompt": (opt.Negative, DEFAULT_NEGATIVE_PROMPT),
     "seed": (opt.Seed, None),
 }
+# The clip length, for the commands that make clips from nothing (generate declares its own,
+# first in its Sampling panel; the editing commands take the length from their input).
+LENGTH: dict[str, tuple[Any, Any]] = {
+    "duration": (opt.Duration, TRAINED_SECONDS),
+}
 OUTPUT: dict[str, tuple[Any, Any]] = {
     "sample_rate": (opt.SampleRate, 16000),
     "peak_normalize": (opt.PeakNormalize, False),
@@ -60,7 +71,7 @@ OUTPUT: dict[str, tuple[Any, Any]] = {
     "json_out": (opt.Json, False),
     "quiet": (opt.Quiet, False),
 }
-GROUPS = {"engine": ENGINE, "sampling": SAMPLING, "output": OUTPUT}
+GROUPS = {"engine": ENGINE, "sampling": SAMPLING, "length": LENGTH, "output": OUTPUT}
 # EngineOptions fields whose option has another name.
 _ENGINE_FIELD = {"compile_model": "compile"}
 _NOT_ENGINE = ("yes",)
@@ -89,14 +100,41 @@ class Shared:
         fields.update(overrides)
         return EngineOptions(**fields)
 
+    def clip_writer(self, stdout: Callable[[bytes], None] | None = None) -> ClipWriter:
+        """How the clips are written, from the output options (`stdout` for `-o -`)."""
+        from fluxmusic_cli.output import ClipWriter
 
-def shared_options(*groups: str):
-    """Add the options of `groups` ("engine", "sampling", "output") to a command."""
+        return ClipWriter(
+            sample_rate=self.values["sample_rate"],
+            peak_normalize=self.values["peak_normalize"],
+            save_latent=self.values.get("save_latent", False),
+            stdout=stdout,
+        )
+
+
+def shared_options(*groups: str, **changes: tuple[Any, Any] | None):
+    """Add the options of `groups` ("sampling", "length", "engine", "output") to a command.
+
+    `changes` fit the groups to one command: NAME=(annotation, default) declares that option
+    otherwise, in its place; NAME=None leaves it out (for a command without it, or with its
+    own of that name, which then arrives as the command's own parameter).
+    """
     table = {name: spec for group in groups for name, spec in GROUPS[group].items()}
+    unknown = sorted(set(changes) - set(table))
+    if unknown:
+        raise TypeError(f"Not shared options of {groups}: {', '.join(unknown)}.")
+    table = {name: changes.get(name, spec) for name, spec in table.items()}
+    table = {name: spec for name, spec in table.items() if spec is not None}
 
     def decorate(func):
         signature = inspect.signature(func, eval_str=True)
         own = [p for p in signature.parameters.values() if p.name != "shared"]
+        twice = sorted({p.name for p in own} & set(table))
+        if twice:
+            raise TypeError(
+                f"{func.__name__} declares shared options itself: {', '.join(twice)}; leave "
+                "them out of the group (NAME=None)."
+            )
         added = [
             inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=ann)
             for name, (ann, default) in table.items()

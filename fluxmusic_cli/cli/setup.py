@@ -10,7 +10,7 @@ def make_engine(
 ) -> Engine:
     """An engine for `options`; missing hub files are fetched first, after a pre-flight summary
     (and a question when the download is large, unless `yes`)."""
-    from fluxmusic_cli.cli.models import ensure_downloaded
+    from fluxmusic_cli.cli.downloads import ensure_downloaded
 
     engine = Engine(options, progress=progress)
     ensure_downloaded(engine.required_refs(), token=options.token, yes=yes, quiet=quiet)

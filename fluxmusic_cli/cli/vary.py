@@ -8,11 +8,9 @@ from typing import Annotated
 import typer
 
 from fluxmusic_cli.cli import options as opt
-from fluxmusic_cli.cli.batch import BatchSize, Format, FormatChoice, JsonLines, OutDir, run_plan
 from fluxmusic_cli.cli.console import emit_json_line, err
-from fluxmusic_cli.engine.pipeline import DEFAULT_NEGATIVE_PROMPT
-from fluxmusic_cli.engine.sampling import TRAINED_SECONDS
-from fluxmusic_cli.engine.sources import DEFAULT_SOURCES
+from fluxmusic_cli.cli.option_group import Shared, shared_options
+from fluxmusic_cli.cli.runs import run_plan
 from fluxmusic_cli.errors import PartialFailure, UsageError
 
 VARY_HELP = """Hear one prompt across seeds and guidance scales (and steps, and encoders).
@@ -78,46 +76,30 @@ def register(app: typer.Typer) -> None:
     app.command("vary", help=VARY_HELP, no_args_is_help=True)(vary)
 
 
+@shared_options(
+    "sampling", "length", "engine", "output",
+    steps=None, guidance=None, seed=None, encoders=None, save_latent=None,
+    json_out=(opt.JsonLines, False),
+)  # fmt: skip
 def vary(
     prompt: Annotated[str, typer.Argument(help="What the music should be.", show_default=False)],
-    output: OutDir,
+    output: opt.OutDir,
     seeds: Seeds = "0-3",
     guidance: GuidanceAxis = "3.5,7",
     steps: StepsAxis = "50",
     encoders: EncodersAxis = "both",
     input_path: InputOpt = None,
     strength: StrengthAxis = "0.5",
-    fmt: Format = FormatChoice.wav,
-    batch_size: BatchSize = 1,
-    model: opt.Model = DEFAULT_SOURCES["transformer"],
-    t5: opt.T5 = DEFAULT_SOURCES["t5"],
-    clap: opt.Clap = DEFAULT_SOURCES["clap"],
-    vae_vocoder: opt.VaeVocoder = DEFAULT_SOURCES["audioldm2"],
-    conditioning: opt.ConditioningOpt = opt.ConditioningChoice.training,
-    negative_prompt: opt.Negative = DEFAULT_NEGATIVE_PROMPT,
-    duration: opt.Duration = TRAINED_SECONDS,
-    device: opt.DeviceOpt = opt.DeviceChoice.auto,
-    dtype: opt.DtypeOpt = opt.DtypeChoice.auto,
-    memory: opt.MemoryOpt = opt.MemoryChoice.auto,
-    token: opt.Token = None,
-    compile_model: opt.Compile = False,
-    threads: opt.Threads = None,
-    lora: opt.Lora = None,
-    text_device: opt.TextDeviceOpt = opt.TextDeviceChoice.auto,
-    guidance_interval: opt.GuidanceIntervalOpt = None,
-    cache: opt.CacheOpt = None,
-    sample_rate: opt.SampleRate = 16000,
-    peak_normalize: opt.PeakNormalize = False,
-    force: opt.Force = False,
-    json_out: JsonLines = False,
-    quiet: opt.Quiet = False,
-    yes: opt.Yes = False,
+    fmt: opt.Format = opt.FormatChoice.wav,
+    batch_size: opt.BatchSize = 1,
+    *,
+    shared: Shared,
 ) -> None:
     from fluxmusic_cli import vary as grid
     from fluxmusic_cli.batchrun import Settings, read_manifest
     from fluxmusic_cli.engine.sampling import latent_length
 
-    latent_length(duration)
+    latent_length(shared.duration)
     source = None
     if input_path is not None:
         from fluxmusic_cli.edit_input import load_source
@@ -136,37 +118,32 @@ def vary(
         strengths=[None] if source is None else grid.parse_strengths(strength),
     )
     settings = Settings(
-        steps=axes.steps[0], guidance=axes.guidance[0], negative_prompt=negative_prompt,
-        duration=duration, seed=axes.seeds[0], encoders=axes.encoders[0], fmt=fmt.value,
-        sample_rate=sample_rate, peak_normalize=peak_normalize, source=source,
+        steps=axes.steps[0], guidance=axes.guidance[0], negative_prompt=shared.negative_prompt,
+        duration=shared.duration, seed=axes.seeds[0], encoders=axes.encoders[0], fmt=fmt.value,
+        sample_rate=shared.sample_rate, peak_normalize=shared.peak_normalize, source=source,
     )  # fmt: skip
     plan = grid.plan_vary(prompt, output, axes, settings)
-    engine_options = opt.engine_options(
-        model=model, t5=t5, clap=clap, vae_vocoder=vae_vocoder, encoders=axes.encoders[0],
-        conditioning=conditioning.value, device=device.value, dtype=dtype.value,
-        memory=memory.value, token=token, compile=compile_model, threads=threads,
-        loras=opt.loras(lora),
-        guidance_interval=guidance_interval, cache=cache, text_device=text_device,
-    )  # fmt: skip
+    engine_options = shared.engine_options(encoders=axes.encoders[0])
     failure: PartialFailure | None = None
     try:
-        run_plan(plan, settings, engine_options, batch_size=batch_size, force=force,
-                 json_out=json_out, quiet=quiet, yes=yes, label="clips")  # fmt: skip
+        run_plan(plan, settings, engine_options, batch_size=batch_size, force=shared.force,
+                 json_out=shared.json_out, quiet=shared.quiet, yes=shared.yes,
+                 label="clips")  # fmt: skip
     except PartialFailure as exc:
         failure = exc  # the page still shows every clip that was made
     page_settings = {
-        "model": Path(model).name if Path(model).exists() else model,
-        "negative prompt": repr(negative_prompt),
-        "duration": f"{duration:g} s" if source is None else None,
+        "model": Path(shared.model).name if Path(shared.model).exists() else shared.model,
+        "negative prompt": repr(shared.negative_prompt),
+        "duration": f"{shared.duration:g} s" if source is None else None,
         "remix of": input_path,
-        "conditioning": conditioning.value,
+        "conditioning": shared.conditioning,
     }
     index, picture = grid.render_page(
         plan, axes, read_manifest(plan.out_dir), title_settings=page_settings
     )
-    if json_out:
+    if shared.json_out:
         emit_json_line({"event": "page", "index": str(index), "grid": str(picture)})
-    elif not quiet:
+    elif not shared.quiet:
         err.print(f"[green]page[/green] {index}\n[green]grid[/green] {picture}")
     if failure is not None:
         raise failure

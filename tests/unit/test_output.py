@@ -45,10 +45,9 @@ def test_an_unwritable_folder_is_refused(tmp_path):
         locked.chmod(0o700)
 
 
-def test_write_clip_writes_audio_and_record_with_the_output_fields(tmp_path):
-    written = output.write_clip(
-        clip(), tmp_path / "tone.flac", sample_rate=22050, peak_normalize=True, force=False
-    )
+def test_the_clip_writer_writes_audio_and_record_with_the_output_fields(tmp_path):
+    writer = output.ClipWriter(sample_rate=22050, peak_normalize=True)
+    written = writer.write(clip(), tmp_path / "tone.flac")
     data, rate = sf.read(tmp_path / "tone.flac")
     assert rate == 22050 and len(data) == 22050
     assert 0.9 < np.abs(data).max() <= 1.0  # scaled to -0.4 dBFS, then resampled
@@ -59,17 +58,22 @@ def test_write_clip_writes_audio_and_record_with_the_output_fields(tmp_path):
     assert side["peak_normalize"] is True
     assert side["peak"] == pytest.approx(np.abs(data).max(), abs=1e-3)  # measured as written
     assert metadata.read_record(tmp_path / "tone.flac") == side
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tone.flac", "tone.json"]
 
 
-def test_write_clip_refuses_to_overwrite_and_writes_nothing_for_bad_samples(tmp_path):
-    target = tmp_path / "t.wav"
-    target.write_bytes(b"precious")
-    with pytest.raises(UsageError, match="already exists"):
-        output.write_clip(clip(), target, sample_rate=16000, peak_normalize=False, force=False)
-    assert target.read_bytes() == b"precious"
+def test_the_clip_writer_writes_nothing_for_bad_samples(tmp_path):
     bad = np.full(16000, np.nan, dtype=np.float32)
     with pytest.raises(BadAudioError):
-        output.write_clip(
-            clip(bad), tmp_path / "nan.wav", sample_rate=16000, peak_normalize=False, force=False
-        )
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.wav"]
+        output.ClipWriter(save_latent=True).write(clip(bad), tmp_path / "nan.wav")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_clip_writer_sends_one_tagged_wav_to_stdout_and_no_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    sent: list[bytes] = []
+    written = output.ClipWriter(stdout=sent.append).write(clip(), None)
+    assert written.path is None and written.record["output"] == "-"
+    assert len(sent) == 1 and sent[0][:4] == b"RIFF"
+    (tmp_path / "piped.wav").write_bytes(sent[0])
+    assert metadata.read_record(tmp_path / "piped.wav")["seed"] == 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["piped.wav"]

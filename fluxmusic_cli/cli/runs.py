@@ -1,0 +1,129 @@
+"""Running a folder plan (`batch`, `vary`): progress on stderr or JSON events on stdout, and
+the closing summary table."""
+
+from __future__ import annotations
+
+from fluxmusic_cli.cli.console import emit_json_line, err, warn
+from fluxmusic_cli.engine.pipeline import EngineOptions
+from fluxmusic_cli.errors import PartialFailure
+
+
+def run_plan(
+    plan,
+    settings,
+    engine_options: EngineOptions,
+    *,
+    batch_size: int,
+    force: bool,
+    json_out: bool,
+    quiet: bool,
+    yes: bool,
+    label: str,
+):
+    """Run a plan with progress on stderr (or JSON events on stdout) and a closing summary.
+
+    Returns the summary; raises PartialFailure when any item failed.
+    """
+    import dataclasses
+
+    from fluxmusic_cli.batchrun import BatchRunner
+    from fluxmusic_cli.output import check_encodable
+
+    check_encodable(settings.fmt, settings.sample_rate)  # before any model loads
+    from fluxmusic_cli.cli.progress import step_bars
+    from fluxmusic_cli.cli.setup import make_engine
+
+    engine_options = dataclasses.replace(engine_options, forward_batch=batch_size)
+
+    with step_bars(quiet or json_out) as bars:
+        engine = make_engine(engine_options, progress=bars, yes=yes, quiet=quiet or json_out)
+        report = _Reporter(bars, json_out=json_out, quiet=quiet)
+        runner = BatchRunner(engine, plan, settings, batch_size=batch_size, force=force,
+                             on_event=report)  # fmt: skip
+        try:
+            todo = runner.prepare().todo
+            report.start(len(todo))
+            summary = runner.run(todo)
+        except KeyboardInterrupt:
+            if json_out:
+                emit_json_line({**runner.summary.to_json(plan), "interrupted": True})
+            raise
+        finally:
+            runner.close()
+    for w in summary.warnings:
+        warn(w)
+    if json_out:
+        emit_json_line(summary.to_json(plan))
+    elif not quiet:
+        _summary_table(plan, summary, label)
+    if summary.failed:
+        total = len(summary.failed) + len(summary.done) + len(summary.skipped)
+        raise PartialFailure(
+            f"{len(summary.failed)} of {total} {label} failed; the others are in {plan.out_dir}.",
+            hint="Fix the rows named above and run the same command again: finished clips are "
+            "skipped.",
+        )
+    return summary
+
+
+class _Reporter:
+    """Turns run events into JSON lines or an items bar with rate and ETA."""
+
+    def __init__(self, bars, *, json_out: bool, quiet: bool) -> None:
+        self.bars = bars
+        self.json_out = json_out
+        self.quiet = quiet
+        self.task = None
+        self.done = 0
+        self.started: float | None = None
+
+    def start(self, todo: int) -> None:
+        import time
+
+        self.started = time.perf_counter()
+        self.task = self.bars.add_task("items", total=todo)
+
+    def __call__(self, event) -> None:
+        if self.json_out:
+            emit_json_line(event.to_json())
+            return
+        if event.kind == "item_failed" and not self.quiet:
+            warn(f"row {event.row} ({event.name or 'no name'}): {event.reason}")
+        if event.kind in ("item_done", "item_failed") and self.task is not None:
+            self._advance()
+
+    def _advance(self) -> None:
+        import time
+
+        self.done += 1
+        self.bars.advance(self.task)
+        elapsed = time.perf_counter() - (self.started or time.perf_counter())
+        if self.bars.progress is not None and elapsed > 0:
+            rate = self.done / elapsed
+            text = f"items ({rate:.2f}/s)" if rate >= 1 else f"items ({60 * rate:.1f}/min)"
+            self.bars.progress.update(self.task, description=text)
+
+
+def _summary_table(plan, summary, label: str) -> None:
+    from rich.table import Table
+
+    counts = Table(title=f"{plan.out_dir}", show_header=False, title_justify="left")
+    counts.add_column("what")
+    counts.add_column("count", justify="right")
+    counts.add_row("[green]written[/green]", str(len(summary.done)))
+    counts.add_row("already finished (skipped)", str(len(summary.skipped)))
+    counts.add_row("[red]failed[/red]" if summary.failed else "failed", str(len(summary.failed)))
+    if plan.shard is not None:
+        mine = len(plan.items) + len(plan.failures)
+        counts.add_row(f"other shards' {label} (shard {plan.shard})", str(plan.total - mine))
+    counts.add_row("time", f"{summary.elapsed_s:.1f} s")
+    err.print(counts)
+    if summary.failed:
+        failures = Table(title="failed", title_justify="left")
+        failures.add_column("row", justify="right")
+        failures.add_column("name")
+        failures.add_column("reason", overflow="fold")
+        for e in summary.failed:
+            failures.add_row(str(e.row), e.name or "", e.reason or "")
+        err.print(failures)
+    err.print(f"manifest: {plan.out_dir / 'manifest.jsonl'}")
