@@ -70,8 +70,11 @@ def clip(quick: bool) -> dict:
         "steps": steps,
         "seconds": 10.24,
         "t5": "T5-XXL width (d_model 4096, d_ff 10240), 2 of 24 layers; see section t5xxl",
-        "first_run": {"wall_s": first.wall_s, "peak_rss_mb": first.peak_rss_mb,
-                      "record": _record(first.stdout)},  # fmt: skip
+        "first_run": {
+            "wall_s": first.wall_s,
+            "peak_rss_mb": first.peak_rss_mb,
+            "record": _record(first.stdout),
+        },  # fmt: skip
         "seen_prompt_without_t5_weights": second_ok,
         "load_avg": {"start": start, "end": load_avg()},
     }
@@ -149,8 +152,10 @@ def batch(quick: bool) -> dict:
             "clips_per_hour_batch": 3600 * n / (b.wall_s + extra_s),
             "clips_per_hour_generate": 3600 * n / (single_s + extra_s),
         }
-        out["note"] = (f"{steps} steps per clip (not 50): the saving is per-process start-up "
-                       "and loading, which does not depend on the step count")
+        out["note"] = (
+            f"{steps} steps per clip (not 50): the saving is per-process start-up "
+            "and loading, which does not depend on the step count"
+        )
     return {
         **out,
         "load_avg": {"start": start, "end": load_avg()},
@@ -162,8 +167,10 @@ def t5xxl(quick: bool) -> dict:
     free_gb = shutil.disk_usage(WORK.parent).free / 2**30
     avail_gb = _mem_available_gb()
     if free_gb < 15 or avail_gb < 14:
-        return {"measured": False,
-                "reason": f"needs ~15 GB disk and ~14 GB RAM; have {free_gb:.0f} / {avail_gb:.0f}"}
+        return {
+            "measured": False,
+            "reason": f"needs ~15 GB disk and ~14 GB RAM; have {free_gb:.0f} / {avail_gb:.0f}",
+        }
     parts = _components(t5=fixtures.t5_xxl(WORK))
     steps = 2 if quick else 5
     out: dict = {"steps": steps}
@@ -206,14 +213,23 @@ def summary_rows(name: str, r: dict) -> list[tuple[str, str]]:
             rows.append(("  second run wall", f"{r['second_run']['wall_s']:.1f} s"))
         return rows
     if name == "batch":
-        return [(f"{r['prompts']} prompts x {r['steps']} steps: batch",
-                 f"{r['batch_wall_s']:.0f} s ({r['clips_per_hour_batch']:.0f} clips/h)"),
-                (f"{r['prompts']} separate generate runs",
-                 f"{r['generate_wall_s_total']:.0f} s "
-                 f"({r['clips_per_hour_generate']:.0f} clips/h)")] + [
-                ("  extrapolated to 50 steps: batch / generate",
-                 f"{x['clips_per_hour_batch']:.1f} / {x['clips_per_hour_generate']:.1f} clips/h")
-                for x in [r.get("extrapolated_50_steps")] if x]
+        return [
+            (
+                f"{r['prompts']} prompts x {r['steps']} steps: batch",
+                f"{r['batch_wall_s']:.0f} s ({r['clips_per_hour_batch']:.0f} clips/h)",
+            ),
+            (
+                f"{r['prompts']} separate generate runs",
+                f"{r['generate_wall_s_total']:.0f} s ({r['clips_per_hour_generate']:.0f} clips/h)",
+            ),
+        ] + [
+            (
+                "  extrapolated to 50 steps: batch / generate",
+                f"{x['clips_per_hour_batch']:.1f} / {x['clips_per_hour_generate']:.1f} clips/h",
+            )
+            for x in [r.get("extrapolated_50_steps")]
+            if x
+        ]
     return [(f"T5-XXL + small, --memory {p}",
              f"{r[p]['wall_s']:.0f} s, peak RSS {r[p]['peak_rss_mb'] / 1024:.2f} GB")
             for p in ("sequential", "resident") if p in r]  # fmt: skip

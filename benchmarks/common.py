@@ -84,14 +84,23 @@ class ChildRun:
     stderr: str
 
 
-def run_child(cmd: list[str], *, env: dict | None = None, stdin: str | None = None,
-              cwd: Path | None = None, timeout: float | None = None) -> ChildRun:
+def run_child(
+    cmd: list[str],
+    *,
+    env: dict | None = None,
+    stdin: str | None = None,
+    cwd: Path | None = None,
+    timeout: float | None = None,
+) -> ChildRun:
     """Run `cmd`; return its wall time and its own peak RSS (VmHWM polled every 20 ms)."""
     import tempfile
 
     full_env = {**os.environ, **(env or {})}
-    with tempfile.TemporaryFile("w+") as fin, tempfile.TemporaryFile("w+") as fout, \
-            tempfile.TemporaryFile("w+") as ferr:
+    with (
+        tempfile.TemporaryFile("w+") as fin,
+        tempfile.TemporaryFile("w+") as fout,
+        tempfile.TemporaryFile("w+") as ferr,
+    ):
         if stdin is not None:
             fin.write(stdin)
             fin.seek(0)
@@ -132,9 +141,17 @@ def fluxmusic_exe() -> str:
     return str(exe) if exe.exists() else "fluxmusic"
 
 
-def step_flops(hidden: int, depth: int, depth_single: int, *, n_img: int = MUSIC_TOKENS,
-               n_txt: int = TEXT_TOKENS, context_in_dim: int = 4096, in_channels: int = 32,
-               batch: int = 1) -> dict[str, float]:
+def step_flops(
+    hidden: int,
+    depth: int,
+    depth_single: int,
+    *,
+    n_img: int = MUSIC_TOKENS,
+    n_txt: int = TEXT_TOKENS,
+    context_in_dim: int = 4096,
+    in_channels: int = 32,
+    batch: int = 1,
+) -> dict[str, float]:
     """FLOPs of one forward pass (multiply-add = 2 FLOPs), counted from the architecture.
 
     Per token and block both kinds of block spend 12 h^2 multiply-adds in linear layers

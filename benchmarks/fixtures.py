@@ -168,10 +168,14 @@ def audioldm2_decoder(work: Path) -> Path:
     )  # fmt: skip
     vocoder = SpeechT5HifiGan(
         SpeechT5HifiGanConfig(
-            model_in_dim=64, sampling_rate=16000, upsample_initial_channel=1024,
-            upsample_rates=[5, 4, 2, 2, 2], upsample_kernel_sizes=[16, 16, 8, 4, 4],
+            model_in_dim=64,
+            sampling_rate=16000,
+            upsample_initial_channel=1024,
+            upsample_rates=[5, 4, 2, 2, 2],
+            upsample_kernel_sizes=[16, 16, 8, 4, 4],
             resblock_kernel_sizes=[3, 7, 11],
-            resblock_dilation_sizes=[[1, 3, 5], [1, 3, 5], [1, 3, 5]], normalize_before=False,
+            resblock_dilation_sizes=[[1, 3, 5], [1, 3, 5], [1, 3, 5]],
+            normalize_before=False,
         )  # fmt: skip
     )
     vae.save_pretrained(folder / "vae", safe_serialization=True)

@@ -28,10 +28,12 @@ ENCODEC_32KHZ = dict(
     upsampling_ratios=[8, 5, 4, 4], use_causal_conv=False, use_conv_shortcut=False,
 )  # fmt: skip
 MUSICGEN_DECODER = {
-    "musicgen-small": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
-                           ffn_dim=4096),  # fmt: skip
-    "musicgen-medium": dict(hidden_size=1536, num_hidden_layers=48, num_attention_heads=24,
-                            ffn_dim=6144),  # fmt: skip
+    "musicgen-small": dict(
+        hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, ffn_dim=4096
+    ),  # fmt: skip
+    "musicgen-medium": dict(
+        hidden_size=1536, num_hidden_layers=48, num_attention_heads=24, ffn_dim=6144
+    ),  # fmt: skip
 }
 
 
@@ -157,9 +159,16 @@ def _audioldm2(steps: str) -> dict:
     gen = time.perf_counter() - t1
     params = sum(p.numel() for m in (unet, vae, vocoder, clap, t5, gpt2, projection)
                  for p in m.parameters())  # fmt: skip
-    return {"build_s": built, "generate_s": gen, "units": n, "default_units": AUDIOLDM2_STEPS,
-            "unit_times": _diffs(stamps), "unit": "step",
-            "audio_samples": int(out.audios.shape[-1]), "params": params}
+    return {
+        "build_s": built,
+        "generate_s": gen,
+        "units": n,
+        "default_units": AUDIOLDM2_STEPS,
+        "unit_times": _diffs(stamps),
+        "unit": "step",
+        "audio_samples": int(out.audios.shape[-1]),
+        "params": params,
+    }
 
 
 def _diffs(stamps: list[float]) -> list[float]:

@@ -1,6 +1,6 @@
 """Turn result JSON files from run.py into the Markdown tables of RESULTS.md.
 
-    python benchmarks/report.py benchmarks/results/full.json [more.json ...]
+python benchmarks/report.py benchmarks/results/full.json [more.json ...]
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def render(paths: list[Path]) -> str:
         out.append("")
     c = sections.get("clip")
     if c and "first_run" in c:
-        rec = (c["first_run"].get("record") or {})
+        rec = c["first_run"].get("record") or {}
         out += [f"### Whole clip via `fluxmusic generate` (load {_la(c)})", "",
                 f"10.24 s, {c['steps']} steps, dtype {rec.get('dtype', '?')}, memory policy "
                 f"{rec.get('memory_policy', '?')}: **{c['first_run']['wall_s']:.1f} s** wall, "

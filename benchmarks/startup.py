@@ -104,8 +104,11 @@ def summary_rows(name: str, r: dict) -> list[tuple[str, str]]:
         return rows
     return [
         (f"load {k}", f"{v['load_s_median']:.2f} s, peak RSS {v['peak_rss_mb_max']:.0f} MB")
-        if "load_s_median" in v else
-        (f"  {k}", f"read all weights {v['touch_s_median']:.2f} s, "
-                   f"VmHWM then {v['vm_hwm_after_touch_mb_max']:.0f} MB")
+        if "load_s_median" in v
+        else (
+            f"  {k}",
+            f"read all weights {v['touch_s_median']:.2f} s, "
+            f"VmHWM then {v['vm_hwm_after_touch_mb_max']:.0f} MB",
+        )
         for k, v in r["variants"].items()
     ]

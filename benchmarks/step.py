@@ -192,9 +192,13 @@ def summary_rows(name: str, r: dict) -> list[tuple[str, str]]:
     if "error" in r:
         return [("error", r["error"])]
     if name == "compile":
-        return [("bf16 step eager / compiled",
-                 f"{r['eager_s_per_step']:.2f} / {r['compiled_s_per_step']:.2f} s "
-                 f"({r['speedup']:.2f}x; compiling took {r['compiled_first_step_s']:.0f} s)")]
+        return [
+            (
+                "bf16 step eager / compiled",
+                f"{r['eager_s_per_step']:.2f} / {r['compiled_s_per_step']:.2f} s "
+                f"({r['speedup']:.2f}x; compiling took {r['compiled_first_step_s']:.0f} s)",
+            )
+        ]
     return summary(r)
 
 

@@ -1,9 +1,9 @@
 """Measurements that must run in a fresh process (start-up, load, peers); prints one JSON line.
 
-    python benchmarks/worker.py load PATH [touch]
-    python benchmarks/worker.py first-step PATH
-    python benchmarks/worker.py peer NAME STEPS|default
-    python benchmarks/worker.py single-window PATH SECONDS STEPS
+python benchmarks/worker.py load PATH [touch]
+python benchmarks/worker.py first-step PATH
+python benchmarks/worker.py peer NAME STEPS|default
+python benchmarks/worker.py single-window PATH SECONDS STEPS
 """
 
 from __future__ import annotations
@@ -28,8 +28,13 @@ def load(path: str, touch: bool = False) -> dict:
     model, cfg = load_transformer(Path(path))
     t_load = time.perf_counter() - t0
     n = sum(p.numel() for p in model.parameters())
-    out = {"import_s": t_import, "load_s": t_load, "params": n, "threads": torch.get_num_threads(),
-           "vm_hwm_mb": _own_vm_hwm_mb()}
+    out = {
+        "import_s": t_import,
+        "load_s": t_load,
+        "params": n,
+        "threads": torch.get_num_threads(),
+        "vm_hwm_mb": _own_vm_hwm_mb(),
+    }
     if touch:
         # Both formats are memory-mapped, so load_s excludes reading; the first forward pass would
         # fault every page in. Summing each tensor does that reading here, where it can be timed.
