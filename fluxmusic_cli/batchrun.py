@@ -668,14 +668,11 @@ class RunLoop:
         request = GenerationRequest(
             prompts=tuple(i.prompt for i in chunk),
             seeds=tuple(i.seed for i in chunk),
-            negative_prompt=first.negative_prompt,
-            steps=first.steps,
-            guidance=first.guidance,
-            duration=first.duration,
+            **asdict(first.settings.clip_settings),  # the items' shared sampling settings
             **self.request,
         )
         try:
-            result = self.engine.generate(request, encoders=first.encoders)
+            result = self.engine.generate(request)
         except OutOfMemoryError:
             # Halves help only when a forward pass held more than one clip.
             if min(len(chunk), self.engine.options.forward_batch) == 1:
