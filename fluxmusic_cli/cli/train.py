@@ -291,27 +291,13 @@ def train(
             prompts=tuple(sample_prompt), every=sample_every, steps=sample_steps
         )
     request = TrainRequest(
-        data=data,
-        run_dir=output,
-        settings=settings,
-        audio_dir=audio_dir,
-        save_every=save_every,
-        samples=samples,
-        resume=resume,
-        force=force,
-    )
+        data=data, run_dir=output, settings=settings, audio_dir=audio_dir,
+        save_every=save_every, samples=samples, resume=resume, force=force,
+    )  # fmt: skip
     options = opt.engine_options(
-        model=model,
-        t5=t5,
-        clap=clap,
-        vae_vocoder=vae_vocoder,
-        encoders=encoders,
-        conditioning=conditioning,
-        device=device,
-        dtype=dtype,
-        token=token,
-        threads=threads,
-    )
+        model=model, t5=t5, clap=clap, vae_vocoder=vae_vocoder, encoders=encoders,
+        conditioning=conditioning, device=device, dtype=dtype, token=token, threads=threads,
+    )  # fmt: skip
     if main_process:
         from fluxmusic_cli.cli.setup import make_engine
 
@@ -320,24 +306,25 @@ def train(
         quiet=quiet or not main_process, json_out=json_out and main_process
     ) as report:
         result = run_training(request, options, on_event=report)
-    if not main_process:
-        return
+    if main_process:
+        _report(result, full=settings.full, model=model, quiet=quiet or json_out)
+
+
+def _report(result, *, full: bool, model: str, quiet: bool) -> None:
+    """The skipped files, then (unless quiet) what was written and how to use it."""
     record = result.record
     _warn_skipped(record["data"]["skipped"])
-    if not quiet and not json_out:
-        first, last = record["loss_first10"], record["loss_last10"]
-        err.print(
-            f"[green]wrote[/green] {result.output}  ({record['step']} steps, loss "
-            f"{first:.4f} -> {last:.4f} over the first/last 10, "
-            f"{record['data']['segments']} segments of {record['data']['tracks']} tracks)"
-        )
-        err.print(f"loss curve: {result.loss_png}")
-        use = (
-            f"--model {result.output}"
-            if settings.full
-            else f"--model {model} --lora {result.output}"
-        )
-        err.print(f'use it: fluxmusic generate "..." {use}')
+    if quiet:
+        return
+    first, last = record["loss_first10"], record["loss_last10"]
+    err.print(
+        f"[green]wrote[/green] {result.output}  ({record['step']} steps, loss "
+        f"{first:.4f} -> {last:.4f} over the first/last 10, "
+        f"{record['data']['segments']} segments of {record['data']['tracks']} tracks)"
+    )
+    err.print(f"loss curve: {result.loss_png}")
+    use = f"--model {result.output}" if full else f"--model {model} --lora {result.output}"
+    err.print(f'use it: fluxmusic generate "..." {use}')
 
 
 def _warn_skipped(skipped: list[dict[str, Any]], shown: int = 20) -> None:

@@ -124,26 +124,64 @@ def make_accelerator(device: str):
     return Accelerator(cpu=device == "cpu")
 
 
+@dataclass
+class _Run:
+    """What the steps of one run share: the request, its settings and the process group."""
+
+    request: TrainRequest
+    settings: TrainSettings
+    acc: Any
+    emit: EventCallback
+    threads: int
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.request.run_dir)
+
+    @property
+    def main(self) -> bool:
+        return self.acc.is_main_process
+
+
 def run_training(
     request: TrainRequest, options, *, on_event: EventCallback | None = None
 ) -> TrainResult:
     """Prepare, train and save (see the module docstring); `options` is an EngineOptions."""
-    import torch
-
-    from fluxmusic_cli.engine import devices, hub, perf
-    from fluxmusic_cli.engine.checkpoint import load_transformer
     from fluxmusic_cli.engine.pipeline import Engine
-    from fluxmusic_cli.engine.training import prepare as prep
-    from fluxmusic_cli.engine.training.data import find_tracks
     from fluxmusic_cli.engine.training.loop import Trainer
 
-    emit = on_event or (lambda event: None)
-    s = request.settings
-    s.check()
-    run_dir = Path(request.run_dir)
+    request.settings.check()
+    # 1. Placement and the run folder: a new run, a forced restart, or the checkpoint to
+    #    resume from (the first process decides; the others follow it).
+    run, resume_from = _start(request, options, on_event or (lambda event: None))
+    # 2. Tracks and captions; 3. preparation, done once by the first process.
+    engine = Engine(replace(options, memory="sequential"))
+    data = _prepare(run, engine)
+    if request.samples is None:
+        engine.close()
+    # 4. The base model, in fp32 (compute may run in bf16 under autocast).
+    model, cfg, base = _load_base(engine, options)
+    trainer = Trainer(model, data, run.settings, accelerator=run.acc)
+    record = _record(
+        request, run.settings, options, base, data.summary, trainer, run.acc, run.threads
+    )
+    if resume_from is not None:
+        _resume(trainer, resume_from, data, request)
+        record["resumed_from"] = str(resume_from)
+    if run.main:
+        write_json(run.run_dir / RECORD, record)
+    # 5. Train; 6. the result and its record.
+    extra = {"data_fingerprint": data.summary["fingerprint"]}
+    _train(run, trainer, engine, data, extra, record)
+    output = _save_result(run, trainer, cfg, base, extra, record)
+    run.acc.wait_for_everyone()
+    engine.close()
+    return TrainResult(output=output, record=record, loss_png=run.run_dir / "loss.png")
 
-    # 1. The run folder: a new run, a forced restart, or the checkpoint to resume from (the
-    #    first process decides; the others follow it).
+
+def _start(request: TrainRequest, options, emit: EventCallback) -> tuple[_Run, Path | None]:
+    from fluxmusic_cli.engine import devices, perf
+
     place = devices.resolve_placement(options.device, options.dtype)
     threads = perf.configure_threads(options.threads)
     if place.dtype == "fp16" and options.dtype == "fp16":
@@ -151,38 +189,46 @@ def run_training(
             "--dtype fp16 cannot train (fp16 gradients underflow without loss scaling); "
             "use bf16 or fp32."
         )
-    s = replace(s, autocast="fp32" if place.dtype == "fp16" else place.dtype)
-    acc = make_accelerator(place.device)
-    main = acc.is_main_process
-    if main:
-        resume_from = check_run_dir(run_dir, resume=request.resume, force=request.force)
+    settings = replace(request.settings, autocast="fp32" if place.dtype == "fp16" else place.dtype)
+    run = _Run(request, settings, make_accelerator(place.device), emit, threads)
+    if run.main:
+        resume_from = check_run_dir(run.run_dir, resume=request.resume, force=request.force)
     else:
-        resume_from = latest_checkpoint(run_dir) if request.resume else None
+        resume_from = latest_checkpoint(run.run_dir) if request.resume else None
+    return run, resume_from
 
-    # 2. Tracks and captions; 3. preparation, done once by the first process.
+
+def _prepare(run: _Run, engine):
+    from fluxmusic_cli.engine.training import prepare as prep
+    from fluxmusic_cli.engine.training.data import find_tracks
+
+    request = run.request
     tracks = find_tracks(request.data, audio_dir=request.audio_dir)
     prompts = ()
     if request.samples is not None:
         prompts = (*request.samples.prompts, request.samples.negative_prompt)
-    engine = Engine(replace(options, memory="sequential"))
-    with acc.main_process_first():
-        if main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            if request.force:
-                _clear_previous(run_dir)
+    with run.acc.main_process_first():
+        if not run.main:
+            return prep.load(run.run_dir / "data")
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+        if request.force:
+            _clear_previous(run.run_dir)
 
-            def progress(stage: str, done: int, total: int) -> None:
-                emit(TrainEvent("prepare", done, total, detail={"stage": stage}))
+        def progress(stage: str, done: int, total: int) -> None:
+            run.emit(TrainEvent("prepare", done, total, detail={"stage": stage}))
 
-            data = prep.prepare(
-                tracks, engine, run_dir / "data", prompts=prompts, progress=progress
-            )
-        else:
-            data = prep.load(run_dir / "data")
-    if request.samples is None:
-        engine.close()
+        return prep.prepare(
+            tracks, engine, run.run_dir / "data", prompts=prompts, progress=progress
+        )
 
-    # 4. The base model, in fp32 (compute may run in bf16 under autocast).
+
+def _load_base(engine, options):
+    """The base transformer on the CPU in fp32, its config, and what the record says of it."""
+    import torch
+
+    from fluxmusic_cli.engine import hub
+    from fluxmusic_cli.engine.checkpoint import load_transformer
+
     ref = engine.refs["transformer"]
     path = hub.ensure_transformer(ref, token=options.token, offline=options.offline)
     model, cfg = load_transformer(path, device="cpu", dtype=torch.float32)
@@ -193,41 +239,37 @@ def run_training(
         "sha256": file_sha256(path),
         "config": cfg.to_dict(),
     }
-    trainer = Trainer(model, data, s, accelerator=acc)
-    record = _record(request, s, options, base, data.summary, trainer, acc, threads)
-    if resume_from is not None:
-        state = trainer.load_checkpoint(resume_from)
-        if state.get("data_fingerprint") != data.summary["fingerprint"]:
-            raise UsageError(
-                f"--resume: the data in {request.data} is not what the checkpoint was trained "
-                "on; train it in a new run folder, or use --force to start over."
-            )
-        record["resumed_from"] = str(resume_from)
-    if main:
-        write_json(run_dir / RECORD, record)
+    return model, cfg, base
 
-    # 5. Train.
-    extra = {"data_fingerprint": data.summary["fingerprint"]}
-    loss_png = run_dir / "loss.png"
+
+def _resume(trainer, resume_from: Path, data, request: TrainRequest) -> None:
+    state = trainer.load_checkpoint(resume_from)
+    if state.get("data_fingerprint") != data.summary["fingerprint"]:
+        raise UsageError(
+            f"--resume: the data in {request.data} is not what the checkpoint was trained "
+            "on; train it in a new run folder, or use --force to start over."
+        )
+
+
+def _train(run: _Run, trainer, engine, data, extra, record) -> None:
+    """Step to the end, with checkpoints and samples; Ctrl-C saves a checkpoint first."""
+    s, request = run.settings, run.request
     try:
         while trainer.step < s.steps:
             loss = trainer.train_step()
-            emit(TrainEvent("step", trainer.step, s.steps, loss=loss, lr=s.lr))
-            if (
-                request.save_every
-                and trainer.step % request.save_every == 0
-                and trainer.step < s.steps
-            ):
-                _checkpoint(trainer, run_dir, extra, record, emit, acc)
-            if (
-                request.samples
-                and request.samples.every
-                and trainer.step % request.samples.every == 0
-            ):
-                _sample(trainer, engine, data, request.samples, run_dir, s.seed, emit, main)
+            run.emit(TrainEvent("step", trainer.step, s.steps, loss=loss, lr=s.lr))
+            if _due(request.save_every, trainer.step) and trainer.step < s.steps:
+                _checkpoint(trainer, run.run_dir, extra, record, run.emit, run.acc)
+            if request.samples and _due(request.samples.every, trainer.step):
+                _sample(
+                    trainer, engine, data, request.samples, run.run_dir, s.seed, run.emit,
+                    run.main,
+                )  # fmt: skip
     except KeyboardInterrupt:
         if trainer.step > 0:
-            folder = _checkpoint(trainer, run_dir, extra, record, emit, acc, status="interrupted")
+            folder = _checkpoint(
+                trainer, run.run_dir, extra, record, run.emit, run.acc, status="interrupted"
+            )
             raise Interrupted(
                 f"Stopped by Ctrl-C at step {trainer.step}; checkpoint saved in {folder}. "
                 "Continue with the same command and --resume."
@@ -243,34 +285,40 @@ def run_training(
             ) from exc
         raise
 
-    # 6. The result and its record.
-    _checkpoint(trainer, run_dir, extra, record, emit, acc)
+
+def _due(every: int, step: int) -> bool:
+    return bool(every) and step % every == 0
+
+
+def _save_result(run: _Run, trainer, cfg, base, extra, record) -> Path:
+    """The last checkpoint, then the EMA weights as the adapter (or model) and the record."""
+    s = run.settings
+    _checkpoint(trainer, run.run_dir, extra, record, run.emit, run.acc)
     trainer.use_ema_weights()
-    output = run_dir / ("model.safetensors" if s.full else "lora.safetensors")
+    output = run.run_dir / ("model.safetensors" if s.full else "lora.safetensors")
     record.update(_finished(trainer))
-    if main:
-        info = {"hidden": cfg.hidden, "base_sha256": base["sha256"], "step": trainer.step}
-        if s.full:
-            from fluxmusic_cli.engine.training.loop import save_full
+    if not run.main:
+        return output
+    info = {"hidden": cfg.hidden, "base_sha256": base["sha256"], "step": trainer.step}
+    if s.full:
+        from fluxmusic_cli.engine.training.loop import save_full
 
-            save_full(trainer.base, output, info=info)
-        else:
-            from fluxmusic_cli.engine import lora
+        save_full(trainer.base, output, info=info)
+    else:
+        from fluxmusic_cli.engine import lora
 
-            lora.save_lora(
-                trainer.base, output, rank=s.lora_rank, alpha=s.alpha, info=info,
-                targets=s.lora_targets,
-            )  # fmt: skip
-        record["output"] = {"file": str(output), "sha256": file_sha256(output)}
-        write_json(output.with_suffix(".json"), record)
-        write_json(run_dir / RECORD, record)
-        from fluxmusic_cli.engine.training.plot import write_loss_png
+        lora.save_lora(
+            trainer.base, output, rank=s.lora_rank, alpha=s.alpha, info=info,
+            targets=s.lora_targets,
+        )  # fmt: skip
+    record["output"] = {"file": str(output), "sha256": file_sha256(output)}
+    write_json(output.with_suffix(".json"), record)
+    write_json(run.run_dir / RECORD, record)
+    from fluxmusic_cli.engine.training.plot import write_loss_png
 
-        write_loss_png(loss_png, trainer.losses, title=run_dir.name)
-        emit(TrainEvent("summary", trainer.step, s.steps, loss=record["final_loss"], detail=record))
-    acc.wait_for_everyone()
-    engine.close()
-    return TrainResult(output=output, record=record, loss_png=loss_png)
+    write_loss_png(run.run_dir / "loss.png", trainer.losses, title=run.run_dir.name)
+    run.emit(TrainEvent("summary", trainer.step, s.steps, loss=record["final_loss"], detail=record))
+    return output
 
 
 def _checkpoint(trainer, run_dir: Path, extra, record, emit, acc, *, status=None) -> Path:
