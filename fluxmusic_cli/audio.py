@@ -20,21 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from fluxmusic_cli.errors import BadAudioError, UsageError
+from fluxmusic_cli.formats import FORMATS, SUPPORTED_FORMATS
 
-# extension -> (libsndfile format, subtype, compression level or None for the default)
-_FORMATS: dict[str, tuple[str, str, float | None]] = {
-    "wav": ("WAV", "PCM_16", None),
-    "flac": ("FLAC", "PCM_16", None),
-    # libsndfile's default lossy settings give about 30 kbps at 16 kHz; 0.2 is a music setting.
-    "mp3": ("MP3", "MPEG_LAYER_III", 0.2),
-    "ogg": ("OGG", "VORBIS", 0.2),
-}
-# extension -> (ffmpeg muxer, codec) for formats written through pydub and ffmpeg.
-_FFMPEG_FORMATS: dict[str, tuple[str, str]] = {
-    "m4a": ("ipod", "aac"),
-}
-SUPPORTED_FORMATS: tuple[str, ...] = (*_FORMATS, *_FFMPEG_FORMATS)
-SUPPORTED_SUFFIXES: tuple[str, ...] = tuple(f".{name}" for name in SUPPORTED_FORMATS)
 # Formats that only ffmpeg reads; anything else is tried with libsndfile first.
 FFMPEG_INPUT_SUFFIXES = (
     ".m4a", ".aac", ".mp4", ".m4v", ".mov", ".webm", ".mkv", ".mka", ".opus", ".wma", ".3gp",
@@ -72,7 +59,7 @@ def ffmpeg_available() -> bool:
 
 def needs_ffmpeg(fmt: str) -> bool:
     """Whether writing `fmt` goes through pydub and ffmpeg."""
-    return fmt in _FFMPEG_FORMATS
+    return fmt in FORMATS and FORMATS[fmt].ffmpeg is not None
 
 
 def require_ffmpeg(path: Path | str, doing: str) -> None:
@@ -123,12 +110,12 @@ def _ascii_fold(text: str, replacement: str = "") -> str:
 
 
 def _write(target, data: np.ndarray, sample_rate: int, fmt: str, tags: dict[str, str]) -> None:
-    if fmt in _FFMPEG_FORMATS:
+    if needs_ffmpeg(fmt):
         _write_ffmpeg(target, data, sample_rate, fmt, tags)
         return
     import soundfile as sf
 
-    major, subtype, level = _FORMATS[fmt]
+    major, subtype, level = FORMATS[fmt].soundfile
     channels = 1 if data.ndim == 1 else data.shape[1]
     extra = {} if level is None else {"compression_level": level}
     with sf.SoundFile(
@@ -152,7 +139,7 @@ def _write_ffmpeg(
     """Encode through pydub (ffmpeg): 16-bit PCM in, the format's codec out, tags as metadata."""
     from pydub import AudioSegment
 
-    muxer, codec = _FFMPEG_FORMATS[fmt]
+    muxer, codec = FORMATS[fmt].ffmpeg
     pcm = np.round(np.clip(data, -1.0, 1.0) * 32767.0).astype("<i2")
     channels = 1 if data.ndim == 1 else data.shape[1]
     segment = AudioSegment(pcm.tobytes(), frame_rate=sample_rate, sample_width=2, channels=channels)

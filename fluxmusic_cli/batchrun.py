@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from fluxmusic_cli import manifest
 from fluxmusic_cli.engine.pipeline import ClipSettings
 from fluxmusic_cli.errors import BadAudioError, OutOfMemoryError, UsageError
+from fluxmusic_cli.formats import BUNDLED_SUFFIXES
 from fluxmusic_cli.metadata import GenerationRecord, read_record
 from fluxmusic_cli.prompts import PromptTable
 
@@ -33,7 +34,6 @@ MAX_NAME_BYTES = 200
 _RESERVED = frozenset(
     ["CON", "PRN", "AUX", "NUL"] + [f"{d}{i}" for d in ("COM", "LPT") for i in range(1, 10)]
 )
-AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -166,7 +166,7 @@ def name_problem(name: str) -> str | None:
 
 
 def _strip_audio_suffix(name: str) -> str:
-    for suffix in AUDIO_SUFFIXES:
+    for suffix in BUNDLED_SUFFIXES:
         if name.lower().endswith(suffix) and len(name) > len(suffix):
             return name[: -len(suffix)]
     return name

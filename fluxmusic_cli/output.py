@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from fluxmusic_cli import audio, latents, metadata
-from fluxmusic_cli.audio import SUPPORTED_SUFFIXES
 from fluxmusic_cli.engine.pipeline import Clip
 from fluxmusic_cli.errors import UsageError
+from fluxmusic_cli.formats import SUPPORTED_SUFFIXES
 
 
 @dataclass

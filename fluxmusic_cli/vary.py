@@ -20,11 +20,11 @@ import numpy as np
 from fluxmusic_cli.batchrun import Item, Plan, Settings, unique_names
 from fluxmusic_cli.engine.pipeline import ENCODER_SUBSETS, MAX_SEED, MAX_STEPS
 from fluxmusic_cli.errors import UsageError
+from fluxmusic_cli.formats import FORMATS
 
 INDEX = "index.html"
 GRID = "grid.png"
 MAX_CELLS = 1024
-MIME = {"wav": "audio/wav", "flac": "audio/flac", "mp3": "audio/mpeg", "ogg": "audio/ogg"}
 
 
 # -- axes ----------------------------------------------------------------------------------------
@@ -334,7 +334,7 @@ def _cell_html(cell: Cell) -> str:
     return (
         f'<figure><img src="{img}" alt="mel spectrogram: {html.escape(label)}" width="320" '
         f'height="160"><audio controls preload="metadata" title="{html.escape(label)}">'
-        f'<source src="{src}" type="{MIME[item.fmt]}"></audio>'
+        f'<source src="{src}" type="{FORMATS[item.fmt].mime}"></audio>'
         f'<figcaption><a href="{src}">{html.escape(cell.audio)}</a></figcaption></figure>'
     )
 

@@ -15,6 +15,7 @@ import typer
 from fluxmusic_cli.engine.pipeline import (
     EngineOptions,
 )
+from fluxmusic_cli.formats import BUNDLED_FORMATS, suffix_list
 
 
 class EncodersChoice(str, Enum):
@@ -275,7 +276,7 @@ OutputPath = Annotated[
     typer.Option(
         "--output",
         "-o",
-        help="File (.wav .flac .mp3 .ogg .m4a), '-' for WAV on stdout, or a folder (a path without "
+        help=f"File ({suffix_list()}), '-' for WAV on stdout, or a folder (a path without "
         "an extension). Default: <prompt-slug>-s<seed>.wav here.",
         rich_help_panel=OUTPUT,
         show_default=False,
@@ -380,7 +381,7 @@ EditOutput = Annotated[
     typer.Option(
         "--output",
         "-o",
-        help="File (.wav .flac .mp3 .ogg .m4a), '-' for WAV on stdout, or a folder (a path "
+        help=f"File ({suffix_list()}), '-' for WAV on stdout, or a folder (a path "
         "without an extension). Default: <input>-<command>-s<seed>.wav here.",
         rich_help_panel=OUTPUT,
         show_default=False,
@@ -391,11 +392,7 @@ EditOutput = Annotated[
 # -- commands that write a folder of clips (batch, vary) ------------------------------------
 
 
-class FormatChoice(str, Enum):
-    wav = "wav"
-    flac = "flac"
-    mp3 = "mp3"
-    ogg = "ogg"
+FormatChoice = Enum("FormatChoice", [(n, n) for n in BUNDLED_FORMATS], type=str)
 
 
 OutDir = Annotated[

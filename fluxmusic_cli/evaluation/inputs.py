@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fluxmusic_cli.errors import UsageError
+from fluxmusic_cli.formats import SOUNDFILE_READ_SUFFIXES
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".oga", ".aiff", ".aif")
+AUDIO_SUFFIXES = SOUNDFILE_READ_SUFFIXES
 ID_FIELDS = ("name", "id", "ytid", "file", "filename", "path")
 PROMPT_FIELDS = ("prompt", "caption", "text")
 

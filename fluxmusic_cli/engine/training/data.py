@@ -12,8 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fluxmusic_cli.audio import FFMPEG_INPUT_SUFFIXES, SUPPORTED_SUFFIXES
+from fluxmusic_cli.audio import FFMPEG_INPUT_SUFFIXES
 from fluxmusic_cli.errors import UsageError
+from fluxmusic_cli.formats import SUPPORTED_SUFFIXES
 
 # What the audio front end reads (libsndfile's formats, then ffmpeg's).
 AUDIO_SUFFIXES: tuple[str, ...] = tuple(

@@ -1,5 +1,11 @@
 """A fixed request renders the waveform and record saved before the engine was split into
-stages: the restructuring changed no sample and no recorded setting."""
+stages: the restructuring changed no sample and no recorded setting.
+
+On the machine that saved them the waveform matches bit for bit; another CPU's matmul kernels
+round differently (measured: 1.8e-7 at most on a 0.052 peak, on an AMD EPYC where torch picks
+its AVX2 kernels), so the check allows 1e-5 of the peak. Any change of setting, step or
+formula moves the samples by orders of magnitude more.
+"""
 
 from __future__ import annotations
 
@@ -24,7 +30,9 @@ def test_a_fixed_request_renders_the_saved_waveform_and_record(tiny_bundle):
     )
     result = engine.generate(request)
     saved = np.load(DATA / "golden_waveform.npy")
-    assert np.array_equal(np.stack([c.waveform for c in result.clips]), saved)
+    got = np.stack([c.waveform for c in result.clips])
+    assert got.shape == saved.shape
+    assert np.abs(got - saved).max() <= 1e-5 * np.abs(saved).max()
     expected = json.loads((DATA / "golden_record.json").read_text())
     record = result.clips[0].record
     config = expected.pop("model_config")
