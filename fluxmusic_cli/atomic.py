@@ -78,7 +78,7 @@ def is_leftover(path: Path) -> bool:
 
 
 def clean_leftovers(folder: Path, targets: Iterable[str] | None = None) -> list[Path]:
-    """Delete temporary files in `folder` whose writer is gone (only those standing for
+    """Delete temporary files (or folders) in `folder` whose writer is gone (only those standing for
     `targets`, when given); returns what was deleted. An unreadable folder deletes nothing."""
     wanted = None if targets is None else set(targets)
     removed: list[Path] = []
@@ -92,7 +92,10 @@ def clean_leftovers(folder: Path, targets: Iterable[str] | None = None) -> list[
             continue
         if is_leftover(Path(entry.path)):
             with contextlib.suppress(OSError):
-                os.unlink(entry.path)
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path)  # a folder written whole (a checkpoint)
+                else:
+                    os.unlink(entry.path)
                 removed.append(Path(entry.path))
     return removed
 

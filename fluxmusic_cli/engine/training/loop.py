@@ -269,16 +269,17 @@ class Trainer:
         return {n: p.detach().float().cpu().contiguous() for n, p in zip(self.names, self.params)}
 
     def save_checkpoint(self, folder: Path, extra: dict[str, Any]) -> Path:
-        """Write `folder` whole (a temporary folder renamed into place)."""
+        """Write `folder` whole (a temporary folder, named as `atomic` names them, renamed)."""
         import os
         import shutil
 
         import torch
         from safetensors.torch import save_file
 
+        from fluxmusic_cli import atomic
+
         folder = Path(folder)
-        tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
+        tmp = atomic.temp_path(folder)
         tmp.mkdir(parents=True)
         try:
             save_file(self.trainable_state(), str(tmp / "trainable.safetensors"))

@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from fluxmusic_cli import __version__
+from fluxmusic_cli import __version__, atomic
 from fluxmusic_cli.engine.filehash import file_sha256
 from fluxmusic_cli.engine.training.files import read_json, write_json
 from fluxmusic_cli.engine.training.loop import TrainSettings
@@ -327,6 +327,7 @@ def _checkpoint(trainer, run_dir: Path, extra, record, emit, acc, *, status=None
 
     folder = run_dir / CHECKPOINTS / f"step-{trainer.step:06d}"
     if acc.is_main_process:
+        atomic.clean_leftovers(folder.parent)  # what a killed run left half-written
         trainer.save_checkpoint(folder, extra)
         for stale in sorted((run_dir / CHECKPOINTS).glob("step-*"))[:-KEEP_CHECKPOINTS]:
             shutil.rmtree(stale, ignore_errors=True)
