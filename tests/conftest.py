@@ -75,3 +75,44 @@ def load_counts(monkeypatch):
     )
     monkeypatch.setattr(decode, "load_decoder", counted("decoder", decode.load_decoder))
     return counts
+
+
+class EncoderWork:
+    """What the text encoders did, per encoder: weights loaded, forward passes, prompts."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.loads = {"t5": 0, "clap": 0}
+        self.forward_calls = {"t5": 0, "clap": 0}
+        self.prompts_encoded = {"t5": 0, "clap": 0}
+
+
+@pytest.fixture
+def encoder_work(monkeypatch):
+    """Counts around the conditioner's real loaders and tokenisers (one tokenising per forward
+    pass), so the production objects carry no counters of their own."""
+    from fluxmusic_cli.engine import conditioning
+
+    work = EncoderWork()
+    loaders, inputs = dict(conditioning._LOADERS), dict(conditioning._INPUTS)
+
+    def loader(kind):
+        def load(*args, **kwargs):
+            work.loads[kind] += 1
+            return loaders[kind](*args, **kwargs)
+
+        return load
+
+    def tokeniser(kind):
+        def tokenise(prompts, *args, **kwargs):
+            work.forward_calls[kind] += 1
+            work.prompts_encoded[kind] += len(prompts)
+            return inputs[kind](prompts, *args, **kwargs)
+
+        return tokenise
+
+    monkeypatch.setattr(conditioning, "_LOADERS", {k: loader(k) for k in loaders})
+    monkeypatch.setattr(conditioning, "_INPUTS", {k: tokeniser(k) for k in inputs})
+    return work

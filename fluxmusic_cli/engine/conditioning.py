@@ -457,8 +457,7 @@ class TextConditioner:
     """Turns prompts into `TextConditioning`, loading each needed encoder lazily, once.
 
     `resolve` turns a ref into a local folder (downloading if allowed) and raises
-    ModelMissingError when it cannot. Counters `loads`, `forward_calls` and `prompts_encoded`
-    (per encoder) let callers and tests see what work was done.
+    ModelMissingError when it cannot.
     """
 
     def __init__(
@@ -498,9 +497,6 @@ class TextConditioner:
         self.use_prompt_cache = use_prompt_cache
         self.batch_size = max(1, batch_size)
         self.expect = expect  # kind -> the width the transformer takes (checked before loading)
-        self.loads = dict.fromkeys(KINDS, 0)
-        self.forward_calls = dict.fromkeys(KINDS, 0)
-        self.prompts_encoded = dict.fromkeys(KINDS, 0)
         self._models: dict[str, tuple[Any, Any]] = {}
         self._revisions: dict[str, str] = {}
 
@@ -526,15 +522,12 @@ class TextConditioner:
             root = self.resolve(self.refs[kind])
             check_encoder(kind, root, self.expect(kind) if self.expect else None)
             self._models[kind] = _LOADERS[kind](root, self.device, self.dtype)
-            self.loads[kind] += 1
         return self._models[kind]
 
     def _forward(self, kind: str, prompts: list[str], mode: str) -> tuple[Any, list[Truncation]]:
         tokenizer, model = self._encoder(kind)
         batch = _INPUTS[kind](prompts, tokenizer, mode)
         out = run_encoder(model, batch, self.device, _OUTPUT[kind])
-        self.forward_calls[kind] += 1
-        self.prompts_encoded[kind] += len(prompts)
         return out, batch.truncated
 
     def _missing_hint(self, kind: str, mode: str, err: ModelMissingError) -> ModelMissingError:

@@ -157,7 +157,7 @@ def engine(tiny_bundle):
 
 
 def test_each_distinct_prompt_is_encoded_once_and_models_load_once(
-    tiny_bundle, tmp_path, load_counts
+    tiny_bundle, tmp_path, load_counts, encoder_work
 ):
     from fluxmusic_cli.engine.pipeline import Engine
 
@@ -168,10 +168,9 @@ def test_each_distinct_prompt_is_encoded_once_and_models_load_once(
     todo = runner.prepare().todo
     summary = runner.run(todo)
     assert len(summary.done) == 6 and not summary.failed
-    cond = engine.conditioner()
     # piano, drums, flute and the negative prompt: four texts, each through each encoder once.
-    assert cond.prompts_encoded == {"t5": 4, "clap": 4}
-    assert cond.loads == {"t5": 1, "clap": 1}
+    assert encoder_work.prompts_encoded == {"t5": 4, "clap": 4}
+    assert encoder_work.loads == {"t5": 1, "clap": 1}
     assert load_counts == {"transformer": 1, "decoder": 1}
     entries = read_manifest(plan.out_dir)
     assert sorted(entries) == sorted(i.name for i in plan.items)
@@ -239,7 +238,7 @@ def test_a_folder_written_before_records_had_a_schema_resumes_as_finished(engine
 
 
 def test_long_lists_are_encoded_window_by_window_without_encoding_twice(
-    engine, tmp_path, monkeypatch
+    engine, tmp_path, monkeypatch, encoder_work
 ):
     import fluxmusic_cli.batchrun as batchrun
     from fluxmusic_cli.engine.conditioning import TextConditioner
@@ -260,4 +259,4 @@ def test_long_lists_are_encoded_window_by_window_without_encoding_twice(
     # Prompts leave memory after their window: a repeat in a later window is asked for again,
     # and comes back from the disk cache instead of being encoded twice.
     assert (asked.count("piano"), asked.count("drums"), asked.count("flute")) == (2, 2, 1)
-    assert engine.conditioner().prompts_encoded == {"t5": 4, "clap": 4}
+    assert encoder_work.prompts_encoded == {"t5": 4, "clap": 4}

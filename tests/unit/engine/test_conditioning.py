@@ -256,21 +256,21 @@ def test_clap_encodes_pooled_vector(clap):
 # -- the conditioner -------------------------------------------------------------------------
 
 
-def test_each_distinct_prompt_is_encoded_once(bundles, tmp_path, t5, clap):
+def test_each_distinct_prompt_is_encoded_once(bundles, tmp_path, t5, clap, encoder_work):
     cond = _conditioner(bundles, tmp_path)
     out = cond.encode(["piano", "guitar", "piano"])
     assert out.txt.shape == (3, 256, 32) and out.y.shape == (3, 32)
     assert out.txt.dtype == out.y.dtype == torch.float32 and out.txt.device.type == "cpu"
-    assert cond.prompts_encoded == {"t5": 2, "clap": 2}
-    assert cond.forward_calls == {"t5": 1, "clap": 1}
-    assert cond.loads == {"t5": 1, "clap": 1}
+    assert encoder_work.prompts_encoded == {"t5": 2, "clap": 2}
+    assert encoder_work.forward_calls == {"t5": 1, "clap": 1}
+    assert encoder_work.loads == {"t5": 1, "clap": 1}
     assert torch.equal(out.txt[0], out.txt[2]) and torch.equal(out.y[0], out.y[2])
     torch.testing.assert_close(out.txt[:2], encode_t5(["piano", "guitar"], *t5))
     torch.testing.assert_close(out.y[:2], encode_clap(["piano", "guitar"], *clap))
 
 
 def test_left_out_t5_uses_stored_empty_embedding_and_is_never_loaded(
-    bundles, tmp_path, monkeypatch
+    bundles, tmp_path, monkeypatch, encoder_work
 ):
     first = _conditioner(bundles, tmp_path)
     first.precompute_empty()
@@ -289,22 +289,24 @@ def test_left_out_t5_uses_stored_empty_embedding_and_is_never_loaded(
         return ref.path
 
     cond = _conditioner(bundles, tmp_path, encoders="clap", resolve=resolve)
+    encoder_work.reset()
     out = cond.encode(["piano", "guitar"])
     assert torch.equal(out.txt[0], stored) and torch.equal(out.txt[1], stored)
     assert not torch.equal(out.y[0], out.y[1])
-    assert cond.loads == {"t5": 0, "clap": 1}
+    assert encoder_work.loads == {"t5": 0, "clap": 1}
 
 
-def test_left_out_clap_uses_its_empty_embedding(bundles, tmp_path, clap):
+def test_left_out_clap_uses_its_empty_embedding(bundles, tmp_path, clap, encoder_work):
     cond = _conditioner(bundles, tmp_path, encoders="t5")
     out = cond.encode(["piano", "guitar"])
     empty = encode_clap([""], *clap)[0]
     torch.testing.assert_close(out.y[0], empty)
     torch.testing.assert_close(out.y[1], empty)
-    assert cond.prompts_encoded == {"t5": 2, "clap": 1}  # only "" for CLAP, then stored
+    assert encoder_work.prompts_encoded == {"t5": 2, "clap": 1}  # only "" for CLAP, then stored
+    encoder_work.reset()
     again = _conditioner(bundles, tmp_path, encoders="t5")
     again.encode(["drums"])
-    assert again.loads["clap"] == 0
+    assert encoder_work.loads["clap"] == 0
 
 
 def test_missing_empty_embedding_and_unresolvable_t5_names_the_download(bundles, tmp_path):
@@ -324,51 +326,54 @@ def test_missing_empty_embedding_and_unresolvable_t5_names_the_download(bundles,
     assert "empty-prompt embedding" in text
 
 
-def test_empty_prompt_reuses_the_stored_empty_embedding(bundles, tmp_path):
+def test_empty_prompt_reuses_the_stored_empty_embedding(bundles, tmp_path, encoder_work):
     first = _conditioner(bundles, tmp_path)
     first.precompute_empty()
+    encoder_work.reset()
     cond = _conditioner(bundles, tmp_path)
     out = cond.encode(["", "piano"])
     assert torch.equal(out.txt[0], cond.cache.get(cond.key("t5", "")))
     assert torch.equal(out.y[0], cond.cache.get(cond.key("clap", "")))
-    assert cond.prompts_encoded == {"t5": 1, "clap": 1}
+    assert encoder_work.prompts_encoded == {"t5": 1, "clap": 1}
 
 
-def test_precompute_stores_both_modes_separately(bundles, tmp_path):
+def test_precompute_stores_both_modes_separately(bundles, tmp_path, encoder_work):
     cond = _conditioner(bundles, tmp_path)
     keys = cond.precompute_empty()
-    assert len(keys) == 4 and cond.loads == {"t5": 1, "clap": 1}
+    assert len(keys) == 4 and encoder_work.loads == {"t5": 1, "clap": 1}
     train = cond.cache.get(cond.key("t5", "", "training"))
     script = cond.cache.get(cond.key("t5", "", "reference-script"))
     assert not torch.allclose(train, script)
 
 
-def test_repeated_prompt_comes_from_the_cache_without_loading(bundles, tmp_path):
+def test_repeated_prompt_comes_from_the_cache_without_loading(bundles, tmp_path, encoder_work):
     first = _conditioner(bundles, tmp_path).encode(["piano"])
+    encoder_work.reset()
     cond = _conditioner(bundles, tmp_path)
     again = cond.encode(["piano"])
-    assert cond.loads == {"t5": 0, "clap": 0}
+    assert encoder_work.loads == {"t5": 0, "clap": 0}
     assert torch.equal(first.txt, again.txt) and torch.equal(first.y, again.y)
     off = _conditioner(bundles, tmp_path, use_prompt_cache=False)
     off.encode(["piano"])
-    assert off.loads == {"t5": 1, "clap": 1}
+    assert encoder_work.loads == {"t5": 1, "clap": 1}
 
 
-def test_truncation_is_reported_also_from_the_cache(bundles, tmp_path):
+def test_truncation_is_reported_also_from_the_cache(bundles, tmp_path, encoder_work):
     first = _conditioner(bundles, tmp_path).encode([LONG, "piano", LONG])
     assert sorted(t.encoder for t in first.truncated) == ["clap", "t5"]
+    encoder_work.reset()
     cond = _conditioner(bundles, tmp_path)
     again = cond.encode([LONG])
-    assert cond.loads == {"t5": 0, "clap": 0}
+    assert encoder_work.loads == {"t5": 0, "clap": 0}
     assert sorted(again.truncated, key=str) == sorted(first.truncated, key=str)
 
 
-def test_release_drops_the_encoders(bundles, tmp_path):
+def test_release_drops_the_encoders(bundles, tmp_path, encoder_work):
     cond = _conditioner(bundles, tmp_path, use_prompt_cache=False)
     cond.encode(["piano"])
     cond.release()
     cond.encode(["guitar"])
-    assert cond.loads == {"t5": 2, "clap": 2}
+    assert encoder_work.loads == {"t5": 2, "clap": 2}
 
 
 def test_local_source_changes_change_the_key(bundles, tmp_path):

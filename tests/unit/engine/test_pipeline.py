@@ -144,12 +144,12 @@ def test_bad_requests_are_refused_with_a_sentence(changes, words):
 
 @pytest.mark.parametrize("policy, loads", [("sequential", 2), ("resident", 1)])
 def test_memory_policy_decides_whether_encoders_stay_loaded(
-    tiny_bundle, policy, loads, load_counts
+    tiny_bundle, policy, loads, load_counts, encoder_work
 ):
     engine = Engine(tiny_bundle.engine_options(memory=policy, prompt_cache=False))
     engine.generate(GenerationRequest(prompts=("violin",), seeds=(1,), **FAST))
     engine.generate(GenerationRequest(prompts=("oboe",), seeds=(1,), **FAST))
-    assert engine.conditioner().loads["clap"] == loads
+    assert encoder_work.loads["clap"] == loads
     assert load_counts["transformer"] == loads
 
 
