@@ -15,19 +15,6 @@ from fluxmusic_cli.cli.console import info
 from fluxmusic_cli.cli.option_group import Shared
 from fluxmusic_cli.errors import UsageError
 
-# Options of each operation that a record replays, besides the shared ones.
-OPERATION_OPTIONS: dict[str, tuple[str, ...]] = {
-    "remix": ("strength", "crossfade"),
-    "repaint": ("region", "crossfade"),
-    "extend": ("add", "to", "context", "crossfade"),
-    "loop": ("seam", "crossfade"),
-}
-_SHARED_REPLAYED = (
-    "model", "t5", "clap", "vae_vocoder", "encoders", "conditioning", "device", "dtype",
-    "steps", "guidance", "negative_prompt", "seed", "sample_rate", "peak_normalize",
-    "guidance_interval", "cache", "text_device",
-)  # fmt: skip
-
 
 def run_edit(
     ctx: typer.Context,
@@ -160,8 +147,7 @@ def _apply_record(
     """Fill every option the user did not type from the record; (its input path, prompt)."""
     from fluxmusic_cli.cli.replay import replay_record
 
-    names = (*_SHARED_REPLAYED, *OPERATION_OPTIONS[operation])
-    record, replay = replay_record(ctx, path, operation, values, names)
+    record, replay = replay_record(ctx, path, operation, values)
     recorded_input = (record.get("input") or {}).get("path")
     return recorded_input, prompt if prompt is not None else replay["prompt"]
 

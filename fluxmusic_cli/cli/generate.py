@@ -177,8 +177,7 @@ def _apply_record(
     """Fill every option the user did not type from the record; return the prompt to use."""
     from fluxmusic_cli.cli.replay import replay_record
 
-    names = [name for name in values if name != "prompt"]
-    _, replay = replay_record(ctx, path, "generate", values, names)
+    _, replay = replay_record(ctx, path, "generate", values)
     return prompt if prompt is not None else replay["prompt"]
 
 

@@ -3,7 +3,6 @@ option the user did not type (explicit flags win)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +12,10 @@ from fluxmusic_cli.errors import UsageError
 
 
 def replay_record(
-    ctx: typer.Context, path: Path, operation: str, values: dict[str, Any], names: Iterable[str]
+    ctx: typer.Context, path: Path, operation: str, values: dict[str, Any]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(record, replayed settings) of `path`, after filling `values[name]` for each of `names`
-    the user left at its default. Refuses a record another command made."""
+    """(record, replayed settings) of `path`, after filling each option in `values` that the
+    record holds and the user left at its default. Refuses a record another command made."""
     from fluxmusic_cli.metadata import read_record, replay_settings
 
     record = read_record(path)
@@ -27,8 +26,8 @@ def replay_record(
             f"fluxmusic {made_by} --from-record {path}."
         )
     replay = replay_settings(record)
-    for name in names:
-        if name not in replay:
+    for name in values:
+        if name == "prompt" or name not in replay:
             continue
         source = ctx.get_parameter_source(name)
         if source is None or source.name in ("DEFAULT", "DEFAULT_MAP"):

@@ -174,6 +174,30 @@ def test_the_record_keeps_each_lora_and_replays_it(trained, run_cli, tiny_bundle
     assert np.array_equal(sf.read(again)[0], sf.read(first)[0])
 
 
+def test_an_edit_made_with_a_lora_replays_it(trained, run_cli, tiny_bundle, tmp_path):
+    adapter = trained["run"] / "lora.safetensors"
+    source = tmp_path / "source.wav"
+    code, _, err = run_cli(["generate", "a low drone", *tiny_bundle.cli_args(), *GEN,
+                            "-o", str(source)])  # fmt: skip
+    assert code == 0, err
+    first = tmp_path / "remix.wav"
+    code, _, err = run_cli(
+        ["remix", str(source), "a bright bell", *tiny_bundle.cli_args(), *CPU, "--steps", "3",
+         "--seed", "4", "-o", str(first), "--lora", f"{adapter}:0.5"]
+    )  # fmt: skip
+    assert code == 0, err
+    record = json.loads(first.with_suffix(".json").read_text())
+    assert record["loras"][0]["scale"] == 0.5
+    again = tmp_path / "again.wav"
+    code, _, err = run_cli(
+        ["remix", "--from-record", str(first.with_suffix(".json")), "-o", str(again),
+         "--threads", "1"]
+    )  # fmt: skip
+    assert code == 0, err
+    assert json.loads(again.with_suffix(".json").read_text())["loras"] == record["loras"]
+    assert np.array_equal(sf.read(again)[0], sf.read(first)[0])
+
+
 def test_a_lora_for_another_model_width_exits_3(trained, run_cli, tiny_bundle, tmp_path):
     from fluxmusic_cli.tinybundle.transformer import write_tiny_fluxmusic
 
