@@ -271,15 +271,10 @@ def expected_record(item: Item, identity: dict[str, Any], settings: Settings) ->
         "seed": item.seed,
         **asdict(item.settings),
         **({} if item.strength is None else {"strength": item.strength}),
-        "conditioning": identity.get("conditioning"),
         "format": item.fmt,
         "output_sample_rate": settings.sample_rate,
         "peak_normalize": settings.peak_normalize,
-        "model": identity.get("model"),
-        "t5": identity.get("t5"),
-        "clap": identity.get("clap"),
-        "vae_vocoder": identity.get("vae_vocoder"),
-        "loras": identity.get("loras", []),
+        **identity,  # the sources, conditioning mode, LoRAs and pass options (engine_identity)
     }
 
 
@@ -551,8 +546,12 @@ class Summary:
 
 
 def engine_identity(engine) -> dict[str, Any]:
-    """The engine's model sources and conditioning mode, as records store them."""
+    """The engine's model sources, conditioning mode and the options that change the numbers
+    (fewer forward passes), as records store them."""
+    interval = engine.options.guidance_interval
     return {
+        "guidance_interval": list(interval) if interval else None,
+        "cache": engine.options.cache,
         "model": engine.refs["transformer"].identity,
         "t5": engine.refs["t5"].identity,
         "clap": engine.refs["clap"].identity,

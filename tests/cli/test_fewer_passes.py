@@ -141,6 +141,19 @@ def test_batch_and_vary_take_and_record_both(cli, passes, tmp_path):
     assert any(r.get("guidance_interval") == [0.0, 0.5] for r in records)
 
 
+def test_a_batch_rerun_with_other_pass_options_is_a_conflict_not_a_skip(cli, passes, tmp_path):
+    (tmp_path / "p.txt").write_text("one tune\n")
+    args = ("batch", "p.txt", "-o", "out", "--steps", "2", "--duration", "0.32", "--json")
+    code, _, err = cli(*args, "--cache", "1e9", "--guidance-interval", "0:0.5")
+    assert code == 0, err
+    code, out, err = cli(*args, "--cache", "1e9", "--guidance-interval", "0:0.5")
+    assert code == 0 and json.loads(out.strip().splitlines()[-1])["skipped"] == 1
+    code, out, err = cli(*args, "--guidance-interval", "0:0.5")  # the cache left off
+    assert code == 6 and "cache 1000000000.0 -> None" in out + err
+    code, out, err = cli(*args, "--cache", "1e9")  # guided everywhere
+    assert code == 6 and "guidance_interval [0.0, 0.5] -> None" in out + err
+
+
 @pytest.mark.parametrize(
     ("args", "words"),
     [
