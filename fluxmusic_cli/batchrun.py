@@ -77,26 +77,6 @@ class Item:
         """Items with the same group can share one forward pass."""
         return self.settings, self.strength
 
-    @property
-    def negative_prompt(self) -> str:
-        return self.settings.negative_prompt
-
-    @property
-    def steps(self) -> int:
-        return self.settings.steps
-
-    @property
-    def guidance(self) -> float:
-        return self.settings.guidance
-
-    @property
-    def duration(self) -> float:
-        return self.settings.duration
-
-    @property
-    def encoders(self) -> str | None:
-        return self.settings.encoders
-
 
 @dataclass(frozen=True)
 class Failure:
@@ -360,7 +340,7 @@ def sort_items(
         if (
             record is not None
             and not record.differences(want)
-            and audio_is_complete(path, item.duration, settings.sample_rate)
+            and audio_is_complete(path, item.settings.duration, settings.sample_rate)
         ):
             out.adopted.append((item, _entry(item, path, record)))
         elif force:
@@ -643,7 +623,9 @@ class RunLoop:
     def _encode(self, todo: list[Item]) -> dict[str, list[str]]:
         by_encoders: dict[str, list[str]] = {}
         for item in todo:
-            by_encoders.setdefault(item.encoders, []).extend([item.prompt, item.negative_prompt])
+            by_encoders.setdefault(item.settings.encoders, []).extend(
+                [item.prompt, item.settings.negative_prompt]
+            )
         texts = {enc: list(dict.fromkeys(t)) for enc, t in by_encoders.items()}
         for encoders, prompts in texts.items():
             _, _, warnings = self.engine.encode(prompts, encoders=encoders)
@@ -693,10 +675,11 @@ class RunLoop:
         from fluxmusic_cli.engine.editing import EditRequest
 
         for item in chunk:
+            s = item.settings
             request = EditRequest(
                 operation="remix", source=self.source, prompt=item.prompt,
-                seed=item.seed, negative_prompt=item.negative_prompt, steps=item.steps,
-                guidance=item.guidance, strength=item.strength, encoders=item.encoders,
+                seed=item.seed, negative_prompt=s.negative_prompt, steps=s.steps,
+                guidance=s.guidance, strength=item.strength, encoders=s.encoders,
             )  # fmt: skip
             try:
                 result = self.engine.edit(request)

@@ -280,7 +280,10 @@ def render_page(
 
 
 def _lookup(plan: Plan) -> dict[tuple, Item]:
-    return {(i.steps, i.encoders, i.strength, i.seed, i.guidance): i for i in plan.items}
+    return {
+        (i.settings.steps, i.settings.encoders, i.strength, i.seed, i.settings.guidance): i
+        for i in plan.items
+    }
 
 
 def _settings_line(settings: dict[str, Any]) -> str:
@@ -324,7 +327,8 @@ def _page_html(plan: Plan, axes: Axes, cells: dict[str, Cell], settings: dict[st
 
 def _cell_html(cell: Cell) -> str:
     item = cell.item
-    label = f"seed {item.seed}, guidance {item.guidance:g}, {item.steps} steps, {item.encoders}"
+    s = item.settings
+    label = f"seed {item.seed}, guidance {s.guidance:g}, {s.steps} steps, {s.encoders}"
     if item.strength is not None:
         label += f", strength {item.strength:g}"
     if cell.audio is None:

@@ -70,10 +70,13 @@ def test_duplicate_names_are_made_unique_ignoring_case():
 def test_seeds_and_overrides_per_row():
     text = "prompt,seed,steps,guidance,duration,negative_prompt\na,,,,,\nb,5,3,2.5,1.0,hiss\n"
     a, b = _plan(text, "csv").items
-    assert (a.seed, a.steps, a.guidance, a.duration, a.negative_prompt) == (
-        100, 2, 7.0, 0.32, "low quality",
-    )  # fmt: skip
-    assert (b.seed, b.steps, b.guidance, b.duration, b.negative_prompt) == (5, 3, 2.5, 1.0, "hiss")
+
+    def fields(item):
+        s = item.settings
+        return item.seed, s.steps, s.guidance, s.duration, s.negative_prompt
+
+    assert fields(a) == (100, 2, 7.0, 0.32, "low quality")
+    assert fields(b) == (5, 3, 2.5, 1.0, "hiss")
     assert _plan("x\ny\nz\n").items[2].seed == 102  # base seed + row - 1
 
 
