@@ -3,31 +3,23 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import soundfile as sf
+from installed import FLUXMUSIC, needs_script, script_env
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, needs_script]
 
-FLUXMUSIC = Path(sys.executable).with_name("fluxmusic")
 ITEMS = 8
 DURATION = 0.64
 # The signal goes out within a few milliseconds of the first manifest line, long before the
 # other seven items (each a whole generate, decode and write) can finish.
 SLOW = ["--steps", "4", "--duration", str(DURATION), "--device", "cpu", "--dtype", "fp32",
         "--batch-size", "1", "--json"]  # fmt: skip
-
-
-@pytest.fixture(autouse=True)
-def _installed():
-    if not FLUXMUSIC.exists():
-        pytest.skip(f"console script not installed at {FLUXMUSIC}")
 
 
 def _command(tiny_bundle) -> list[str]:
@@ -37,7 +29,7 @@ def _command(tiny_bundle) -> list[str]:
 def _interrupt(tiny_bundle, folder: Path, sig: int) -> int:
     """Start a batch, send `sig` once its first clip is in the manifest; the exit status."""
     (folder / "cues.txt").write_text("".join(f"cue {i}, solo cello\n" for i in range(ITEMS)))
-    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    env = script_env()
     manifest = folder / "out" / "manifest.jsonl"
     deadline = time.monotonic() + 240
     # stderr goes to a file, not a pipe nobody drains.

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from installed import FLUXMUSIC, needs_script
+
+pytestmark = needs_script
 
 ROOT = Path(__file__).resolve().parents[2]
-FLUXMUSIC = Path(sys.executable).with_name("fluxmusic")
 SCRIPTS = {"bash": "fluxmusic.bash", "zsh": "_fluxmusic", "fish": "fluxmusic.fish"}
 
 
 def app_output(env: dict[str, str]) -> str:
-    if not FLUXMUSIC.exists():
-        pytest.skip(f"console script not installed at {FLUXMUSIC}")
     proc = subprocess.run(
         [str(FLUXMUSIC)], env={**os.environ, **env}, capture_output=True, text=True, timeout=60
     )

@@ -6,18 +6,16 @@ import os
 import pty
 import select
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 from fakehub import serve_tiny_bundle, start_fake_hub
+from installed import FLUXMUSIC, needs_script
 
 from fluxmusic_cli.engine import registry
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, needs_script]
 
-FLUXMUSIC = Path(sys.executable).with_name("fluxmusic")
 FAST = ["--steps", "2", "--duration", "0.48", "--device", "cpu", "--dtype", "fp32"]
 
 
@@ -45,8 +43,6 @@ def _read(fd: int, until: bytes | None, seconds: float) -> bytes:
 def test_the_download_question_stays_visible_defaults_to_no_and_no_exits_0(
     command, tiny_bundle, monkeypatch, tmp_path
 ):
-    if not FLUXMUSIC.exists():
-        pytest.skip(f"console script not installed at {FLUXMUSIC}")
     small = registry.get_variant("small")
     hub = serve_tiny_bundle(
         start_fake_hub(monkeypatch), tiny_bundle, advertised={small.filename: 11 * 10**9}

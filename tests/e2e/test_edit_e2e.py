@@ -5,36 +5,20 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+from installed import fluxmusic, needs_script
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, needs_script]
 
-FLUXMUSIC = Path(sys.executable).with_name("fluxmusic")
 FAST = ["--steps", "2", "--device", "cpu", "--dtype", "fp32"]
 needs_ffmpeg = pytest.mark.skipif(
     shutil.which("ffmpeg") is None, reason="ffmpeg is not installed (apt install ffmpeg)"
 )
-
-
-def fluxmusic(*args, cwd, stdin: bytes | None = None, env: dict | None = None):
-    env = {**os.environ, "OMP_NUM_THREADS": "2", **(env or {})}
-    return subprocess.run(
-        [str(FLUXMUSIC), *args], cwd=cwd, input=stdin, capture_output=True, env=env, timeout=300
-    )
-
-
-@pytest.fixture(autouse=True)
-def _installed():
-    if not FLUXMUSIC.exists():
-        pytest.skip(f"console script not installed at {FLUXMUSIC}")
 
 
 def test_generate_piped_into_extend_makes_one_longer_song(tiny_bundle, tmp_path):

@@ -4,31 +4,16 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import soundfile as sf
+from installed import FLUXMUSIC, fluxmusic, needs_script, script_env
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, needs_script]
 
-FLUXMUSIC = Path(sys.executable).with_name("fluxmusic")
 FAST = ["--steps", "2", "--duration", "0.48", "--device", "cpu", "--dtype", "fp32"]
-
-
-def fluxmusic(*args, cwd, stdin: bytes | None = None):
-    env = {**os.environ, "OMP_NUM_THREADS": "2"}
-    return subprocess.run(
-        [str(FLUXMUSIC), *args], cwd=cwd, input=stdin, capture_output=True, env=env, timeout=300
-    )
-
-
-@pytest.fixture(autouse=True)
-def _installed():
-    if not FLUXMUSIC.exists():
-        pytest.skip(f"console script not installed at {FLUXMUSIC}")
 
 
 @pytest.mark.parametrize("ext", ["wav", "flac", "mp3", "ogg"])
@@ -64,7 +49,7 @@ def test_ctrl_c_leaves_no_partial_file(tiny_bundle, tmp_path):
     import time
 
     # Rich draws its bars only for a terminal; these make it treat the log file as one.
-    env = {**os.environ, "OMP_NUM_THREADS": "2", "TTY_COMPATIBLE": "1", "FORCE_COLOR": "1"}
+    env = script_env({"TTY_COMPATIBLE": "1", "FORCE_COLOR": "1"})
     log_path = tmp_path.parent / f"{tmp_path.name}-stderr.txt"  # outside the checked folder
     deadline = time.monotonic() + 240
     with open(log_path, "wb") as log:
