@@ -699,17 +699,14 @@ class RunLoop:
 
     def _done(self, item: Item, written: WrittenClip) -> None:
         path = None if written.path is None else str(written.path)
-        self._emit(
-            BatchEvent(
-                "item_done",
-                item.row,
-                item.name,
-                item.prompt,
-                path=path,
-                record=written.record,
-                warnings=written.warnings,
-            )
-        )
+        self._emit_done(item, path, written.record, written.warnings)
+
+    def _emit_done(self, item: Item, path: str | None, record, warnings) -> None:
+        event = BatchEvent(
+            "item_done", item.row, item.name, item.prompt, path=path, record=record,
+            warnings=warnings,
+        )  # fmt: skip
+        self._emit(event)
 
 
 class BatchRunner(RunLoop):
@@ -795,14 +792,4 @@ class BatchRunner(RunLoop):
         path = self.plan.out_dir / item.filename
         entry = _entry(item, path, written.record)
         append_manifest(self.plan.out_dir, entry)
-        self._emit(
-            BatchEvent(
-                "item_done",
-                item.row,
-                item.name,
-                item.prompt,
-                path=str(path),
-                record=entry,
-                warnings=written.warnings,
-            )
-        )
+        self._emit_done(item, str(path), entry, written.warnings)
