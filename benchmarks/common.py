@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 
-# The released small variant (SPEC section 1) and the full-size token counts of a 10.24 s clip.
+# The released small variant's architecture and the full-size token counts of a 10.24 s clip.
 SMALL = dict(hidden=512, num_heads=16, depth=8, depth_single=16, context_in_dim=4096,
              vec_in_dim=768)  # fmt: skip
 VARIANTS = {

@@ -151,7 +151,7 @@ def clap(work: Path) -> Path:
 
 
 def audioldm2_decoder(work: Path) -> Path:
-    """`vae/` and `vocoder/` of `cvssp/audioldm2` at real size (SPEC section 5 configs)."""
+    """`vae/` and `vocoder/` of `cvssp/audioldm2` at real size (the published configs)."""
     import torch
     from diffusers import AutoencoderKL
     from transformers import SpeechT5HifiGan, SpeechT5HifiGanConfig

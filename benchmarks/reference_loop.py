@@ -5,7 +5,7 @@ a second with the negative prompt's (batch B each, never 2B); position ids built
 call, so the model recomputes its rotary tables every time; the model in fp32, with bf16 only
 through autocast; no caching of anything between steps. It runs on diffusers'
 `FluxTransformer2DModel` (the original FLUX module is not available here), which computes the
-same function as the original (SPEC section 1).
+same function as the original FLUX double- and single-stream blocks.
 """
 
 from __future__ import annotations

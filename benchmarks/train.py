@@ -6,8 +6,8 @@
 trained, at batch 1 and 4 (10.24 s segments: 1024 music + 256 text tokens per item). Each
 configuration runs in its own process, so its peak RSS (VmHWM) is its own; on CUDA the peak is
 the allocator's. `prepare`: `fluxmusic train`'s preparation of 10.24 s segments through the
-real-size AudioLDM 2 VAE (section 6 front end + posterior), per hour of audio. Both record the
-CPU model and the measured matmul rate, as every section does.
+real-size AudioLDM 2 VAE (the audio front end, then the posterior), per hour of audio. Both
+record the CPU model and the measured matmul rate, as every section does.
 """
 
 from __future__ import annotations

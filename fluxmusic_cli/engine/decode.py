@@ -1,4 +1,4 @@
-"""From latents to a waveform: AudioLDM 2's VAE, then its HiFi-GAN vocoder (SPEC section 5).
+"""From latents to a waveform: AudioLDM 2's VAE, then its HiFi-GAN vocoder.
 
     latent (B, 8, T, 16) / scaling_factor -> VAE decode -> mel (B, 1, 4T, 64)
     -> vocoder -> waveform (B, 160 * 4T) at 16 kHz

@@ -1,4 +1,4 @@
-"""The training step of the published script (SPEC section 9), made resumable to the bit.
+"""The training step of the published training script, made resumable to the bit.
 
     x0 = (mean + exp(logvar / 2) * n) * scaling     (`--latents sample`; `mean`: n = 0)
     t = sigmoid(N(0, 1)) per item,  z_t = (1 - t) x0 + t eps,  loss = |v(z_t, t) - (eps - x0)|^2

@@ -8,8 +8,9 @@ Done once and cached in `RUN_DIR/data/`, so training never holds T5-XXL, CLAP or
     data.json             tracks (file, sha256, gain, segments), skipped files and why,
                           and the fingerprints a rerun compares to reuse the cache
 
-A track's gain is set once on the whole recording (SPEC section 6), then it is cut into
-10.24 s segments, the last zero-padded; a last piece under a quarter of a segment is dropped
+A track's gain is set once on the whole recording (centred, peak 0.5, as the audio front end
+does for any recording the tool reads), then it is cut into 10.24 s segments, the last
+zero-padded; a last piece under a quarter of a segment is dropped
 unless it is all the track has. The posterior's mean and log-variance are both kept, so each
 step can draw `latent_dist.sample()` as the published training did.
 """
