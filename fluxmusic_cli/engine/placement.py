@@ -112,18 +112,3 @@ def setup_for(memory_bytes: int, need: dict[str, int]) -> str:
     if model <= budget:
         return "text on cpu"
     return "does not fit"
-
-
-def fit_table(
-    memories_gb=(4, 8, 16, 24, 80), dtype: str = "bf16", encoders: str = "both"
-) -> dict[str, dict[int, str]]:
-    """variant -> {memory GB: setup} for the released variants, from parameter counts."""
-    from fluxmusic_cli.engine import registry
-
-    return {
-        v.name: {
-            gb: setup_for(int(gb * GB), component_bytes(v.params, dtype, encoders))
-            for gb in memories_gb
-        }
-        for v in registry.VARIANTS.values()
-    }

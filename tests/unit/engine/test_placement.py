@@ -3,6 +3,8 @@ decision from the parameter table, the store acting on it, and the MPS dtype fal
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from fluxmusic_cli.engine import devices, placement, registry
@@ -77,10 +79,19 @@ def test_explicit_choices_and_refusals():
         placement.choose_text_device("tpu", "cuda", 80 * GB, small)
 
 
-def test_fit_table_covers_every_released_variant():
-    table = placement.fit_table()
-    assert list(table) == list(registry.VARIANTS)
-    assert table["small"][8] == "text on cpu" and table["giant"][24] == "resident"
+def test_the_readme_fit_table_is_what_placement_decides():
+    # The README's table of setups per variant and GPU memory (bf16), row by row.
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text(encoding="utf-8")
+    rows = {}
+    for line in readme.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 + len(MEMORIES) and cells[0] in registry.VARIANTS:
+            rows[cells[0]] = cells[3:]
+    assert sorted(rows) == sorted(registry.VARIANTS)
+    for name, shown in rows.items():
+        decided = [placement.setup_for(int(gb * GB), need(name)) for gb in MEMORIES]
+        assert shown == decided, name
+    assert rows["small"][1] == "text on cpu" and rows["giant"][3] == "resident"
 
 
 @pytest.mark.parametrize(
