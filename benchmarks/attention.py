@@ -19,7 +19,7 @@ import sys
 import time
 
 import torch
-from common import MUSIC_TOKENS, TEXT_TOKENS, cpu_model, load_avg, median
+from common import MUSIC_TOKENS, TEXT_TOKENS, cpu_model, load_avg, matmul_rate, median
 
 HEADS = 16
 BATCH = 2
@@ -27,18 +27,6 @@ HEAD_DIMS = (32, 48, 64, 88)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 CHUNK = 256  # query rows per SDPA call in the chunked candidate
 FP32_TOL = 1e-5
-
-
-def matmul_rate(dtype: torch.dtype, n: int = 2048, bursts: int = 6, reps: int = 3) -> float:
-    """Best GFLOP/s over `bursts` bursts of `reps` n x n matmuls."""
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-    best = 0.0
-    for _ in range(bursts):
-        t0 = time.perf_counter()
-        for _ in range(reps):
-            torch.matmul(a, b)
-        best = max(best, reps * 2 * n**3 / (time.perf_counter() - t0) / 1e9)
-    return best
 
 
 def sdpa(q, k, v):

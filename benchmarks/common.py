@@ -71,6 +71,22 @@ def machine_facts() -> dict:
     return facts
 
 
+def matmul_rate(dtype, n: int = 2048, bursts: int = 6, reps: int = 3) -> float:
+    """Best GFLOP/s over `bursts` bursts of `reps` n x n `torch.matmul`s in `dtype`: a CPU's
+    matrix unit can take a while to reach its rate (on an AMX Xeon one process went from 756
+    to 2040 GFLOP/s), so a single burst can understate the roofline."""
+    import torch
+
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    best = 0.0
+    for _ in range(bursts):
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            torch.matmul(a, b)
+        best = max(best, reps * 2 * n**3 / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
 def median(xs: list[float]) -> float:
     return statistics.median(xs) if xs else float("nan")
 

@@ -61,7 +61,7 @@ def _single_window(model: Path, seconds: float, steps: int) -> dict:
 
 def longform(quick: bool) -> dict:
     import torch
-    from step import matmul_rate
+    from common import matmul_rate
 
     start = load_avg()
     steps = 1 if quick else 2

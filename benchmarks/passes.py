@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 
 import torch
-from common import load_avg, median
+from common import load_avg, matmul_rate, median
 
 MINI = dict(hidden=256, num_heads=8, depth=2, depth_single=4, context_in_dim=4096, vec_in_dim=768)
 STEPS = 50
@@ -112,6 +112,7 @@ def run(quick: bool, rounds: int | None = None) -> dict:
             "rel_latent_diff": float((r["out"] - ref).norm() / ref.norm()),
         }
     return {
+        "matmul_gflops_best_burst": {"fp32": matmul_rate(torch.float32)},
         "arch": MINI,
         "latent_frames": FRAMES,
         "text_tokens": TEXT,
@@ -129,7 +130,8 @@ def run_section(name: str, quick: bool) -> dict:
 
 
 def summary_rows(name: str, r: dict) -> list[tuple[str, str]]:
-    return [
+    rate = r["matmul_gflops_best_burst"]["fp32"]
+    return [("matmul GFLOP/s (best burst)", f"fp32 {rate:.0f}")] + [
         (
             k,
             f"{v['rows']} rows, {v['full_passes']} full passes, time x{v['time_ratio_median']:.2f}"

@@ -19,13 +19,13 @@ import contextlib
 import time
 
 import torch
-from attention import matmul_rate
 from common import (
     LATENT_FRAMES,
     TEXT_TOKENS,
     VARIANTS,
     cpu_model,
     load_avg,
+    matmul_rate,
     median,
     step_flops,
 )

@@ -11,23 +11,10 @@ import copy
 import time
 
 import torch
-from common import LATENT_FRAMES, SMALL, TEXT_TOKENS, load_avg, median, step_flops
+from common import LATENT_FRAMES, SMALL, TEXT_TOKENS, load_avg, matmul_rate, median, step_flops
 from reference_loop import reference_denoise
 
 GUIDANCE = 7.0
-
-
-def matmul_rate(dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
-    """Sustained GFLOP/s of a large square torch.matmul in `dtype` (median of `reps`)."""
-    a = torch.randn(n, n).to(dtype)
-    b = torch.randn(n, n).to(dtype)
-    torch.matmul(a, b)
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        torch.matmul(a, b)
-        times.append(time.perf_counter() - t0)
-    return 2 * n**3 / median(times) / 1e9
 
 
 def small_model(seed: int = 0):

@@ -89,7 +89,7 @@ def _worker(mode: str, batch: int, n_steps: int) -> None:
 
 def run_train(quick: bool) -> dict:
     import torch
-    from step import matmul_rate
+    from common import matmul_rate
 
     start = load_avg()
     out: dict = {"rates_gflops": {"fp32": matmul_rate(torch.float32)}, "runs": {}}
