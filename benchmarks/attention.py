@@ -1,4 +1,5 @@
-"""Section `attention` (opt-in): attention kernels on this CPU at FluxMusic's shapes.
+"""Section `attention` (opt-in): attention kernels at FluxMusic's shapes, on this CPU (and on
+CUDA from the `gpu` section, with SDPA's fused backends as further candidates).
 
 Batch 2 (one guided item), 16 heads, 1024 music + 256 text tokens, every released head size
 (32 small, 48 base, 64 large, 88 giant), fp32 and bf16. Candidates: the default
@@ -19,12 +20,20 @@ import sys
 import time
 
 import torch
-from common import MUSIC_TOKENS, TEXT_TOKENS, cpu_model, load_avg, matmul_rate, median
+from common import (
+    MUSIC_TOKENS,
+    TEXT_TOKENS,
+    cpu_model,
+    load_avg,
+    matmul_rate,
+    median,
+    synchronize,
+)
 
 HEADS = 16
 BATCH = 2
 HEAD_DIMS = (32, 48, 64, 88)
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 CHUNK = 256  # query rows per SDPA call in the chunked candidate
 FP32_TOL = 1e-5
 
@@ -38,6 +47,25 @@ def sdpa_math(q, k, v):
 
     with sdpa_kernel(SDPBackend.MATH):
         return torch.nn.functional.scaled_dot_product_attention(q, k, v)
+
+
+def _backend(name: str):
+    """SDPA forced to one CUDA backend (flash, memory-efficient or cuDNN)."""
+
+    def forced(q, k, v):
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        with sdpa_kernel(getattr(SDPBackend, name)):
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v)
+
+    return forced
+
+
+CUDA_BACKENDS = {
+    "sdpa_flash": _backend("FLASH_ATTENTION"),
+    "sdpa_efficient": _backend("EFFICIENT_ATTENTION"),
+    "sdpa_cudnn": _backend("CUDNN_ATTENTION"),
+}
 
 
 def sdpa_fp32(q, k, v):
@@ -71,28 +99,33 @@ def attention_flops(tokens: int, head_dim: int) -> float:
 
 
 def _time(fn, q, k, v, reps: int) -> float:
+    synchronize(q.device)
     t0 = time.perf_counter()
     for _ in range(reps):
         fn(q, k, v)
+    synchronize(q.device)
     return (time.perf_counter() - t0) / reps
 
 
 def run(
-    quick: bool, rounds: int | None = None, head_dims=HEAD_DIMS, dtypes=tuple(DTYPES), flex=True
-) -> dict:
+    quick: bool, rounds: int | None = None, head_dims=HEAD_DIMS, dtypes=("fp32", "bf16"),
+    flex=True, device="cpu", tokens: int = MUSIC_TOKENS + TEXT_TOKENS, matmul_n: int = 2048,
+) -> dict:  # fmt: skip
     start = load_avg()
     rounds = rounds or (2 if quick else 4)  # kept short: the machine is shared
-    reps = 1
-    tokens = MUSIC_TOKENS + TEXT_TOKENS
-    rates = {name: matmul_rate(DTYPES[name]) for name in dtypes}
+    cuda = torch.device(device).type == "cuda"
+    reps = 5 if cuda else 1
+    rates = {name: matmul_rate(DTYPES[name], n=matmul_n, device=device) for name in dtypes}
     candidates = {
         "sdpa": sdpa, "sdpa_math": sdpa_math, "sdpa_chunked": sdpa_chunked, "sdpa_fp32": sdpa_fp32,
+        **(CUDA_BACKENDS if cuda else {}),
     }  # fmt: skip
     flex_fn, flex_error = flex_candidate() if flex else (None, "not tried in this run")
     if flex_fn is not None:
         candidates["flex_compiled"] = flex_fn
     out: dict = {
         "cpu": cpu_model(),
+        "device": torch.cuda.get_device_name(device) if cuda else "cpu",
         "threads": torch.get_num_threads(),
         "shape": {"batch": BATCH, "heads": HEADS, "tokens": tokens},
         "matmul_gflops_best_burst": rates,
@@ -102,7 +135,9 @@ def run(
     gen = torch.Generator().manual_seed(0)
     with torch.inference_mode():
         for d in head_dims:
-            q32, k32, v32 = (torch.randn(BATCH, HEADS, tokens, d, generator=gen) for _ in "qkv")
+            q32, k32, v32 = (
+                torch.randn(BATCH, HEADS, tokens, d, generator=gen).to(device) for _ in "qkv"
+            )
             exact = sdpa(q32, k32, v32)
             for name in dtypes:
                 q, k, v = (x.to(DTYPES[name]) for x in (q32, k32, v32))

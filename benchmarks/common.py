@@ -71,20 +71,30 @@ def machine_facts() -> dict:
     return facts
 
 
-def matmul_rate(dtype, n: int = 2048, bursts: int = 6, reps: int = 3) -> float:
+def matmul_rate(dtype, n: int = 2048, bursts: int = 6, reps: int = 3, device="cpu") -> float:
     """Best GFLOP/s over `bursts` bursts of `reps` n x n `torch.matmul`s in `dtype`: a CPU's
     matrix unit can take a while to reach its rate (on an AMX Xeon one process went from 756
     to 2040 GFLOP/s), so a single burst can understate the roofline."""
     import torch
 
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    a, b = (torch.randn(n, n).to(device=device, dtype=dtype) for _ in "ab")
     best = 0.0
     for _ in range(bursts):
+        synchronize(device)
         t0 = time.perf_counter()
         for _ in range(reps):
             torch.matmul(a, b)
+        synchronize(device)
         best = max(best, reps * 2 * n**3 / (time.perf_counter() - t0) / 1e9)
     return best
+
+
+def synchronize(device) -> None:
+    """Wait for queued CUDA work, so a timer around it measures the work (no-op on the CPU)."""
+    import torch
+
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def median(xs: list[float]) -> float:

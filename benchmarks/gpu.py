@@ -187,6 +187,17 @@ def t5_encoding(rounds: int) -> dict:
     }
 
 
+def attention_paths(quick: bool, device="cuda", dtypes=("bf16", "fp16"), **sizes) -> dict:
+    """The attention candidates on CUDA (SDPA's default, each fused backend, math, chunked,
+    flex compiled) at every head size in bf16 and fp16: whether one beats the default there."""
+    import attention
+
+    try:
+        return attention.run(quick, dtypes=dtypes, device=device, rounds=2 if quick else 5, **sizes)
+    except Exception as exc:  # noqa: BLE001 - one section's failure must not lose the others
+        return {"error": f"{type(exc).__name__}: {exc}"[:300]}
+
+
 def run(quick: bool) -> dict:
     import torch
 
@@ -200,7 +211,7 @@ def run(quick: bool) -> dict:
     out["options"] = options("cuda", VARIANTS["small"], steps=10 if quick else STEPS)
     total = torch.cuda.get_device_properties(0).total_memory
     out["text_placement"] = {"memory_gb": total / 1e9, "variants": text_placements(total)}
-    out["attention"] = "the default SDPA path (no other attention path is wired; see RESULTS.md)"
+    out["attention"] = attention_paths(quick)
     out["t5_encoding"] = t5_encoding(rounds=2 if quick else 4)
     out["load_avg"] = {"start": start, "end": load_avg()}
     return out
@@ -226,4 +237,11 @@ def summary_rows(name: str, r: dict) -> list[tuple[str, str]]:
             rows.append((f"T5 {name} on {where}", value))
     for name, v in r.get("text_placement", {}).get("variants", {}).items():
         rows.append((f"{name}: setup / text device", f"{v['setup']} / {v['text_device']}"))
+    att = r.get("attention", {})
+    if "error" in att:
+        rows.append(("attention", att["error"][:200]))
+    elif "cases" in att:
+        import attention
+
+        rows += [(f"attention {k}", v) for k, v in attention.summary_rows("attention", att)]
     return rows

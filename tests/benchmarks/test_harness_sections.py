@@ -53,6 +53,23 @@ def test_measure_fills_the_grid_on_cpu(gpu_section):
         assert run["compile_fallback"] is None
 
 
+def test_the_attention_grid_runs_on_the_device_it_is_given(gpu_section):
+    # The GPU section's attention grid, on the CPU at a small size (fp32: the CPU's fp16 and
+    # bf16 matmuls can be slow emulations): every candidate timed against the default and
+    # checked for agreement.
+    att = gpu_section.attention_paths(
+        True, device="cpu", dtypes=("fp32",), head_dims=(32,), flex=False, tokens=64,
+        matmul_n=256,
+    )  # fmt: skip
+    assert att["device"] == "cpu" and sorted(att["cases"]) == ["d32 fp32"]
+    for key, case in att["cases"].items():
+        assert case["sdpa"]["time_vs_default_median"] == 1.0, key
+        assert "sdpa_flash" not in case  # the fused backends are CUDA-only candidates
+        assert all(c["agrees"] for c in case.values() if "agrees" in c), key
+    rows = gpu_section.summary_rows("gpu", {"runs": {}, "attention": att})
+    assert any(name.startswith("attention d32 fp32 sdpa_chunked") for name, _ in rows)
+
+
 def test_section_skips_with_a_reason_without_cuda(gpu_section, monkeypatch):
     import torch
 
