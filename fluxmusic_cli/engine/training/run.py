@@ -155,8 +155,11 @@ def run_training(
     #    resume from (the first process decides; the others follow it).
     run, resume_from = _start(request, options, on_event or (lambda event: None))
     # 2. Tracks and captions; 3. preparation, done once by the first process.
+    from fluxmusic_cli.engine.training.data import find_tracks
+
+    tracks = find_tracks(request.data, audio_dir=request.audio_dir)
     engine = Engine(replace(options, memory="sequential"))
-    data = _prepare(run, engine)
+    data = _prepare(run, engine, tracks)
     if request.samples is None:
         engine.close()
     # 4. The base model, in fp32 (compute may run in bf16 under autocast).
@@ -198,12 +201,10 @@ def _start(request: TrainRequest, options, emit: EventCallback) -> tuple[_Run, P
     return run, resume_from
 
 
-def _prepare(run: _Run, engine):
+def _prepare(run: _Run, engine, tracks):
     from fluxmusic_cli.engine.training import prepare as prep
-    from fluxmusic_cli.engine.training.data import find_tracks
 
     request = run.request
-    tracks = find_tracks(request.data, audio_dir=request.audio_dir)
     prompts = ()
     if request.samples is not None:
         prompts = (*request.samples.prompts, request.samples.negative_prompt)
