@@ -116,13 +116,12 @@ def generate(
 
 def _items(plan: list[tuple[str, int]], targets: list[Path] | None, values: dict[str, Any]):
     """The plan as the run loop's items, each named by its file (`-`: stdout)."""
+    from dataclasses import fields
+
     from fluxmusic_cli.batchrun import Item
     from fluxmusic_cli.engine.pipeline import ClipSettings
 
-    settings = ClipSettings(
-        negative_prompt=values["negative_prompt"], steps=values["steps"],
-        guidance=values["guidance"], duration=values["duration"], encoders=values["encoders"],
-    )  # fmt: skip
+    settings = ClipSettings(**{f.name: values[f.name] for f in fields(ClipSettings)})
     paths = targets or [None] * len(plan)
     return [
         Item(
