@@ -15,7 +15,7 @@ def load_source(path: str, data: bytes | None = None) -> tuple[Any, list[str]]:
     the latent of a sidecar whose audio hash matches. Notes say which start was taken."""
     from fluxmusic_cli import latents
     from fluxmusic_cli.engine.audio_in import read_recording
-    from fluxmusic_cli.engine.editing import EditSource
+    from fluxmusic_cli.engine.requests import EditSource
 
     rec = read_recording(path, data)
     notes: list[str] = []

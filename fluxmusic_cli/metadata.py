@@ -10,10 +10,12 @@ compares before it counts a clip on disk as finished.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+import platform
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from fluxmusic_cli import __version__
 from fluxmusic_cli.errors import UsageError
@@ -144,22 +146,13 @@ class GenerationRecord:
                 out[f.name] = value
         return out
 
-    def get(self, key: str, default: Any = None) -> Any:
-        """A field by its JSON name (a known field or one of `extra`)."""
-        return self.to_json().get(key, default)
-
-    def __getitem__(self, key: str) -> Any:
-        return self.to_json()[key]
-
-    def __contains__(self, key: object) -> bool:
-        return key in self.to_json()
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        """Set a field by its JSON name (for code that fills a record by key)."""
+    def lookup(self, key: str, default: Any = None) -> Any:
+        """A field by its JSON name: a known field, else one of `extra` (an operation's own
+        settings, or a newer version's field)."""
         if key in _FIELDS:
-            setattr(self, key, value)
-        else:
-            self.extra[key] = value
+            value = getattr(self, key)
+            return default if value is None else value
+        return self.extra.get(key, default)
 
     def tags(self) -> dict[str, str]:
         """Tags to embed: the prompt as title, the settings and model as a JSON comment."""
@@ -205,7 +198,7 @@ class GenerationRecord:
         source and LoRAs by file and scale, as a plan knows them."""
         out = []
         for key, want in expected.items():
-            have = self.get(key)
+            have = self.lookup(key)
             if key == "model" and isinstance(have, dict):
                 have = have.get("source")
             if key == "loras":  # adapters are the same when their files and scales are
@@ -222,6 +215,129 @@ class GenerationRecord:
 _FIELDS = frozenset(f.name for f in fields(GenerationRecord)) - {"extra"}
 
 
+# -- building records ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """What made a clip apart from its settings: the weights, and where and how they ran
+    (read off the engine's model store)."""
+
+    model: dict[str, Any]  # source, file, sha256, variant, config
+    loras: list[dict[str, Any]]
+    t5: str
+    clap: str
+    vae_vocoder: str
+    device: str
+    text_device: str
+    dtype: str
+    memory_policy: str
+    forward_batch: int
+    threads: int | None
+    compile: bool
+    compile_scope: str | None
+
+
+class SampledWith(Protocol):
+    """The sampling settings a record states (the engine's ClipSettings)."""
+
+    negative_prompt: str
+    steps: int
+    guidance: float
+    guidance_interval: tuple[float, float] | None
+    cache: float | None
+
+
+@dataclass(frozen=True)
+class Made:
+    """What one engine call made, besides its prompts and seeds."""
+
+    operation: str
+    duration: float  # seconds of audio made
+    encoders: str
+    conditioning: str
+    latent_frames: int
+    sample_rate: int
+    timings: dict[str, float]
+    extra: dict[str, Any] = field(default_factory=dict)  # what only this operation has
+
+
+def new_records(
+    provenance: Provenance,
+    settings: SampledWith,
+    made: Made,
+    pairs: Iterable[tuple[str, int]],
+) -> list[GenerationRecord]:
+    """One record per (prompt, seed) of an engine call."""
+    interval = settings.guidance_interval
+    base = GenerationRecord(
+        tool="fluxmusic",
+        version=__version__,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        operation=made.operation,
+        negative_prompt=settings.negative_prompt,
+        steps=settings.steps,
+        guidance=settings.guidance,
+        duration=made.duration,
+        encoders=made.encoders,
+        conditioning=made.conditioning,
+        latent_frames=made.latent_frames,
+        sample_rate=made.sample_rate,
+        model=dict(provenance.model),
+        loras=list(provenance.loras),
+        t5=provenance.t5,
+        clap=provenance.clap,
+        vae_vocoder=provenance.vae_vocoder,
+        device=provenance.device,
+        text_device=provenance.text_device,
+        dtype=provenance.dtype,
+        memory_policy=provenance.memory_policy,
+        forward_batch=provenance.forward_batch,
+        threads=provenance.threads,
+        compile=provenance.compile,
+        compile_scope=provenance.compile_scope,
+        guidance_interval=list(interval) if interval else None,
+        cache=settings.cache,
+        timings={k: round(v, 3) for k, v in made.timings.items()},
+        versions=library_versions(),
+        prompt="",
+        seed=0,
+    )
+    return [replace(base, prompt=p, seed=s, extra=dict(made.extra)) for p, s in pairs]
+
+
+def long_form_fields(
+    *, loop: bool, long_form: bool, windows: int, context: float, seam: float
+) -> dict[str, Any]:
+    """What a generation's record says of long-form windows and loop seams (nothing for
+    one window)."""
+    if not (loop or long_form):
+        return {}
+    out: dict[str, Any] = {"windows": windows, "loop": loop}
+    if long_form:
+        out["context"] = context
+    if loop:
+        out["seam"] = seam
+    return out
+
+
+def library_versions() -> dict[str, str]:
+    """The library versions a record names."""
+    import diffusers
+    import torch
+    import transformers
+
+    return {
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+    }
+
+
+# -- files -----------------------------------------------------------------------------------
+
+
 def sidecar_path(audio_path: Path) -> Path:
     """`song.mp3` -> `song.json`."""
     return Path(audio_path).with_suffix(".json")
@@ -232,7 +348,7 @@ def sidecar_bytes(record: GenerationRecord) -> bytes:
     return (json.dumps(record.to_json(), indent=2, default=str) + "\n").encode("utf-8")
 
 
-def record_from_tags(tags: dict[str, str]) -> dict[str, Any] | None:
+def record_from_tags(tags: dict[str, str]) -> GenerationRecord | None:
     """Rebuild what the tags hold (a subset of the record); None when they are not ours."""
     comment = tags.get("comment", "")
     if not comment.startswith("fluxmusic "):
@@ -241,13 +357,18 @@ def record_from_tags(tags: dict[str, str]) -> dict[str, Any] | None:
         settings = json.loads(comment[len("fluxmusic ") :])
     except json.JSONDecodeError:
         return None
+    if not isinstance(settings, dict):
+        return None
     model = {"variant": settings.pop("model", None), "sha256": settings.pop("model_sha256", None)}
-    return {"prompt": tags.get("title", ""), **settings, "model": model, "from_tags": True}
+    data = {"prompt": tags.get("title", ""), **settings, "model": model, "from_tags": True}
+    try:
+        return GenerationRecord.from_json(data)
+    except ValueError:
+        return None
 
 
-def read_record(path: Path) -> dict[str, Any]:
-    """The record of `path` as stored: a record JSON itself, an audio file's sidecar, or its
-    tags (`GenerationRecord.from_json` reads it into fields)."""
+def read_record(path: Path) -> GenerationRecord:
+    """The record of `path`: a record JSON itself, an audio file's sidecar, or its tags."""
     path = Path(path)
     if not path.exists():
         raise UsageError(f"No such file: {path}")
@@ -266,19 +387,14 @@ def read_record(path: Path) -> dict[str, Any]:
     return record
 
 
-def _load_json(path: Path) -> dict[str, Any]:
+def _load_json(path: Path) -> GenerationRecord:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:
         raise UsageError(f"{path} is not a readable JSON record: {exc}") from None
     if not isinstance(data, dict) or "prompt" not in data or "seed" not in data:
         raise UsageError(f"{path} is not a fluxmusic generation record (no prompt or seed).")
-    return data
-
-
-def replay_settings(record: Mapping[str, Any]) -> dict[str, Any]:
-    """The replay options of a record as stored (what `read_record` returns)."""
-    return GenerationRecord.from_json(record).replay_options()
+    return GenerationRecord.from_json(data)
 
 
 def _source_value(identity: str) -> str:

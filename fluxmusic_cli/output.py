@@ -10,19 +10,26 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fluxmusic_cli import audio, latents, metadata
-from fluxmusic_cli.engine.pipeline import Clip
 from fluxmusic_cli.errors import UsageError
 from fluxmusic_cli.formats import SUPPORTED_SUFFIXES
+
+if TYPE_CHECKING:
+    from fluxmusic_cli.engine.pipeline import Clip
 
 
 @dataclass
 class WrittenClip:
     path: Path | None  # None when written to stdout
-    record: dict[str, Any]  # the record as written (its JSON form)
+    record: metadata.GenerationRecord  # the record as written
     warnings: list[str] = field(default_factory=list)
+
+    @property
+    def shown(self) -> str:
+        """How a message names where the clip went."""
+        return str(self.path) if self.path is not None else "stdout"
 
 
 def output_folder(output: Path | None, argv: list[str] | None = None) -> bool:
@@ -64,17 +71,22 @@ def check_target(
     if sample_rate is not None:
         check_encodable(path.suffix.lower().lstrip("."), sample_rate)
     if not force:
-        taken_paths = [path, metadata.sidecar_path(path)]
-        if save_latent:
-            taken_paths.append(latents.sidecar_path(path))
-        for taken in taken_paths:
-            if taken.exists():
-                raise UsageError(f"{taken} already exists; pass --force to overwrite it.")
+        refuse_existing(path, save_latent=save_latent)
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise UsageError(f"Folder {parent} does not exist.")
     if not os.access(parent, os.W_OK):
         raise UsageError(f"Folder {parent} is not writable.")
+
+
+def refuse_existing(path: Path, *, save_latent: bool) -> None:
+    """Refuse to replace an audio file, its record or (with `save_latent`) its latent."""
+    taken_paths = [path, metadata.sidecar_path(path)]
+    if save_latent:
+        taken_paths.append(latents.sidecar_path(path))
+    for taken in taken_paths:
+        if taken.exists():
+            raise UsageError(f"{taken} already exists; pass --force to overwrite it.")
 
 
 def check_encodable(fmt: str, sample_rate: int) -> None:
@@ -117,13 +129,15 @@ class ClipWriter:
     resampled, tagged, with its record beside it (and with `save_latent` its final latent), all
     of them or none, the record first; or, to `stdout`, one tagged WAV file (`-o -`).
 
-    It writes where it is told: whether a file may be replaced is the caller's to decide
-    (`check_target` for one file, the manifest for a batch folder).
+    Without `overwrite` it refuses a file that appeared since the command checked its target
+    (the model may have run for minutes); a batch folder, whose manifest decides what may be
+    replaced, writes with `overwrite`.
     """
 
     sample_rate: int = 16000
     peak_normalize: bool = False
     save_latent: bool = False
+    overwrite: bool = True
     stdout: Callable[[bytes], None] | None = None  # where `write(clip, None)` sends the WAV
 
     def write(self, clip: Clip, path: Path | None) -> WrittenClip:
@@ -135,18 +149,21 @@ class ClipWriter:
         if path is None:
             if self.stdout is None:
                 raise ValueError("ClipWriter has no stdout to write to.")
-            record["output"] = "-"
-            record["format"] = "wav"
+            record = replace(record, output="-", format="wav")
             self.stdout(audio.write_wav_bytes(samples, self.sample_rate, tags=record.tags()))
-            return WrittenClip(path=None, record=record.to_json(), warnings=warnings)
+            return WrittenClip(path=None, record=record, warnings=warnings)
         path = Path(path)
-        record["output"] = str(path.resolve())
-        record["format"] = path.suffix.lower().lstrip(".")
+        if not self.overwrite:
+            refuse_existing(path, save_latent=self.save_latent)
         latent = clip.latent if self.save_latent else None
-        if latent is not None:
-            record["latent_file"] = latents.sidecar_path(path).name
+        record = replace(
+            record,
+            output=str(path.resolve()),
+            format=path.suffix.lower().lstrip("."),
+            latent_file=latents.sidecar_path(path).name if latent is not None else None,
+        )
         write_pair(path, samples, self.sample_rate, record, latent=latent)
-        return WrittenClip(path=path, record=record.to_json(), warnings=warnings)
+        return WrittenClip(path=path, record=record, warnings=warnings)
 
 
 def write_pair(

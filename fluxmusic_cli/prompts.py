@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from fluxmusic_cli.engine.pipeline import MAX_SEED, MAX_STEPS
+from fluxmusic_cli.engine.requests import MAX_SEED, MAX_STEPS
 from fluxmusic_cli.engine.sampling import MAX_SECONDS
 from fluxmusic_cli.errors import UsageError
 

@@ -91,23 +91,21 @@ def batch(
     *,
     shared: Shared,
 ) -> None:
-    from fluxmusic_cli import batchrun
+    from fluxmusic_cli.engine.requests import GenerateSettings
     from fluxmusic_cli.engine.sampling import latent_length
     from fluxmusic_cli.prompts import read_prompts
+    from fluxmusic_cli.runs.plan import Settings, parse_shard, plan_batch
 
-    latent_length(shared.duration)  # a bad --duration is a usage error before anything is read
+    latent_length(shared.length.duration)  # a bad --duration is refused before anything is read
     table = read_prompts(
         prompts_file, fmt=None if input_format is InputFormat.auto else input_format.value
     )
-    settings = batchrun.Settings(
-        steps=shared.steps, guidance=shared.guidance, negative_prompt=shared.negative_prompt,
-        duration=shared.duration, seed=shared.seed, encoders=shared.encoders, fmt=fmt.value,
-        sample_rate=shared.sample_rate, peak_normalize=shared.peak_normalize,
-        save_latent=shared.save_latent,
-    )  # fmt: skip
-    plan = batchrun.plan_batch(
-        table, output, settings, batchrun.parse_shard(shard) if shard else None
+    settings = Settings(
+        clip=shared.clip_settings(GenerateSettings, duration=shared.length.duration),
+        seed=shared.sampling.seed,
+        fmt=fmt.value,
+        writer=shared.output.clip_writer(),
     )
-    run_plan(plan, settings, shared.engine_options(), batch_size=batch_size, force=shared.force,
-             json_out=shared.json_out, quiet=shared.quiet, yes=shared.yes,
-             label="rows")  # fmt: skip
+    plan = plan_batch(table, output, settings, parse_shard(shard) if shard else None)
+    engine_options = shared.engine.engine_options()
+    run_plan(plan, settings, engine_options, shared, batch_size=batch_size, label="rows")

@@ -136,7 +136,8 @@ def _hub_reachability() -> str:
 
 def _smoke_generation() -> dict[str, Any]:
     from fluxmusic_cli import audio
-    from fluxmusic_cli.engine.pipeline import Engine, GenerationRequest
+    from fluxmusic_cli.engine.pipeline import Engine
+    from fluxmusic_cli.engine.requests import GenerationRequest
     from fluxmusic_cli.tinybundle.bundle import build_tiny_bundle
 
     with tempfile.TemporaryDirectory(prefix="fluxmusic-doctor-") as tmp:

@@ -7,9 +7,9 @@ from typing import Annotated
 import typer
 
 from fluxmusic_cli.cli import options as opt
-from fluxmusic_cli.cli.editing import run_edit
+from fluxmusic_cli.cli.editing import EditCall, EditOptions, run_edit
 from fluxmusic_cli.cli.option_group import Shared, shared_options
-from fluxmusic_cli.engine.editing import DEFAULT_CONTEXT, DEFAULT_CROSSFADE
+from fluxmusic_cli.engine.requests import DEFAULT_CONTEXT, DEFAULT_CROSSFADE
 
 HELP = """Extend a recording: continue it for --add seconds, or up to --to seconds in all.
 
@@ -60,7 +60,5 @@ def extend(
     *,
     shared: Shared,
 ) -> None:
-    run_edit(
-        ctx, "extend", input_path, prompt, output, shared,
-        {"add": add, "to": to, "context": context, "crossfade": crossfade}, from_record,
-    )  # fmt: skip
+    options = EditOptions(add=add, to=to, context=context, crossfade=crossfade)
+    run_edit(ctx, EditCall("extend", input_path, prompt, output, options, from_record), shared)

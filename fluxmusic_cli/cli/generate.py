@@ -4,24 +4,20 @@ from __future__ import annotations
 
 import secrets
 import sys
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from fluxmusic_cli.cli import options as opt
 from fluxmusic_cli.cli.console import emit_json, refuse_binary_to_terminal, write_stdout
-from fluxmusic_cli.cli.option_group import Shared, shared_options
-from fluxmusic_cli.cli.reporting import report_clips, written_name
-from fluxmusic_cli.engine.editing import DEFAULT_CONTEXT, DEFAULT_SEAM
+from fluxmusic_cli.cli.option_group import OutputGroup, Shared, shared_options
+from fluxmusic_cli.cli.replay import replay_record
+from fluxmusic_cli.cli.reporting import run_clips
+from fluxmusic_cli.engine.requests import DEFAULT_CONTEXT, DEFAULT_SEAM
 from fluxmusic_cli.engine.sampling import TRAINED_SECONDS
 from fluxmusic_cli.errors import UsageError
-
-# Request fields that come straight from option values; the loop and long-form ones are
-# run-wide (no Item carries them).
-LOOP_KEYS = ("loop", "seam", "context")
-REQUEST_KEYS = ("negative_prompt", "steps", "guidance", "duration", *LOOP_KEYS)
-CHUNK = 4  # clips per engine call: each chunk is written as soon as it is decoded
 
 GENERATE_HELP = """Generate music from a text prompt.
 
@@ -42,6 +38,16 @@ GENERATE_HELP = """Generate music from a text prompt.
 def register(app: typer.Typer) -> None:
     app.command("generate", help=GENERATE_HELP, no_args_is_help=True)(generate)
     app.command("info", help="Show the generation record of an audio file (tags or sidecar).")(info)
+
+
+@dataclass(frozen=True)
+class Shape:
+    """generate's own options: the length and shape of each clip (replayed by name)."""
+
+    duration: float = TRAINED_SECONDS
+    context: float = DEFAULT_CONTEXT
+    loop: bool = False
+    seam: float = DEFAULT_SEAM
 
 
 @shared_options("sampling", "engine", "output")
@@ -67,8 +73,8 @@ def generate(
         ),
     ] = 1,
     from_record: opt.FromRecord = None,
-    duration: opt.Duration = TRAINED_SECONDS,
-    context: opt.Context = DEFAULT_CONTEXT,
+    duration: opt.Duration = Shape.duration,
+    context: opt.Context = Shape.context,
     loop: Annotated[
         bool,
         typer.Option(
@@ -77,52 +83,45 @@ def generate(
             "80 ms).",
             rich_help_panel=opt.EDITING,
         ),
-    ] = False,
-    seam: opt.Seam = DEFAULT_SEAM,
+    ] = Shape.loop,
+    seam: opt.Seam = Shape.seam,
     *,
     shared: Shared,
 ) -> None:
-    values: dict[str, Any] = dict(shared.values)
-    values.update(duration=duration, context=context, loop=loop, seam=seam)
+    shape = Shape(duration=duration, context=context, loop=loop, seam=seam)
     if from_record is not None:
-        prompt = _apply_record(ctx, from_record, values, prompt)
+        record, shared, (shape,) = replay_record(ctx, from_record, "generate", shared, shape)
+        prompt = prompt if prompt is not None else record.prompt
     prompts = _read_prompts(prompt)
+    out = shared.output
     to_stdout = output is not None and str(output) == "-"
-    if to_stdout and values["json_out"]:
+    if to_stdout and out.json_out:
         raise UsageError("-o - writes audio to stdout, so --json cannot share it; drop one.")
-    base_seed = values["seed"] if values["seed"] is not None else secrets.randbelow(2**31)
+    seed = shared.sampling.seed
+    base_seed = seed if seed is not None else secrets.randbelow(2**31)
     plan = [(p, base_seed + k) for p in prompts for k in range(num_outputs)]
     if to_stdout and len(plan) > 1:
         raise UsageError("-o - takes exactly one clip; give one prompt and no -n.")
     if to_stdout:
         refuse_binary_to_terminal()
 
-    from fluxmusic_cli.cli.progress import step_bars
-    from fluxmusic_cli.cli.setup import make_engine
-    from fluxmusic_cli.engine.pipeline import GenerationRequest
+    from fluxmusic_cli.engine.requests import GenerateSettings
 
-    GenerationRequest(
-        prompts=(plan[0][0],), seeds=(plan[0][1],), **{k: values[k] for k in REQUEST_KEYS}
-    ).check()  # bad sampling values are refused before anything loads
-    targets = None if to_stdout else _targets(plan, output, len(prompts), values)
-    quiet = values["quiet"]
-    with step_bars(quiet) as bars:
-        engine = make_engine(
-            Shared(values).engine_options(), progress=bars, yes=values["yes"], quiet=quiet
-        )
-        written, warnings = _run(engine, _items(plan, targets, values), targets, values)
-    report_clips(written, warnings, json_out=values["json_out"], quiet=quiet)
+    # Bad sampling values are refused before anything loads.
+    settings = shared.clip_settings(GenerateSettings, **asdict(shape))
+    settings.check()
+    engine_options = shared.engine.engine_options()
+    engine_options.check_clip(settings)
+    targets = [None] * len(plan) if to_stdout else _targets(plan, output, len(prompts), out)
+    writer = out.clip_writer(overwrite=out.force, stdout=write_stdout)
+    items = _items(plan, targets, settings, writer)
+    run_clips(engine_options, items, shared)
 
 
-def _items(plan: list[tuple[str, int]], targets: list[Path] | None, values: dict[str, Any]):
-    """The plan as the run loop's items, each named by its file (`-`: stdout)."""
-    from dataclasses import fields
+def _items(plan: list[tuple[str, int]], targets: list[Path | None], settings, writer):
+    """The plan as the run service's items, each named by its file (`-`: stdout)."""
+    from fluxmusic_cli.runs.plan import Item
 
-    from fluxmusic_cli.batchrun import Item
-    from fluxmusic_cli.engine.pipeline import ClipSettings
-
-    settings = ClipSettings(**{f.name: values[f.name] for f in fields(ClipSettings)})
-    paths = targets or [None] * len(plan)
     return [
         Item(
             index=k,
@@ -130,54 +129,11 @@ def _items(plan: list[tuple[str, int]], targets: list[Path] | None, values: dict
             prompt=prompt,
             seed=seed,
             settings=settings,
-            fmt=path.suffix.lower().lstrip(".") if path else "wav",
+            path=path,
+            writer=writer,
         )
-        for k, ((prompt, seed), path) in enumerate(zip(plan, paths, strict=True))
+        for k, ((prompt, seed), path) in enumerate(zip(plan, targets, strict=True))
     ]
-
-
-def _run(engine, items, targets: list[Path] | None, values: dict[str, Any]):
-    """Make and write the clips through the run loop `batch` uses, CHUNK to an engine call;
-    returns the written clips and the warnings (a clip's own named by its file)."""
-    from fluxmusic_cli.batchrun import RunLoop
-    from fluxmusic_cli.output import WrittenClip, check_target
-
-    written: list[WrittenClip] = []
-    warnings: list[str] = []
-
-    def target(item) -> Path | None:
-        if targets is None:
-            return None
-        # Checked again: a file may have appeared while the model ran.
-        check_target(targets[item.index], force=values["force"], save_latent=values["save_latent"])
-        return targets[item.index]
-
-    def collect(event) -> None:
-        if event.kind != "item_done":
-            return
-        warnings.extend(w for w in run.summary.warnings if w not in warnings)
-        clip = WrittenClip(Path(event.path) if event.path else None, event.record, event.warnings)
-        written.append(clip)
-        warnings.extend(f"{written_name(clip)}: {w}" for w in clip.warnings)
-
-    writer = Shared(values).clip_writer(stdout=write_stdout)
-    run = RunLoop(
-        engine, writer, target, batch_size=CHUNK, request={k: values[k] for k in LOOP_KEYS},
-        keep_going=False, encode_ahead=False, on_event=collect,
-    )  # fmt: skip
-    run.run(items)
-    warnings.extend(w for w in run.summary.warnings if w not in warnings)
-    return written, warnings
-
-
-def _apply_record(
-    ctx: typer.Context, path: Path, values: dict[str, Any], prompt: str | None
-) -> str:
-    """Fill every option the user did not type from the record; return the prompt to use."""
-    from fluxmusic_cli.cli.replay import replay_record
-
-    _, replay = replay_record(ctx, path, "generate", values)
-    return prompt if prompt is not None else replay["prompt"]
 
 
 def _read_prompts(prompt: str | None) -> list[str]:
@@ -198,7 +154,7 @@ def _read_prompts(prompt: str | None) -> list[str]:
 
 
 def _targets(
-    plan: list[tuple[str, int]], output: Path | None, n_prompts: int, values: dict[str, Any]
+    plan: list[tuple[str, int]], output: Path | None, n_prompts: int, out: OutputGroup
 ) -> list[Path]:
     """One path per planned clip, all checked before any generation starts."""
     from fluxmusic_cli.audio import slugify
@@ -225,9 +181,8 @@ def _targets(
             candidate = path.with_name(f"{path.stem}-{k}{path.suffix}")
             k += 1
         check_target(
-            candidate, force=values["force"], sample_rate=values["sample_rate"],
-            save_latent=values["save_latent"],
-        )  # fmt: skip
+            candidate, force=out.force, sample_rate=out.sample_rate, save_latent=out.save_latent
+        )
         paths.append(candidate)
     return paths
 
@@ -241,14 +196,14 @@ def info(
 
     from fluxmusic_cli.metadata import read_record
 
-    record = read_record(path)
+    data = read_record(path).to_json()
     if json_out:
-        emit_json(record)
+        emit_json(data)
         return
     table = Table(title=str(path), show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value")
-    for key, value in record.items():
+    for key, value in data.items():
         if isinstance(value, dict):
             value = ", ".join(f"{k}={v}" for k, v in value.items() if not isinstance(v, dict))
         table.add_row(key, str(value))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import typer
 
 from fluxmusic_cli.cli import options as opt
-from fluxmusic_cli.cli.editing import run_edit
+from fluxmusic_cli.cli.editing import EditCall, EditOptions, run_edit
 from fluxmusic_cli.cli.option_group import Shared, shared_options
-from fluxmusic_cli.engine.editing import DEFAULT_CROSSFADE, DEFAULT_SEAM
+from fluxmusic_cli.engine.requests import DEFAULT_CROSSFADE, DEFAULT_SEAM
 
 HELP = """Make a seamless loop of a recording: its end is regenerated to flow into its start.
 
@@ -38,7 +38,5 @@ def loop(
     *,
     shared: Shared,
 ) -> None:
-    run_edit(
-        ctx, "loop", input_path, prompt, output, shared,
-        {"seam": seam, "crossfade": crossfade}, from_record,
-    )  # fmt: skip
+    options = EditOptions(seam=seam, crossfade=crossfade)
+    run_edit(ctx, EditCall("loop", input_path, prompt, output, options, from_record), shared)

@@ -1,26 +1,31 @@
 """The options every music-making command shares, declared once and added to a command by
 `@shared_options`.
 
-A decorated command declares only its own parameters plus `shared: Shared`; the decorator
-extends its signature (which Typer reads) with the engine, sampling and output options, and
-hands their values to the command as one `Shared` object, from which `EngineOptions` are built
-in one place. Defaults come from the engine, so `--help` shows what will run. A command can
-declare one of them otherwise (batch's `--seed`) or leave it out (vary's axes are its own).
+Each group is a frozen dataclass whose fields are the options (the field's metadata holds the
+option's `Annotated` alias, its default is the option's default), so a typo in an option name
+is an attribute error every tool sees. A decorated command declares only its own parameters
+plus `shared: Shared`; the decorator extends its signature (which Typer reads) with the
+groups' options and hands their values to the command as one `Shared`. Defaults come from the
+engine, so `--help` shows what will run. A command can declare one of them otherwise (batch's
+`--seed`) or leave it out (vary's axes are its own); a left-out option keeps its default.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import typing
 from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from fluxmusic_cli.cli import options as opt
-from fluxmusic_cli.engine.pipeline import (
+from fluxmusic_cli.engine.requests import (
     DEFAULT_GUIDANCE,
     DEFAULT_NEGATIVE_PROMPT,
     DEFAULT_STEPS,
+    ClipSettings,
     EngineOptions,
 )
 from fluxmusic_cli.engine.sampling import TRAINED_SECONDS
@@ -29,86 +34,161 @@ from fluxmusic_cli.engine.sources import DEFAULT_SOURCES
 if TYPE_CHECKING:
     from fluxmusic_cli.output import ClipWriter
 
-_DEFAULTS = EngineOptions()
-
-# name -> (annotation, default), in the order --help lists them.
-ENGINE: dict[str, tuple[Any, Any]] = {
-    "model": (opt.Model, DEFAULT_SOURCES["transformer"]),
-    "t5": (opt.T5, DEFAULT_SOURCES["t5"]),
-    "clap": (opt.Clap, DEFAULT_SOURCES["clap"]),
-    "vae_vocoder": (opt.VaeVocoder, DEFAULT_SOURCES["audioldm2"]),
-    "encoders": (opt.EncodersOpt, opt.EncodersChoice(_DEFAULTS.encoders)),
-    "conditioning": (opt.ConditioningOpt, opt.ConditioningChoice(_DEFAULTS.conditioning)),
-    "device": (opt.DeviceOpt, opt.DeviceChoice(_DEFAULTS.device)),
-    "dtype": (opt.DtypeOpt, opt.DtypeChoice(_DEFAULTS.dtype)),
-    "memory": (opt.MemoryOpt, opt.MemoryChoice(_DEFAULTS.memory)),
-    "token": (opt.Token, None),
-    "compile_model": (opt.Compile, _DEFAULTS.compile),
-    "threads": (opt.Threads, None),
-    "lora": (opt.Lora, None),
-    # Where the encoders run, and fewer forward passes (off by default).
-    "text_device": (opt.TextDeviceOpt, opt.TextDeviceChoice(_DEFAULTS.text_device)),
-    "guidance_interval": (opt.GuidanceIntervalOpt, None),
-    "cache": (opt.CacheOpt, None),
-    "yes": (opt.Yes, False),
-}
-SAMPLING: dict[str, tuple[Any, Any]] = {
-    "steps": (opt.Steps, DEFAULT_STEPS),
-    "guidance": (opt.Guidance, DEFAULT_GUIDANCE),
-    "negative_prompt": (opt.Negative, DEFAULT_NEGATIVE_PROMPT),
-    "seed": (opt.Seed, None),
-}
-# The clip length, for the commands that make clips from nothing (generate declares its own,
-# first in its Sampling panel; the editing commands take the length from their input).
-LENGTH: dict[str, tuple[Any, Any]] = {
-    "duration": (opt.Duration, TRAINED_SECONDS),
-}
-OUTPUT: dict[str, tuple[Any, Any]] = {
-    "sample_rate": (opt.SampleRate, 16000),
-    "peak_normalize": (opt.PeakNormalize, False),
-    "save_latent": (opt.SaveLatent, False),
-    "force": (opt.Force, False),
-    "json_out": (opt.Json, False),
-    "quiet": (opt.Quiet, False),
-}
-GROUPS = {"engine": ENGINE, "sampling": SAMPLING, "length": LENGTH, "output": OUTPUT}
-# EngineOptions fields whose option has another name.
-_ENGINE_FIELD = {"compile_model": "compile"}
-_NOT_ENGINE = ("yes",)
+_ENGINE = EngineOptions()
 
 
-class Shared:
-    """The values of the shared options; enums arrive as their values."""
+def option(annotation: Any, default: Any) -> Any:
+    """A group field that is the command-line option `annotation` with `default`."""
+    return field(default=default, metadata={"option": annotation})
 
-    def __init__(self, values: dict[str, Any]) -> None:
-        self.values = {k: v.value if isinstance(v, Enum) else v for k, v in values.items()}
 
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self.__dict__["values"][name]
-        except KeyError:
-            raise AttributeError(name) from None
+@dataclass(frozen=True)
+class EngineGroup:
+    """Which weights, where they run (fixed for an engine's life), and downloads."""
+
+    model: str = option(opt.Model, DEFAULT_SOURCES["transformer"])
+    t5: str = option(opt.T5, DEFAULT_SOURCES["t5"])
+    clap: str = option(opt.Clap, DEFAULT_SOURCES["clap"])
+    vae_vocoder: str = option(opt.VaeVocoder, DEFAULT_SOURCES["audioldm2"])
+    encoders: str = option(opt.EncodersOpt, _ENGINE.encoders)
+    conditioning: str = option(opt.ConditioningOpt, _ENGINE.conditioning)
+    device: str = option(opt.DeviceOpt, _ENGINE.device)
+    dtype: str = option(opt.DtypeOpt, _ENGINE.dtype)
+    memory: str = option(opt.MemoryOpt, _ENGINE.memory)
+    token: str | None = option(opt.Token, None)
+    compile_model: bool = option(opt.Compile, _ENGINE.compile)
+    threads: int | None = option(opt.Threads, None)
+    lora: list[str] | None = option(opt.Lora, None)
+    text_device: str = option(opt.TextDeviceOpt, _ENGINE.text_device)
+    yes: bool = option(opt.Yes, False)
 
     def engine_options(self, **overrides: Any) -> EngineOptions:
-        fields = {
-            _ENGINE_FIELD.get(k, k): self.values[k]
-            for k in ENGINE
-            if k not in _NOT_ENGINE and k in self.values
-        }
-        if "lora" in fields:
-            fields["loras"] = opt.loras(fields.pop("lora"))
-        fields.update(overrides)
-        return EngineOptions(**fields)
+        values = dict(
+            model=self.model,
+            t5=self.t5,
+            clap=self.clap,
+            vae_vocoder=self.vae_vocoder,
+            encoders=self.encoders,
+            conditioning=self.conditioning,
+            device=self.device,
+            dtype=self.dtype,
+            memory=self.memory,
+            token=self.token,
+            compile=self.compile_model,
+            threads=self.threads,
+            loras=opt.loras(self.lora),
+            text_device=self.text_device,
+        )
+        values.update(overrides)
+        return EngineOptions(**values)
 
-    def clip_writer(self, stdout: Callable[[bytes], None] | None = None) -> ClipWriter:
-        """How the clips are written, from the output options (`stdout` for `-o -`)."""
+
+@dataclass(frozen=True)
+class SamplingGroup:
+    """How each clip is sampled."""
+
+    steps: int = option(opt.Steps, DEFAULT_STEPS)
+    guidance: float = option(opt.Guidance, DEFAULT_GUIDANCE)
+    negative_prompt: str = option(opt.Negative, DEFAULT_NEGATIVE_PROMPT)
+    seed: int | None = option(opt.Seed, None)
+    # Fewer forward passes (off by default).
+    guidance_interval: str | None = option(opt.GuidanceIntervalOpt, None)
+    cache: float | None = option(opt.CacheOpt, None)
+
+
+@dataclass(frozen=True)
+class LengthGroup:
+    """The clip length, for the commands that make clips from nothing (generate declares its
+    own, first in its Sampling panel; the editing commands take the length from their input)."""
+
+    duration: float = option(opt.Duration, TRAINED_SECONDS)
+
+
+@dataclass(frozen=True)
+class OutputGroup:
+    """How clips are written and what the command says."""
+
+    sample_rate: int = option(opt.SampleRate, 16000)
+    peak_normalize: bool = option(opt.PeakNormalize, False)
+    save_latent: bool = option(opt.SaveLatent, False)
+    force: bool = option(opt.Force, False)
+    json_out: bool = option(opt.Json, False)
+    quiet: bool = option(opt.Quiet, False)
+
+    def clip_writer(
+        self, *, overwrite: bool = True, stdout: Callable[[bytes], None] | None = None
+    ) -> ClipWriter:
+        """How the clips are written (`stdout` for `-o -`; without `overwrite`, a file that
+        appeared since the target was checked is refused)."""
         from fluxmusic_cli.output import ClipWriter
 
         return ClipWriter(
-            sample_rate=self.values["sample_rate"],
-            peak_normalize=self.values["peak_normalize"],
-            save_latent=self.values.get("save_latent", False),
+            sample_rate=self.sample_rate,
+            peak_normalize=self.peak_normalize,
+            save_latent=self.save_latent,
+            overwrite=overwrite,
             stdout=stdout,
+        )
+
+
+GROUP_TYPES: dict[str, type] = {
+    "engine": EngineGroup,
+    "sampling": SamplingGroup,
+    "length": LengthGroup,
+    "output": OutputGroup,
+}
+
+
+def _typer_default(annotation: Any, default: Any) -> Any:
+    """A choice option's default as its enum member (what Typer shows and compares)."""
+    kind = typing.get_args(annotation)[0] if typing.get_args(annotation) else annotation
+    if isinstance(kind, type) and issubclass(kind, Enum) and default is not None:
+        return kind(default)
+    return default
+
+
+# group -> option name -> (annotation, default), in the order --help lists them.
+GROUPS: dict[str, dict[str, tuple[Any, Any]]] = {
+    name: {
+        f.name: (f.metadata["option"], _typer_default(f.metadata["option"], f.default))
+        for f in fields(cls)
+    }
+    for name, cls in GROUP_TYPES.items()
+}
+
+
+@dataclass(frozen=True)
+class Shared:
+    """The values of the shared options, by group; an option a command does not take keeps
+    its default."""
+
+    engine: EngineGroup = field(default_factory=EngineGroup)
+    sampling: SamplingGroup = field(default_factory=SamplingGroup)
+    length: LengthGroup = field(default_factory=LengthGroup)
+    output: OutputGroup = field(default_factory=OutputGroup)
+
+    @classmethod
+    def of(cls, values: dict[str, Any]) -> Shared:
+        """The groups from option values (choices arrive as enums)."""
+        plain = {k: v.value if isinstance(v, Enum) else v for k, v in values.items()}
+        return cls(
+            **{
+                name: group(**{f.name: plain[f.name] for f in fields(group) if f.name in plain})
+                for name, group in GROUP_TYPES.items()
+            }
+        )
+
+    def clip_settings(self, cls: type[ClipSettings] = ClipSettings, **more: Any) -> Any:
+        """The sampling options as the engine's settings (`cls` adds `more`)."""
+        s = self.sampling
+        return cls(
+            negative_prompt=s.negative_prompt,
+            steps=s.steps,
+            guidance=s.guidance,
+            encoders=self.engine.encoders,
+            guidance_interval=s.guidance_interval,
+            cache=s.cache,
+            **more,
         )
 
 
@@ -143,7 +223,7 @@ def shared_options(*groups: str, **changes: tuple[Any, Any] | None):
         @functools.wraps(func)
         def command(*args: Any, **kwargs: Any) -> Any:
             values = {name: kwargs.pop(name) for name in table}
-            return func(*args, **kwargs, shared=Shared(values))
+            return func(*args, **kwargs, shared=Shared.of(values))
 
         annotations = {p.name: p.annotation for p in own if p.annotation is not p.empty}
         annotations.update({name: ann for name, (ann, _) in table.items()})

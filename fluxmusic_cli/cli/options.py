@@ -1,60 +1,39 @@
-"""Options shared by `generate`, `batch` and `vary`, defined once as `Annotated` aliases.
+"""Command-line options defined once as `Annotated` aliases, and their choices.
 
 Defaults mirror the engine's (the published sampling script's settings), so `--help` shows
-what will run. Only the standard library and typer are imported here.
+what will run; the choices are derived from the engine's own tuples, so a new device or mode
+appears here by itself. Importing this module must stay cheap (no torch): it imports typer and
+the engine's torch-free request, device and format modules.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from fluxmusic_cli.engine.pipeline import (
-    EngineOptions,
-)
+from fluxmusic_cli.engine.conditioning import ENCODER_SUBSETS, MODES
+from fluxmusic_cli.engine.devices import DEVICE_NAMES, DTYPE_NAMES
+from fluxmusic_cli.engine.placement import TEXT_DEVICES
+from fluxmusic_cli.engine.requests import MEMORY_POLICIES
 from fluxmusic_cli.formats import BUNDLED_FORMATS, suffix_list
 
 
-class EncodersChoice(str, Enum):
-    both = "both"
-    t5 = "t5"
-    clap = "clap"
+def choice(name: str, values: Iterable[str]) -> type[Enum]:
+    """A Typer choice whose members are `values` (member name = value)."""
+    return Enum(name, [(v, v) for v in values], type=str)
 
 
-class ConditioningChoice(str, Enum):
-    training = "training"
-    reference_script = "reference-script"
-
-
-class DeviceChoice(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-    mps = "mps"
-
-
-class TextDeviceChoice(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-    mps = "mps"
-
-
-class DtypeChoice(str, Enum):
-    auto = "auto"
-    fp32 = "fp32"
-    bf16 = "bf16"
-    fp16 = "fp16"
-
-
-class MemoryChoice(str, Enum):
-    auto = "auto"
-    sequential = "sequential"
-    resident = "resident"
-
+EncodersChoice = choice("EncodersChoice", ENCODER_SUBSETS)
+ConditioningChoice = choice("ConditioningChoice", MODES)
+DeviceChoice = choice("DeviceChoice", DEVICE_NAMES)
+TextDeviceChoice = choice("TextDeviceChoice", TEXT_DEVICES)
+DtypeChoice = choice("DtypeChoice", DTYPE_NAMES)
+MemoryChoice = choice("MemoryChoice", MEMORY_POLICIES)
+FormatChoice = choice("FormatChoice", BUNDLED_FORMATS)
 
 MODELS = "Model"
 SAMPLING = "Sampling"
@@ -304,11 +283,6 @@ def loras(values: list[str] | None) -> tuple[tuple[str, float], ...]:
     return parse_specs(values)
 
 
-def engine_options(**values: Any) -> EngineOptions:
-    """EngineOptions from a command's option values (choices arrive as enums)."""
-    return EngineOptions(**{k: v.value if isinstance(v, Enum) else v for k, v in values.items()})
-
-
 # -- editing and long-form -------------------------------------------------------------------
 
 EDITING = "Editing"
@@ -390,9 +364,6 @@ EditOutput = Annotated[
 
 
 # -- commands that write a folder of clips (batch, vary) ------------------------------------
-
-
-FormatChoice = Enum("FormatChoice", [(n, n) for n in BUNDLED_FORMATS], type=str)
 
 
 OutDir = Annotated[

@@ -7,9 +7,9 @@ from typing import Annotated
 import typer
 
 from fluxmusic_cli.cli import options as opt
-from fluxmusic_cli.cli.editing import run_edit
+from fluxmusic_cli.cli.editing import EditCall, EditOptions, run_edit
 from fluxmusic_cli.cli.option_group import Shared, shared_options
-from fluxmusic_cli.engine.editing import DEFAULT_CROSSFADE, DEFAULT_STRENGTH
+from fluxmusic_cli.engine.requests import DEFAULT_CROSSFADE, DEFAULT_STRENGTH
 
 HELP = """Remix a recording: keep its shape, change its sound to the prompt.
 
@@ -47,7 +47,5 @@ def remix(
     *,
     shared: Shared,
 ) -> None:
-    run_edit(
-        ctx, "remix", input_path, prompt, output, shared,
-        {"strength": strength, "crossfade": crossfade}, from_record,
-    )  # fmt: skip
+    options = EditOptions(strength=strength, crossfade=crossfade)
+    run_edit(ctx, EditCall("remix", input_path, prompt, output, options, from_record), shared)

@@ -7,9 +7,9 @@ from typing import Annotated
 import typer
 
 from fluxmusic_cli.cli import options as opt
-from fluxmusic_cli.cli.editing import run_edit
+from fluxmusic_cli.cli.editing import EditCall, EditOptions, run_edit
 from fluxmusic_cli.cli.option_group import Shared, shared_options
-from fluxmusic_cli.engine.editing import DEFAULT_CROSSFADE
+from fluxmusic_cli.engine.requests import DEFAULT_CROSSFADE
 
 HELP = """Repaint parts of a recording: regenerate the regions, keep everything else.
 
@@ -49,7 +49,5 @@ def repaint(
     *,
     shared: Shared,
 ) -> None:
-    run_edit(
-        ctx, "repaint", input_path, prompt, output, shared,
-        {"region": region, "crossfade": crossfade}, from_record,
-    )  # fmt: skip
+    options = EditOptions(region=region, crossfade=crossfade)
+    run_edit(ctx, EditCall("repaint", input_path, prompt, output, options, from_record), shared)

@@ -3,33 +3,48 @@ option the user did not type (explicit flags win)."""
 
 from __future__ import annotations
 
+from dataclasses import fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import typer
 
+from fluxmusic_cli.cli.option_group import Shared
 from fluxmusic_cli.errors import UsageError
+from fluxmusic_cli.metadata import GenerationRecord
+
+T = TypeVar("T")
 
 
 def replay_record(
-    ctx: typer.Context, path: Path, operation: str, values: dict[str, Any]
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(record, replayed settings) of `path`, after filling each option in `values` that the
-    record holds and the user left at its default. Refuses a record another command made."""
-    from fluxmusic_cli.metadata import read_record, replay_settings
+    ctx: typer.Context, path: Path, operation: str, shared: Shared, *own: Any
+) -> tuple[GenerationRecord, Shared, tuple[Any, ...]]:
+    """(record of `path`, `shared` and the command's `own` option dataclasses with every
+    option the record holds and the user left at its default replaced by the record's value).
+    Refuses a record another command made."""
+    from fluxmusic_cli.metadata import read_record
 
     record = read_record(path)
-    made_by = record.get("operation", "generate")
+    made_by = record.operation or "generate"
     if made_by != operation:
         raise UsageError(
             f"{path} records a {made_by}, not a {operation}; replay it with "
             f"fluxmusic {made_by} --from-record {path}."
         )
-    replay = replay_settings(record)
-    for name in values:
-        if name == "prompt" or name not in replay:
-            continue
-        source = ctx.get_parameter_source(name)
-        if source is None or source.name in ("DEFAULT", "DEFAULT_MAP"):
-            values[name] = replay[name]
-    return record, replay
+    replay = record.replay_options()
+
+    def fill(options: T) -> T:
+        typed = {
+            f.name: replay[f.name]
+            for f in fields(options)
+            if f.name in replay and f.name in ctx.params and _at_default(ctx, f.name)
+        }
+        return replace(options, **typed)
+
+    groups = {f.name: fill(getattr(shared, f.name)) for f in fields(shared)}
+    return record, replace(shared, **groups), tuple(fill(o) for o in own)
+
+
+def _at_default(ctx: typer.Context, name: str) -> bool:
+    source = ctx.get_parameter_source(name)
+    return source is None or source.name in ("DEFAULT", "DEFAULT_MAP")

@@ -1,12 +1,40 @@
-"""Saying what was written: one line per clip on stderr, or one JSON document on stdout."""
+"""Making a command's few clips and saying what was written: one line per clip on stderr, or
+one JSON document on stdout."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from fluxmusic_cli.cli.console import emit_json, err, warn
+from fluxmusic_cli.cli.option_group import Shared
+from fluxmusic_cli.engine.requests import EngineOptions
+
+# Clips per engine call of `generate`: each call's clips are written as soon as it is decoded.
+CHUNK = 4
 
 
-def written_name(item) -> str:
-    return str(item.path) if item.path is not None else "stdout"
+def run_clips(engine_options: EngineOptions, items: Sequence, shared: Shared) -> None:
+    """Make `items` (generate's clips, or one edit) with progress bars on stderr, stop at the
+    first that fails (with its error), and report what was written."""
+    from fluxmusic_cli.cli.progress import step_bars
+    from fluxmusic_cli.cli.setup import make_engine
+    from fluxmusic_cli.runs.events import ItemDone, ItemFailed
+    from fluxmusic_cli.runs.service import RunService
+
+    out = shared.output
+    written = []
+
+    def on_event(event) -> None:
+        if isinstance(event, ItemFailed) and event.error is not None:
+            raise event.error
+        if isinstance(event, ItemDone):
+            written.append(event.written)
+
+    with step_bars(out.quiet) as bars:
+        engine = make_engine(engine_options, progress=bars, yes=shared.engine.yes, quiet=out.quiet)
+        summary = RunService(engine, batch_size=CHUNK).run(items, on_event)
+    warnings = summary.warnings + [f"{w.shown}: {x}" for w in written for x in w.warnings]
+    report_clips(written, warnings, json_out=out.json_out, quiet=out.quiet)
 
 
 def report_clips(written, warnings: list[str], *, json_out: bool, quiet: bool) -> None:
@@ -16,7 +44,8 @@ def report_clips(written, warnings: list[str], *, json_out: bool, quiet: bool) -
         emit_json(
             {
                 "outputs": [
-                    {"path": str(w.path) if w.path else "-", "record": w.record} for w in written
+                    {"path": str(w.path) if w.path else "-", "record": w.record.to_json()}
+                    for w in written
                 ],
                 "warnings": warnings,
             }
@@ -26,9 +55,9 @@ def report_clips(written, warnings: list[str], *, json_out: bool, quiet: bool) -
         return
     for w in written:
         r = w.record
-        lufs = f", {r['lufs']:.1f} LUFS" if r.get("lufs") is not None else ""
-        what = "" if r.get("operation", "generate") == "generate" else f"{r['operation']}, "
+        lufs = f", {r.lufs:.1f} LUFS" if r.lufs is not None else ""
+        what = "" if (r.operation or "generate") == "generate" else f"{r.operation}, "
         err.print(
-            f"[green]wrote[/green] {written_name(w)}  ({what}{r['duration']:g} s, "
-            f"{r['output_sample_rate']} Hz, seed {r['seed']}, peak {r['peak']:.2f}{lufs})"
+            f"[green]wrote[/green] {w.shown}  ({what}{r.duration:g} s, "
+            f"{r.output_sample_rate} Hz, seed {r.seed}, peak {r.peak:.2f}{lufs})"
         )

@@ -4,57 +4,50 @@ the closing summary table."""
 from __future__ import annotations
 
 from fluxmusic_cli.cli.console import emit_json_line, err, warn
-from fluxmusic_cli.engine.pipeline import EngineOptions
+from fluxmusic_cli.cli.option_group import Shared
+from fluxmusic_cli.engine.requests import EngineOptions
 from fluxmusic_cli.errors import PartialFailure
 
 
 def run_plan(
-    plan,
-    settings,
-    engine_options: EngineOptions,
-    *,
-    batch_size: int,
-    force: bool,
-    json_out: bool,
-    quiet: bool,
-    yes: bool,
-    label: str,
+    plan, settings, engine_options: EngineOptions, shared: Shared, *, batch_size: int, label: str
 ):
-    """Run a plan with progress on stderr (or JSON events on stdout) and a closing summary.
-
-    Returns the summary; raises PartialFailure when any item failed.
-    """
+    """Run a folder plan with progress on stderr (or JSON events on stdout) and a closing
+    summary. Returns the summary; raises PartialFailure when any item failed."""
     import dataclasses
 
-    from fluxmusic_cli.batchrun import BatchRunner
-    from fluxmusic_cli.output import check_encodable
-
-    check_encodable(settings.fmt, settings.sample_rate)  # before any model loads
     from fluxmusic_cli.cli.progress import step_bars
     from fluxmusic_cli.cli.setup import make_engine
+    from fluxmusic_cli.output import check_encodable
+    from fluxmusic_cli.runs.folder import FolderRun
+    from fluxmusic_cli.runs.service import RunService
 
+    out = shared.output
+    # Refused before any model loads.
+    settings.clip.check()
+    engine_options.check_clip(settings.clip)
+    check_encodable(settings.fmt, settings.writer.sample_rate)
     engine_options = dataclasses.replace(engine_options, forward_batch=batch_size)
-
-    with step_bars(quiet or json_out) as bars:
-        engine = make_engine(engine_options, progress=bars, yes=yes, quiet=quiet or json_out)
-        report = _Reporter(bars, json_out=json_out, quiet=quiet)
-        runner = BatchRunner(engine, plan, settings, batch_size=batch_size, force=force,
-                             on_event=report)  # fmt: skip
+    quiet = out.quiet or out.json_out
+    with step_bars(quiet) as bars:
+        engine = make_engine(engine_options, progress=bars, yes=shared.engine.yes, quiet=quiet)
+        report = _Reporter(bars, json_out=out.json_out, quiet=out.quiet)
+        folder = FolderRun(engine, plan, force=out.force)
         try:
-            todo = runner.prepare().todo
+            todo = folder.prepare(report).todo
             report.start(len(todo))
-            summary = runner.run(todo)
+            summary = folder.run(RunService(engine, batch_size=batch_size), todo, report)
         except KeyboardInterrupt:
-            if json_out:
-                emit_json_line({**runner.summary.to_json(plan), "interrupted": True})
+            if out.json_out:
+                emit_json_line({**folder.summary.to_json(plan), "interrupted": True})
             raise
         finally:
-            runner.close()
+            folder.close()
     for w in summary.warnings:
         warn(w)
-    if json_out:
+    if out.json_out:
         emit_json_line(summary.to_json(plan))
-    elif not quiet:
+    elif not out.quiet:
         _summary_table(plan, summary, label)
     if summary.failed:
         total = len(summary.failed) + len(summary.done) + len(summary.skipped)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from fluxmusic_cli.engine.pipeline import Engine, EngineOptions, ProgressCallback
+from fluxmusic_cli.engine.pipeline import Engine, ProgressCallback
+from fluxmusic_cli.engine.requests import EngineOptions
 
 
 def make_engine(

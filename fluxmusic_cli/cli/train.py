@@ -12,7 +12,7 @@ import typer
 
 from fluxmusic_cli.cli import options as opt
 from fluxmusic_cli.cli.console import emit_json_line, err, warn
-from fluxmusic_cli.engine.sources import DEFAULT_SOURCES
+from fluxmusic_cli.cli.option_group import Shared, shared_options
 
 TRAINING = "Training"
 LORA = "LoRA"
@@ -54,6 +54,9 @@ def register(app: typer.Typer) -> None:
     app.command("train", help=TRAIN_HELP, no_args_is_help=True)(train)
 
 
+# Train builds no pipeline: the memory policy, compile, adapters and text placement of sampling
+# do not apply.
+@shared_options("engine", memory=None, compile_model=None, lora=None, text_device=None)
 def train(
     data: Annotated[
         Path,
@@ -234,16 +237,6 @@ def train(
             rich_help_panel=RUN,
         ),
     ] = False,
-    model: opt.Model = DEFAULT_SOURCES["transformer"],
-    t5: opt.T5 = DEFAULT_SOURCES["t5"],
-    clap: opt.Clap = DEFAULT_SOURCES["clap"],
-    vae_vocoder: opt.VaeVocoder = DEFAULT_SOURCES["audioldm2"],
-    encoders: opt.EncodersOpt = opt.EncodersChoice.both,
-    conditioning: opt.ConditioningOpt = opt.ConditioningChoice.training,
-    device: opt.DeviceOpt = opt.DeviceChoice.auto,
-    dtype: opt.DtypeOpt = opt.DtypeChoice.auto,
-    token: opt.Token = None,
-    threads: opt.Threads = None,
     json_out: Annotated[
         bool,
         typer.Option(
@@ -253,7 +246,8 @@ def train(
         ),
     ] = False,
     quiet: opt.Quiet = False,
-    yes: opt.Yes = False,
+    *,
+    shared: Shared,
 ) -> None:
     from fluxmusic_cli.engine.training.loop import (
         DEFAULT_FULL_LR,
@@ -291,23 +285,26 @@ def train(
             prompts=tuple(sample_prompt), every=sample_every, steps=sample_steps
         )
     request = TrainRequest(
-        data=data, run_dir=output, settings=settings, audio_dir=audio_dir,
-        save_every=save_every, samples=samples, resume=resume, force=force,
-    )  # fmt: skip
-    options = opt.engine_options(
-        model=model, t5=t5, clap=clap, vae_vocoder=vae_vocoder, encoders=encoders,
-        conditioning=conditioning, device=device, dtype=dtype, token=token, threads=threads,
-    )  # fmt: skip
+        data=data,
+        run_dir=output,
+        settings=settings,
+        audio_dir=audio_dir,
+        save_every=save_every,
+        samples=samples,
+        resume=resume,
+        force=force,
+    )
+    options = shared.engine.engine_options()
     if main_process:
         from fluxmusic_cli.cli.setup import make_engine
 
-        make_engine(options, progress=None, yes=yes, quiet=quiet or json_out)
+        make_engine(options, progress=None, yes=shared.engine.yes, quiet=quiet or json_out)
     with _TrainProgress(
         quiet=quiet or not main_process, json_out=json_out and main_process
     ) as report:
         result = run_training(request, options, on_event=report)
     if main_process:
-        _report(result, full=settings.full, model=model, quiet=quiet or json_out)
+        _report(result, full=settings.full, model=options.model, quiet=quiet or json_out)
 
 
 def _report(result, *, full: bool, model: str, quiet: bool) -> None:

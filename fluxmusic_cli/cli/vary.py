@@ -95,11 +95,14 @@ def vary(
     *,
     shared: Shared,
 ) -> None:
-    from fluxmusic_cli import vary as grid
-    from fluxmusic_cli.batchrun import Settings, read_manifest
+    from fluxmusic_cli.engine.requests import GenerateSettings
     from fluxmusic_cli.engine.sampling import latent_length
+    from fluxmusic_cli.manifest import read_manifest
+    from fluxmusic_cli.runs import vary as grid
+    from fluxmusic_cli.runs.plan import Settings
 
-    latent_length(shared.duration)
+    duration = shared.length.duration
+    latent_length(duration)
     source = None
     if input_path is not None:
         from fluxmusic_cli.edit_input import load_source
@@ -118,32 +121,33 @@ def vary(
         strengths=[None] if source is None else grid.parse_strengths(strength),
     )
     settings = Settings(
-        steps=axes.steps[0], guidance=axes.guidance[0], negative_prompt=shared.negative_prompt,
-        duration=shared.duration, seed=axes.seeds[0], encoders=axes.encoders[0], fmt=fmt.value,
-        sample_rate=shared.sample_rate, peak_normalize=shared.peak_normalize, source=source,
-    )  # fmt: skip
-    plan = grid.plan_vary(prompt, output, axes, settings)
-    engine_options = shared.engine_options(encoders=axes.encoders[0])
+        # Each cell puts its own steps, guidance and encoders in these.
+        clip=shared.clip_settings(GenerateSettings, duration=duration),
+        seed=axes.seeds[0],
+        fmt=fmt.value,
+        writer=shared.output.clip_writer(),
+    )
+    plan = grid.plan_vary(prompt, output, axes, settings, source)
+    engine_options = shared.engine.engine_options(encoders=axes.encoders[0])
     failure: PartialFailure | None = None
     try:
-        run_plan(plan, settings, engine_options, batch_size=batch_size, force=shared.force,
-                 json_out=shared.json_out, quiet=shared.quiet, yes=shared.yes,
-                 label="clips")  # fmt: skip
+        run_plan(plan, settings, engine_options, shared, batch_size=batch_size, label="clips")
     except PartialFailure as exc:
         failure = exc  # the page still shows every clip that was made
+    engine = shared.engine
     page_settings = {
-        "model": Path(shared.model).name if Path(shared.model).exists() else shared.model,
-        "negative prompt": repr(shared.negative_prompt),
-        "duration": f"{shared.duration:g} s" if source is None else None,
+        "model": Path(engine.model).name if Path(engine.model).exists() else engine.model,
+        "negative prompt": repr(shared.sampling.negative_prompt),
+        "duration": f"{duration:g} s" if source is None else None,
         "remix of": input_path,
-        "conditioning": shared.conditioning,
+        "conditioning": engine.conditioning,
     }
     index, picture = grid.render_page(
         plan, axes, read_manifest(plan.out_dir), title_settings=page_settings
     )
-    if shared.json_out:
+    if shared.output.json_out:
         emit_json_line({"event": "page", "index": str(index), "grid": str(picture)})
-    elif not shared.quiet:
+    elif not shared.output.quiet:
         err.print(f"[green]page[/green] {index}\n[green]grid[/green] {picture}")
     if failure is not None:
         raise failure

@@ -12,6 +12,7 @@ from typing import Any
 
 from fluxmusic_cli.engine import editing, sampling
 from fluxmusic_cli.engine.audio_in import GRID_SAMPLES, padded_length
+from fluxmusic_cli.engine.requests import EditRequest
 
 SAMPLES_PER_FRAME = sampling.SAMPLES_PER_LATENT_FRAME
 
@@ -36,7 +37,7 @@ class EditPlan:
         return self.operation == "loop"
 
 
-def plan_edit(request: editing.EditRequest) -> EditPlan:
+def plan_edit(request: EditRequest) -> EditPlan:
     editing.check_common(request)
     source = request.source
     n_audio = int(source.samples.shape[0])
@@ -69,7 +70,7 @@ def plan_edit(request: editing.EditRequest) -> EditPlan:
     )  # fmt: skip
 
 
-def _plan_extend(request: editing.EditRequest, n_audio: int) -> EditPlan:
+def _plan_extend(request: EditRequest, n_audio: int) -> EditPlan:
     source = request.source
     if source.latent is not None:
         frames, cut = int(source.latent.shape[1]), None

@@ -1,4 +1,4 @@
-"""Editing requests (remix, repaint, extend, loop) and the checks and frame plans behind them.
+"""The checks and frame arithmetic behind editing requests (remix, repaint, extend, loop).
 
 Every editing operation samples a latent of which some frames are known. This module turns a
 request and the recording's length into what the sampler needs (which frames are generated,
@@ -9,60 +9,13 @@ before any model loads. No torch here.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING
 
 from fluxmusic_cli.engine import sampling
 from fluxmusic_cli.errors import UsageError
 
-Operation = Literal["remix", "repaint", "extend", "loop"]
-OPERATIONS: tuple[str, ...] = ("remix", "repaint", "extend", "loop")
-DEFAULT_STRENGTH = 0.5
-DEFAULT_CROSSFADE = 0.1
-DEFAULT_CONTEXT = sampling.DEFAULT_CONTEXT_FRAMES * sampling.FRAME_SECONDS  # 5.12 s
-DEFAULT_SEAM = sampling.DEFAULT_SEAM_FRAMES * sampling.FRAME_SECONDS  # 2.56 s
-
-
-@dataclass(frozen=True)
-class EditSource:
-    """The recording being edited, and its exact latent when a matching sidecar was found."""
-
-    path: str  # as given; "-" for stdin
-    sha256: str
-    samples: Any  # np.ndarray (n,) float32, mono 16 kHz, before any gain
-    source_rate: int
-    channels: int
-    latent: Any | None = None  # torch.Tensor (8, T, 16) from NAME.latent.safetensors
-    latent_file: str | None = None
-
-    @property
-    def duration(self) -> float:
-        """Seconds the edit works on: the audio's, or the latent's when starting from one."""
-        if self.latent is not None:
-            return self.latent.shape[1] * sampling.FRAME_SECONDS
-        return self.samples.shape[0] / sampling.SAMPLE_RATE
-
-
-@dataclass(frozen=True)
-class EditRequest:
-    """One edit of one recording; the fields an operation does not use keep their defaults."""
-
-    operation: Operation
-    source: EditSource
-    prompt: str
-    seed: int
-    negative_prompt: str
-    steps: int
-    guidance: float
-    strength: float = DEFAULT_STRENGTH  # remix
-    regions: tuple[tuple[float, float | None], ...] = ()  # repaint; None = to the end
-    add: float | None = None  # extend: seconds to add ...
-    to: float | None = None  # ... or the total length
-    context: float = DEFAULT_CONTEXT  # extend
-    seam: float = DEFAULT_SEAM  # loop
-    crossfade: float = DEFAULT_CROSSFADE
-    encoders: str | None = None
-    conditioning: str | None = None
+if TYPE_CHECKING:
+    from fluxmusic_cli.engine.requests import EditRequest
 
 
 def parse_region(text: str) -> tuple[float, float | None]:
@@ -120,12 +73,7 @@ def seam_frames(seconds: float, length: int) -> int:
 
 def check_common(request: EditRequest) -> None:
     """What every operation refuses, before anything loads."""
-    if request.operation not in OPERATIONS:
-        raise UsageError(f"Unknown operation {request.operation!r}.")
-    if not request.prompt or not request.prompt.strip():
-        raise UsageError("Empty prompt: describe the music the edit should make.")
-    if not math.isfinite(request.crossfade) or request.crossfade < 0:
-        raise UsageError(f"Crossfade must be 0 or more seconds, got {request.crossfade:g}.")
+    request.check()
     if request.source.duration > sampling.MAX_SECONDS:
         raise UsageError(
             f"{request.source.path} is {request.source.duration:.1f} s long; the limit is "

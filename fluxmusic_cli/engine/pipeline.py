@@ -9,162 +9,24 @@ callback; nothing here prints.
 
 from __future__ import annotations
 
-import math
-import platform
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields, replace
-from datetime import datetime, timezone
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any
 
-from fluxmusic_cli import __version__
+from fluxmusic_cli import metadata
 from fluxmusic_cli.engine import editing, sampling
-from fluxmusic_cli.engine.conditioning import ENCODER_SUBSETS, MODES, Encoders
-from fluxmusic_cli.engine.conditioning import Mode as ConditioningMode
-from fluxmusic_cli.engine.sources import DEFAULT_SOURCES
+from fluxmusic_cli.engine.requests import (
+    ClipSettings,
+    EditRequest,
+    EditSource,
+    EngineOptions,
+    GenerationRequest,
+)
 from fluxmusic_cli.engine.store import ModelStore, as_oom
 from fluxmusic_cli.errors import UsageError
 from fluxmusic_cli.metadata import GenerationRecord
-
-DEFAULT_NEGATIVE_PROMPT = "low quality, gentle"
-DEFAULT_STEPS = 50
-DEFAULT_GUIDANCE = 7.0
-MAX_STEPS = 1000
-MAX_SEED = 2**63 - 1
-
-MemoryPolicy = Literal["auto", "sequential", "resident"]
-MEMORY_POLICIES: tuple[str, ...] = ("auto", "sequential", "resident")
-
-
-@dataclass(frozen=True)
-class EngineOptions:
-    """Which weights, where they run, and how text is turned into conditioning."""
-
-    model: str = DEFAULT_SOURCES["transformer"]
-    t5: str = DEFAULT_SOURCES["t5"]
-    clap: str = DEFAULT_SOURCES["clap"]
-    vae_vocoder: str = DEFAULT_SOURCES["audioldm2"]
-    encoders: Encoders = "both"
-    conditioning: ConditioningMode = "training"
-    device: str = "auto"
-    dtype: str = "auto"
-    memory: MemoryPolicy = "auto"
-    token: str | None = None
-    offline: bool | None = None
-    prompt_cache: bool = True
-    # Items per forward pass. 1 makes every clip bit-identical whatever the request's batch
-    # size (matrix kernels round differently for other batch shapes); more is faster on GPUs.
-    forward_batch: int = 1
-    compile: bool = False  # torch.compile the transformer (falls back to eager on failure)
-    threads: int | None = None  # CPU threads; None: OMP_NUM_THREADS, else physical cores
-    loras: tuple[tuple[str, float], ...] = ()  # (file, scale): merged into the transformer
-    # Fewer forward passes, by choice (engine/guidance.py, engine/block_cache.py); None: off,
-    # which computes exactly what the published script does.
-    guidance_interval: tuple[float, float] | None = None  # guide only while lo <= t <= hi
-    cache: float | None = None  # First-Block Cache threshold
-    text_device: str = "auto"  # where T5 and CLAP run (engine/placement.py)
-
-    def __post_init__(self) -> None:
-        from fluxmusic_cli.engine.guidance import parse_interval
-
-        # "LO:HI" from the command line or [lo, hi] from a record, as a checked tuple.
-        object.__setattr__(self, "guidance_interval", parse_interval(self.guidance_interval))
-
-    def check(self) -> None:
-        if self.forward_batch < 1:
-            raise UsageError(f"Forward batch must be at least 1, got {self.forward_batch}.")
-        if self.encoders not in ENCODER_SUBSETS:
-            raise UsageError(
-                f"Unknown encoder subset {self.encoders!r}; choose one of "
-                f"{', '.join(ENCODER_SUBSETS)}."
-            )
-        if self.conditioning not in MODES:
-            raise UsageError(
-                f"Unknown conditioning mode {self.conditioning!r}; choose one of "
-                f"{', '.join(MODES)}."
-            )
-        if self.cache is not None:
-            if not math.isfinite(self.cache) or self.cache < 0:
-                raise UsageError(f"Cache threshold must be a number >= 0, got {self.cache}.")
-            if self.compile:
-                raise UsageError(
-                    "--cache and --compile cannot be combined yet (the cache's hooks are not "
-                    "compiled); drop one."
-                )
-        from fluxmusic_cli.engine.placement import TEXT_DEVICES
-
-        if self.text_device not in TEXT_DEVICES:
-            raise UsageError(
-                f"Unknown text device {self.text_device!r}; choose one of "
-                f"{', '.join(TEXT_DEVICES)}."
-            )
-        if self.memory not in MEMORY_POLICIES:
-            raise UsageError(
-                f"Unknown memory policy {self.memory!r}; choose one of "
-                f"{', '.join(MEMORY_POLICIES)}."
-            )
-
-
-@dataclass(frozen=True)
-class ClipSettings:
-    """How a clip is sampled apart from its prompt and seed: what clips must share to be
-    generated in one forward pass. A request, a batch's settings and its items build on it."""
-
-    negative_prompt: str = DEFAULT_NEGATIVE_PROMPT
-    steps: int = DEFAULT_STEPS
-    guidance: float = DEFAULT_GUIDANCE
-    duration: float = sampling.TRAINED_SECONDS
-    encoders: str | None = None  # None: the engine's
-
-    @property
-    def clip_settings(self) -> ClipSettings:
-        """These settings alone, without what a subclass adds."""
-        return ClipSettings(**{f.name: getattr(self, f.name) for f in fields(ClipSettings)})
-
-
-@dataclass(frozen=True, kw_only=True)
-class GenerationRequest(ClipSettings):
-    """What to generate: one clip per (prompt, seed) pair, with shared sampling settings."""
-
-    prompts: tuple[str, ...]
-    seeds: tuple[int, ...]
-    loop: bool = False  # make each clip a seamless loop, a whole latent long
-    seam: float = editing.DEFAULT_SEAM  # loop seam, seconds
-    context: float = editing.DEFAULT_CONTEXT  # long-form: seconds each window continues from
-    conditioning: str | None = None
-
-    @property
-    def windowed(self) -> bool:
-        """Longer than the trained window (long-form windows) or a loop: sampled item by item."""
-        return self.loop or sampling.latent_length(self.duration) > sampling.WINDOW_FRAMES
-
-    def check(self) -> list[str]:
-        """Raise on what cannot run; return warnings for what runs but deserves a word."""
-        if not self.prompts:
-            raise UsageError("No prompt given.")
-        if len(self.prompts) != len(self.seeds):
-            raise UsageError(f"{len(self.prompts)} prompts but {len(self.seeds)} seeds.")
-        for p in self.prompts:
-            if not isinstance(p, str) or not p.strip():
-                raise UsageError(
-                    'Empty prompt: describe the music, e.g. "warm lo-fi piano, vinyl crackle".'
-                )
-        for s in self.seeds:
-            if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= MAX_SEED:
-                raise UsageError(f"Seed must be an integer from 0 to {MAX_SEED}, got {s!r}.")
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int):
-            raise UsageError(f"Steps must be an integer, got {self.steps!r}.")
-        if not 1 <= self.steps <= MAX_STEPS:
-            raise UsageError(f"Steps must be between 1 and {MAX_STEPS}, got {self.steps}.")
-        if not math.isfinite(self.guidance) or self.guidance < 0:
-            raise UsageError(f"Guidance must be a number >= 0, got {self.guidance}.")
-        length = sampling.latent_length(self.duration)
-        if length > sampling.WINDOW_FRAMES:
-            editing.context_frames(self.context)
-        if self.loop:
-            editing.seam_frames(self.seam, length)
-        return []
 
 
 @dataclass
@@ -297,26 +159,26 @@ class Engine:
 
     # -- stage: sampling -------------------------------------------------------------------------
 
-    def _velocity(self, model, txt, y, length: int) -> sampling.VelocityFn:
+    def _velocity(self, model, txt, y, length: int, cache: float | None) -> sampling.VelocityFn:
         """The model bound to its conditioning for one sampling run, through the first-block
         cache when one is asked for (a fresh cache each run)."""
         velocity = sampling.model_velocity(model, txt, y, length=length)
-        if self.options.cache is None:
+        if cache is None:
             return velocity
         from fluxmusic_cli.engine import block_cache
 
-        return block_cache.cached_velocity(model, velocity, self.options.cache)
+        return block_cache.cached_velocity(model, velocity, cache)
 
     def _window_sampler(
-        self, model, txt, y, steps: int, guidance: float, start: int, on_step
+        self, model, txt, y, settings: ClipSettings, start: int, on_step
     ) -> sampling.WindowSampler:
         """A `sample_window(known, mask, noise)` for one item: masked sampling of one window,
         with position ids made for that window's own length."""
         device = self.placement.device
-        schedule = sampling.get_schedule(steps)
+        schedule = sampling.get_schedule(settings.steps)
 
         def sample(known, mask, noise):
-            velocity = self._velocity(model, txt, y, known.shape[1])
+            velocity = self._velocity(model, txt, y, known.shape[1], settings.cache)
             try:
                 out = sampling.masked_denoise(
                     velocity,
@@ -325,9 +187,9 @@ class Engine:
                     noise[None],
                     schedule,
                     start,
-                    guidance,
+                    settings.guidance,
                     on_step=lambda i, n: on_step(),
-                    interval=self.options.guidance_interval,
+                    interval=settings.guidance_interval,
                 )
             except RuntimeError as exc:
                 raise as_oom(exc, "denoising") from exc
@@ -353,6 +215,7 @@ class Engine:
                         torch.cat([txt[lo:hi], txt[batch + lo : batch + hi]]),
                         torch.cat([y[lo:hi], y[batch + lo : batch + hi]]),
                         length,
+                        request.cache,
                     )
                     done = k * request.steps
                     final = sampling.denoise(
@@ -363,7 +226,7 @@ class Engine:
                         on_step=lambda i, n, done=done: self._emit(
                             "denoise", done + i, n * len(chunks)
                         ),
-                        interval=self.options.guidance_interval,
+                        interval=request.guidance_interval,
                     )
                     finals.append(sampling.unpatchify(final, length).float().cpu())
         except RuntimeError as exc:
@@ -385,9 +248,8 @@ class Engine:
             for i, seed in enumerate(request.seeds):
                 rows = [i] if request.guidance == 1.0 else [i, batch + i]
                 window = self._window_sampler(
-                    model, txt[rows], y[rows], request.steps, request.guidance, request.steps,
-                    tracker,
-                )  # fmt: skip
+                    model, txt[rows], y[rows], request, request.steps, tracker
+                )
                 noise = sampling.NoiseStream(seed)
                 latent = sampling.continue_latent(window, None, target, noise, context=context)
                 if request.loop:
@@ -440,7 +302,9 @@ class Engine:
         mode = mode or request.conditioning or self.options.conditioning
 
         # 1. Check the request.
-        warnings = request.check()
+        request.check()
+        self.options.check_clip(request)
+        warnings: list[str] = []
         length = sampling.latent_length(request.duration)
         shape = (len(request.prompts), sampling.LATENT_CHANNELS, length, sampling.LATENT_FREQ)
         if latents is not None and (request.windowed or tuple(latents.shape) != shape):
@@ -478,16 +342,35 @@ class Engine:
             wave = self._decode(finals, keep, loop=request.loop)
 
         # 6. Records (a loop records its period).
-        made, extra = _generate_settings(request, windows, wave.shape[1], length)
-        records = self._records(request, zip(request.prompts, request.seeds), "generate", made,
-                                extra, encoders, mode, length, clock.done())  # fmt: skip
-        clips = [Clip(r.prompt, r.seed, w, sampling.SAMPLE_RATE, r, z)
-                 for r, w, z in zip(records, wave, finals, strict=True)]  # fmt: skip
+        made = metadata.Made(
+            operation="generate",
+            duration=round(wave.shape[1] / sampling.SAMPLE_RATE, 6)
+            if request.loop
+            else request.duration,
+            encoders=encoders,
+            conditioning=mode,
+            latent_frames=length,
+            sample_rate=sampling.SAMPLE_RATE,
+            timings=clock.done(),
+            extra=metadata.long_form_fields(
+                loop=request.loop,
+                long_form=length > sampling.WINDOW_FRAMES,
+                windows=windows,
+                context=request.context,
+                seam=request.seam,
+            ),
+        )
+        pairs = zip(request.prompts, request.seeds)
+        records = metadata.new_records(self.store.provenance(), request, made, pairs)
+        clips = [
+            Clip(r.prompt, r.seed, w, sampling.SAMPLE_RATE, r, z)
+            for r, w, z in zip(records, wave, finals, strict=True)
+        ]
         return GenerationResult(clips=clips, warnings=warnings, timings=clock.timings)
 
     # -- operation: edit a recording -------------------------------------------------------------
 
-    def edit(self, request: editing.EditRequest) -> GenerationResult:
+    def edit(self, request: EditRequest) -> GenerationResult:
         """Remix, repaint, extend or loop one recording; the result holds one clip."""
         from fluxmusic_cli.engine.edit_plan import plan_edit
 
@@ -496,12 +379,8 @@ class Engine:
         mode = request.conditioning or self.options.conditioning
 
         # 1. Check everything that needs no model, and plan the frames.
-        GenerationRequest(
-            prompts=(request.prompt,), seeds=(request.seed,),
-            negative_prompt=request.negative_prompt, steps=request.steps,
-            guidance=request.guidance,
-        ).check()  # fmt: skip
         plan = plan_edit(request)
+        self.options.check_clip(request)
 
         # 2. The recording's latent: its exact sidecar latent, or the VAE's encoding.
         with clock("encode_audio_s"):
@@ -529,21 +408,28 @@ class Engine:
         wave = _splice_recording(request, plan, decoded, generated)
 
         # 7. Record.
-        extra = {
-            **plan.record,
-            "windows": windows,
-            "crossfade": request.crossfade,
-            "gain": gain,
-            "input": self._input_record(request.source, plan),
-        }
-        made = round(plan.output_samples / sampling.SAMPLE_RATE, 6)
+        made = metadata.Made(
+            operation=request.operation,
+            duration=round(plan.output_samples / sampling.SAMPLE_RATE, 6),
+            encoders=encoders,
+            conditioning=mode,
+            latent_frames=final.shape[1],
+            sample_rate=sampling.SAMPLE_RATE,
+            timings=clock.done(),
+            extra={
+                **plan.record,
+                "windows": windows,
+                "crossfade": request.crossfade,
+                "gain": gain,
+                "input": self._input_record(request.source, plan),
+            },
+        )
         pairs = [(request.prompt, request.seed)]
-        (record,) = self._records(request, pairs, request.operation, made, extra, encoders,
-                                  mode, final.shape[1], clock.done())  # fmt: skip
+        (record,) = metadata.new_records(self.store.provenance(), request, made, pairs)
         clip = Clip(request.prompt, request.seed, wave, sampling.SAMPLE_RATE, record, final)
         return GenerationResult(clips=[clip], warnings=warnings, timings=clock.timings)
 
-    def _source_latent(self, source: editing.EditSource, cut_samples: int | None):
+    def _source_latent(self, source: EditSource, cut_samples: int | None):
         """(latent (8, T, 16), gain): the sidecar's latent with gain 1, else the VAE's mean
         encoding of the recording (cut to `cut_samples` first when given)."""
         from fluxmusic_cli.engine import audio_in
@@ -570,9 +456,7 @@ class Engine:
 
         tracker = _StepCounter(self._emit, plan.passes * plan.start)
         rows = [0] if request.guidance == 1.0 else [0, 1]
-        window = self._window_sampler(
-            model, txt[rows], y[rows], request.steps, request.guidance, plan.start, tracker
-        )
+        window = self._window_sampler(model, txt[rows], y[rows], request, plan.start, tracker)
         noise = sampling.NoiseStream(request.seed)
         length = latent.shape[1]
         with torch.inference_mode():
@@ -590,7 +474,7 @@ class Engine:
             return final, mask, 1
 
     @staticmethod
-    def _input_record(source: editing.EditSource, plan) -> dict[str, Any]:
+    def _input_record(source: EditSource, plan) -> dict[str, Any]:
         from fluxmusic_cli.engine import audio_in
 
         return {
@@ -605,91 +489,8 @@ class Engine:
             "used_samples": plan.original_samples,
         }
 
-    def _records(
-        self,
-        request: ClipSettings | editing.EditRequest,
-        pairs: Iterable[tuple[str, int]],
-        operation: str,
-        duration: float,
-        extra: dict[str, Any],
-        encoders: str,
-        mode: str,
-        length: int,
-        timings: dict[str, float],
-    ) -> list[GenerationRecord]:
-        """One record per (prompt, seed): how the clips were sampled (`extra`: what only this
-        operation has; `duration`: seconds made) and everything that made them, read off the
-        store."""
-        store = self.store
-        o = self.options
-        compiled = o.compile and store.compile_note is None
-        base = GenerationRecord(
-            tool="fluxmusic",
-            version=__version__,
-            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            operation=operation,
-            negative_prompt=request.negative_prompt,
-            steps=request.steps,
-            guidance=request.guidance,
-            duration=duration,
-            encoders=encoders,
-            conditioning=mode,
-            latent_frames=length,
-            sample_rate=sampling.SAMPLE_RATE,
-            model=dict(store.transformer_info),
-            loras=list(store.lora_info),
-            t5=self.refs["t5"].identity,
-            clap=self.refs["clap"].identity,
-            vae_vocoder=self.refs["audioldm2"].identity,
-            device=self.placement.device,
-            text_device=store.text_placement.device,
-            dtype=self.placement.dtype,
-            memory_policy=store.memory_policy(),
-            forward_batch=o.forward_batch,
-            threads=store.threads,
-            compile=compiled,
-            compile_scope=store.compile_scope if compiled else None,
-            guidance_interval=list(o.guidance_interval) if o.guidance_interval else None,
-            cache=o.cache,
-            timings={k: round(v, 3) for k, v in timings.items()},
-            versions=_versions(),
-            prompt="",
-            seed=0,
-        )
-        return [replace(base, prompt=p, seed=s, extra=dict(extra)) for p, s in pairs]
 
-
-def _generate_settings(
-    request: GenerationRequest, windows: int, samples: int, length: int
-) -> tuple[float, dict[str, Any]]:
-    """The seconds a generation made (a loop: its period) and what its record says of
-    long-form windows and loop seams (nothing for one window)."""
-    duration = round(samples / sampling.SAMPLE_RATE, 6) if request.loop else request.duration
-    if not request.windowed:
-        return duration, {}
-    settings: dict[str, Any] = {"windows": windows, "loop": request.loop}
-    if length > sampling.WINDOW_FRAMES:
-        settings["context"] = request.context
-    if request.loop:
-        settings["seam"] = request.seam
-    return duration, settings
-
-
-def _versions() -> dict[str, str]:
-    """The library versions a record names."""
-    import diffusers
-    import torch
-    import transformers
-
-    return {
-        "torch": torch.__version__,
-        "diffusers": diffusers.__version__,
-        "transformers": transformers.__version__,
-        "python": platform.python_version(),
-    }
-
-
-def _splice_recording(request: editing.EditRequest, plan, decoded, generated):
+def _splice_recording(request: EditRequest, plan, decoded, generated):
     """The decoded audio where frames were generated, the recording itself where they were
     kept, blended linearly over the crossfade inside the kept part."""
     from fluxmusic_cli.engine import splice

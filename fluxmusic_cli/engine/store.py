@@ -126,6 +126,27 @@ class ModelStore:
                 self._policy = "resident" if fits else "sequential"
         return self._policy
 
+    def provenance(self):
+        """What a record says made its clip: the weights as loaded, where and how they ran."""
+        from fluxmusic_cli.metadata import Provenance
+
+        compiled = self.options.compile and self.compile_note is None
+        return Provenance(
+            model=dict(self.transformer_info),
+            loras=list(self.lora_info),
+            t5=self.refs["t5"].identity,
+            clap=self.refs["clap"].identity,
+            vae_vocoder=self.refs["audioldm2"].identity,
+            device=self.placement.device,
+            text_device=self.text_placement.device,
+            dtype=self.placement.dtype,
+            memory_policy=self.memory_policy(),
+            forward_batch=self.options.forward_batch,
+            threads=self.threads,
+            compile=compiled,
+            compile_scope=self.compile_scope if compiled else None,
+        )
+
     @property
     def sequential(self) -> bool:
         return self.memory_policy() == "sequential"

@@ -30,7 +30,7 @@ class TinyBundle:
         ]  # fmt: skip
 
     def engine_options(self, **overrides: Any):
-        from fluxmusic_cli.engine.pipeline import EngineOptions
+        from fluxmusic_cli.engine.requests import EngineOptions
 
         values = dict(
             model=str(self.model), t5=str(self.t5), clap=str(self.clap),

@@ -358,7 +358,8 @@ def test_overfitting_one_clip_brings_generate_close_to_its_latent(run_cli, tiny_
     """The objective and the data path are right: 300 steps on one 3 s clip (rank 8, lr 3e-3,
     posterior means) bring generation with its caption and seed at guidance 1 to at most 0.6
     of the base model's RMS distance from the clip's latent."""
-    from fluxmusic_cli.engine.pipeline import Engine, GenerationRequest
+    from fluxmusic_cli.engine.pipeline import Engine
+    from fluxmusic_cli.engine.requests import GenerationRequest
     from fluxmusic_cli.engine.training.prepare import load
 
     t = np.arange(48000) / 16000

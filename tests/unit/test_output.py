@@ -52,12 +52,12 @@ def test_the_clip_writer_writes_audio_and_record_with_the_output_fields(tmp_path
     assert rate == 22050 and len(data) == 22050
     assert 0.9 < np.abs(data).max() <= 1.0  # scaled to -0.4 dBFS, then resampled
     side = json.loads((tmp_path / "tone.json").read_text())
-    assert side == written.record
+    assert side == written.record.to_json()
     assert side["format"] == "flac" and side["output_sample_rate"] == 22050
     assert side["output"] == str((tmp_path / "tone.flac").resolve())
     assert side["peak_normalize"] is True
     assert side["peak"] == pytest.approx(np.abs(data).max(), abs=1e-3)  # measured as written
-    assert metadata.read_record(tmp_path / "tone.flac") == side
+    assert metadata.read_record(tmp_path / "tone.flac").to_json() == side
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tone.flac", "tone.json"]
 
 
@@ -72,8 +72,8 @@ def test_the_clip_writer_sends_one_tagged_wav_to_stdout_and_no_file(tmp_path, mo
     monkeypatch.chdir(tmp_path)
     sent: list[bytes] = []
     written = output.ClipWriter(stdout=sent.append).write(clip(), None)
-    assert written.path is None and written.record["output"] == "-"
+    assert written.path is None and written.record.output == "-"
     assert len(sent) == 1 and sent[0][:4] == b"RIFF"
     (tmp_path / "piped.wav").write_bytes(sent[0])
-    assert metadata.read_record(tmp_path / "piped.wav")["seed"] == 5
+    assert metadata.read_record(tmp_path / "piped.wav").seed == 5
     assert sorted(p.name for p in tmp_path.iterdir()) == ["piped.wav"]

@@ -61,7 +61,7 @@ def render(
 def write_step(folder: Path, step: int, settings: SampleSettings, waves: list[Any]) -> Path:
     """Write this step's clips and spectrograms, then rebuild the page; returns the page."""
     from fluxmusic_cli.audio import write_audio
-    from fluxmusic_cli.vary import mel_spectrogram, write_spectrogram_png
+    from fluxmusic_cli.runs.vary import mel_spectrogram, write_spectrogram_png
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fluxmusic_cli.engine.pipeline import Engine, GenerationRequest
+from fluxmusic_cli.engine.pipeline import Engine
+from fluxmusic_cli.engine.requests import GenerationRequest
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 
@@ -34,7 +35,7 @@ def test_a_fixed_request_renders_the_saved_waveform_and_record(tiny_bundle):
     assert got.shape == saved.shape
     assert np.abs(got - saved).max() <= 1e-5 * np.abs(saved).max()
     expected = json.loads((DATA / "golden_record.json").read_text())
-    record = result.clips[0].record
+    record = result.clips[0].record.to_json()
     config = expected.pop("model_config")
     assert {k: record[k] for k in expected} == expected
     assert {

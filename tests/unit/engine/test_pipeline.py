@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from fluxmusic_cli.engine import conditioning, sampling
-from fluxmusic_cli.engine.pipeline import Engine, GenerationRequest
+from fluxmusic_cli.engine.pipeline import Engine
+from fluxmusic_cli.engine.requests import GenerationRequest
 from fluxmusic_cli.errors import UsageError
 
 FAST = dict(steps=3, duration=0.48)
@@ -34,14 +35,14 @@ def test_output_length_is_the_requested_duration(engine):
     clip = result.clips[0]
     assert clip.sample_rate == 16000 and clip.waveform.shape == (8000,)
     assert clip.waveform.dtype == np.float32 and np.isfinite(clip.waveform).all()
-    assert clip.record["latent_frames"] == sampling.latent_length(0.5) == 14
+    assert clip.record.latent_frames == sampling.latent_length(0.5) == 14
 
 
 def test_larger_forward_batches_agree_closely_with_single_items(tiny_bundle, engine):
     request = GenerationRequest(prompts=("a", "b", "c"), seeds=(1, 2, 3), **FAST)
     single = engine.generate(request)
     batched = Engine(tiny_bundle.engine_options(forward_batch=3)).generate(request)
-    assert batched.clips[0].record["forward_batch"] == 3
+    assert batched.clips[0].record.forward_batch == 3
     for one, many in zip(single.clips, batched.clips):
         scale = np.abs(one.waveform).max()
         assert np.abs(one.waveform - many.waveform).max() <= 1e-4 * scale
@@ -67,11 +68,11 @@ def test_record_holds_settings_seed_and_model_hash(engine, tiny_bundle):
         GenerationRequest(prompts=("cello",), seeds=(9,), guidance=3.5, negative_prompt="", **FAST)
     )
     rec = result.clips[0].record
-    assert rec["seed"] == 9 and rec["prompt"] == "cello" and rec["guidance"] == 3.5
-    assert rec["negative_prompt"] == "" and rec["steps"] == 3
-    assert rec["model"]["file"] == str(tiny_bundle.model) and len(rec["model"]["sha256"]) == 64
-    assert rec["dtype"] == "fp32" and rec["device"] == "cpu"
-    assert set(rec["timings"]) >= {"encode_s", "denoise_s", "decode_s", "total_s"}
+    assert rec.seed == 9 and rec.prompt == "cello" and rec.guidance == 3.5
+    assert rec.negative_prompt == "" and rec.steps == 3
+    assert rec.model["file"] == str(tiny_bundle.model) and len(rec.model["sha256"]) == 64
+    assert rec.dtype == "fp32" and rec.device == "cpu"
+    assert set(rec.timings) >= {"encode_s", "denoise_s", "decode_s", "total_s"}
 
 
 def test_guidance_one_skips_the_unconditional_half(tiny_bundle, monkeypatch):
@@ -101,7 +102,7 @@ def test_clap_only_never_constructs_t5_once_its_empty_embedding_is_stored(tiny_b
     monkeypatch.setattr(conditioning, "load_t5", forbidden)
     engine = Engine(tiny_bundle.engine_options(encoders="clap"))
     result = engine.generate(GenerationRequest(prompts=("harp",), seeds=(1,), **FAST))
-    assert result.clips[0].record["encoders"] == "clap"
+    assert result.clips[0].record.encoders == "clap"
 
 
 def test_long_durations_run_in_trained_windows_linear_in_length(engine, monkeypatch):
@@ -114,10 +115,10 @@ def test_long_durations_run_in_trained_windows_linear_in_length(engine, monkeypa
 
     monkeypatch.setattr(sampling, "masked_denoise", spy)
     request = GenerationRequest(prompts=("a",), seeds=(1,), steps=1, duration=15.0)
-    assert request.check() == []
+    assert request.check() is None
     clip = engine.generate(request).clips[0]
     assert lengths == [256, 128 + 120]  # one trained window, then 5.12 s of context + the rest
-    assert clip.record["windows"] == 2 and clip.record["context"] == 5.12
+    assert clip.record.lookup("windows") == 2 and clip.record.lookup("context") == 5.12
     assert clip.waveform.shape == (240000,) and clip.latent.shape == (8, 376, 16)
 
 
@@ -180,8 +181,8 @@ def test_compile_failure_falls_back_to_eager_with_a_warning(tiny_bundle, engine,
     compiled = Engine(tiny_bundle.engine_options(compile=True)).generate(request)
     eager = engine.generate(request)
     assert any("torch.compile failed" in w for w in compiled.warnings)
-    assert compiled.clips[0].record["compile"] is False
-    assert compiled.clips[0].record["compile_scope"] is None
+    assert compiled.clips[0].record.compile is False
+    assert compiled.clips[0].record.compile_scope is None
     assert np.array_equal(compiled.clips[0].waveform, eager.clips[0].waveform)
 
 
@@ -196,7 +197,7 @@ def test_compile_is_regional_and_recorded(tiny_bundle, engine, monkeypatch):
     request = GenerationRequest(prompts=("tuba",), seeds=(4,), **FAST)
     compiled = Engine(tiny_bundle.engine_options(compile=True)).generate(request)
     record = compiled.clips[0].record
-    assert record["compile"] is True and record["compile_scope"] == "blocks"
+    assert record.compile is True and record.compile_scope == "blocks"
     # One compiled callable per transformer block, none for the model as a whole.
     owners = {type(fn.__self__).__name__ for fn in compiled_callables}
     assert owners == {"FluxTransformerBlock", "FluxSingleTransformerBlock"}
@@ -208,6 +209,6 @@ def test_thread_count_is_applied_and_recorded(tiny_bundle):
     before = torch.get_num_threads()
     try:
         result = engine.generate(GenerationRequest(prompts=("flute",), seeds=(1,), **FAST))
-        assert result.clips[0].record["threads"] == 1 and torch.get_num_threads() == 1
+        assert result.clips[0].record.threads == 1 and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from fluxmusic_cli.engine import devices, placement, registry
-from fluxmusic_cli.engine.pipeline import EngineOptions
+from fluxmusic_cli.engine.requests import EngineOptions
 from fluxmusic_cli.engine.store import ModelStore
 from fluxmusic_cli.errors import UsageError
 

@@ -1,4 +1,4 @@
-"""Planning, naming, sharding, the manifest and resuming of many-clip runs."""
+"""Planning, naming, sharding, the manifest and resuming of folder runs."""
 
 from __future__ import annotations
 
@@ -9,21 +9,23 @@ from pathlib import Path
 
 import pytest
 
-from fluxmusic_cli import batchrun
-from fluxmusic_cli.batchrun import (
-    BatchRunner,
-    Settings,
-    append_manifest,
-    forward_batches,
-    parse_shard,
-    plan_batch,
-    read_manifest,
-    remove_leftovers,
-)
+from fluxmusic_cli import manifest
+from fluxmusic_cli.engine.requests import GenerateSettings
 from fluxmusic_cli.errors import UsageError
+from fluxmusic_cli.manifest import append_manifest, read_manifest
 from fluxmusic_cli.prompts import parse_prompts
+from fluxmusic_cli.runs import folder as folder_runs
+from fluxmusic_cli.runs import service
+from fluxmusic_cli.runs.folder import FolderRun, remove_leftovers
+from fluxmusic_cli.runs.plan import Settings, forward_batches, parse_shard, plan_batch
+from fluxmusic_cli.runs.service import RunService
 
-SETTINGS = Settings(steps=2, guidance=7.0, negative_prompt="low quality", duration=0.32, seed=100)
+SETTINGS = Settings(
+    clip=GenerateSettings(
+        steps=2, guidance=7.0, negative_prompt="low quality", duration=0.32, encoders="both"
+    ),
+    seed=100,
+)
 
 
 def _plan(text: str, fmt: str = "txt", out_dir=None, shard=None, settings=SETTINGS):
@@ -33,7 +35,7 @@ def _plan(text: str, fmt: str = "txt", out_dir=None, shard=None, settings=SETTIN
 def test_names_come_from_the_name_column_else_a_slug_and_the_row_number():
     plan = _plan("name,prompt\nintro,a\n,Warm Lo-Fi Piano!\nOutro.WAV,c\n", "csv")
     assert [i.name for i in plan.items] == ["intro", "warm-lo-fi-piano-0002", "Outro"]
-    assert [i.filename for i in plan.items] == [
+    assert [i.path.name for i in plan.items] == [
         "intro.wav",
         "warm-lo-fi-piano-0002.wav",
         "Outro.wav",
@@ -82,8 +84,8 @@ def test_seeds_and_overrides_per_row():
 
 def test_an_item_holds_the_command_clip_settings_with_its_row_columns_in_their_place():
     a, b = _plan("prompt,steps\na,\nb,3\n", "csv").items
-    assert a.settings == SETTINGS.clip_settings and a.settings.encoders == "both"
-    assert b.settings == replace(SETTINGS.clip_settings, steps=3)
+    assert a.settings == SETTINGS.clip and a.settings.encoders == "both"
+    assert b.settings == replace(SETTINGS.clip, steps=3)
     assert (a.row, b.row) == (a.index + 1, b.index + 1) == (1, 2)
     assert a.group != b.group and a.group == _plan("c\n").items[0].group
 
@@ -117,14 +119,14 @@ def test_forward_batches_group_shared_settings_and_respect_the_size():
 
 def test_manifest_survives_a_line_cut_short_by_a_killed_process(tmp_path):
     append_manifest(tmp_path, {"name": "a", "bytes": 1})
-    with open(tmp_path / batchrun.MANIFEST, "a") as f:
+    with open(tmp_path / manifest.MANIFEST, "a") as f:
         f.write('{"name": "b", "byt')  # what a kill mid-write leaves
     append_manifest(tmp_path, {"name": "c", "bytes": 3})
     append_manifest(tmp_path, {"name": "a", "bytes": 4})
     entries = read_manifest(tmp_path)
     assert set(entries) == {"a", "c"}
     assert entries["a"]["bytes"] == 4  # the last line of a name wins
-    lines = (tmp_path / batchrun.MANIFEST).read_text().splitlines()
+    lines = (tmp_path / manifest.MANIFEST).read_text().splitlines()
     assert len(lines) == 4 and json.loads(lines[2]) == {"name": "c", "bytes": 3}
 
 
@@ -167,9 +169,9 @@ def test_each_distinct_prompt_is_encoded_once_and_models_load_once(
     engine = Engine(tiny_bundle.engine_options())
     text = "piano\ndrums\npiano\nflute\ndrums\npiano\n"
     plan = _plan(text, out_dir=tmp_path / "out")
-    runner = BatchRunner(engine, plan, SETTINGS, batch_size=2)
+    runner = FolderRun(engine, plan)
     todo = runner.prepare().todo
-    summary = runner.run(todo)
+    summary = runner.run(RunService(engine, batch_size=2), todo)
     assert len(summary.done) == 6 and not summary.failed
     # piano, drums, flute and the negative prompt: four texts, each through each encoder once.
     assert encoder_work.prompts_encoded == {"t5": 4, "clap": 4}
@@ -179,14 +181,14 @@ def test_each_distinct_prompt_is_encoded_once_and_models_load_once(
     assert sorted(entries) == sorted(i.name for i in plan.items)
     for item in plan.items:
         entry = entries[item.name]
-        assert entry["path"] == item.filename and entry["seed"] == item.seed
-        assert entry["bytes"] == (plan.out_dir / item.filename).stat().st_size
+        assert entry["path"] == item.path.name and entry["seed"] == item.seed
+        assert entry["bytes"] == item.path.stat().st_size
         assert (plan.out_dir / f"{item.name}.json").is_file()
 
     # A rerun finds everything finished; a file that shrank since is made again.
     shrunk = plan.items[1]
-    (plan.out_dir / shrunk.filename).write_bytes(b"RIFF")
-    again = BatchRunner(engine, plan, SETTINGS).prepare()
+    shrunk.path.write_bytes(b"RIFF")
+    again = FolderRun(engine, plan).prepare()
     assert [i.name for i in again.todo] == [shrunk.name]
     assert len(again.finished) == 5
 
@@ -194,26 +196,26 @@ def test_each_distinct_prompt_is_encoded_once_and_models_load_once(
 def test_files_made_otherwise_are_conflicts_unless_forced_and_orphans_are_adopted(engine, tmp_path):
     out = tmp_path / "out"
     plan = _plan("alpha\nbeta\n", out_dir=out)
-    runner = BatchRunner(engine, plan, SETTINGS, batch_size=2)
-    runner.run(runner.prepare().todo)
+    runner = FolderRun(engine, plan)
+    runner.run(RunService(engine, batch_size=2), runner.prepare().todo)
 
     # The same names asked with another seed: refused without --force, remade with it.
-    other = _plan("alpha\nbeta\n", out_dir=out, settings=Settings(**{**vars(SETTINGS), "seed": 7}))
-    identity = batchrun.engine_identity(engine)
-    sorted_ = batchrun.sort_items(other, identity, SETTINGS, force=False)
+    other = _plan("alpha\nbeta\n", out_dir=out, settings=replace(SETTINGS, seed=7))
+    identity = folder_runs.engine_identity(engine)
+    sorted_ = folder_runs.sort_items(other, identity, force=False)
     assert [f.row for f in sorted_.conflicts] == [1, 2]
     assert (
         "seed 100 -> 7" in sorted_.conflicts[0].reason and "--force" in sorted_.conflicts[0].reason
     )
-    assert len(batchrun.sort_items(other, identity, SETTINGS, force=True).todo) == 2
+    assert len(folder_runs.sort_items(other, identity, force=True).todo) == 2
 
     # A clip whose manifest line was lost (killed between rename and append) is adopted.
-    (out / batchrun.MANIFEST).unlink()
-    sorted_ = batchrun.sort_items(plan, identity, SETTINGS, force=False)
+    (out / manifest.MANIFEST).unlink()
+    sorted_ = folder_runs.sort_items(plan, identity, force=False)
     assert [i.name for i, _ in sorted_.adopted] == [i.name for i in plan.items]
     # A file of ours with no record beside it is not.
     (out / f"{plan.items[0].name}.json").unlink()
-    sorted_ = batchrun.sort_items(plan, identity, SETTINGS, force=False)
+    sorted_ = folder_runs.sort_items(plan, identity, force=False)
     assert [f.row for f in sorted_.conflicts] == [1]
     assert "not in the manifest" in sorted_.conflicts[0].reason
 
@@ -221,21 +223,21 @@ def test_files_made_otherwise_are_conflicts_unless_forced_and_orphans_are_adopte
 def test_a_folder_written_before_records_had_a_schema_resumes_as_finished(engine, tmp_path):
     out = tmp_path / "out"
     plan = _plan("alpha\nbeta\n", out_dir=out)
-    runner = BatchRunner(engine, plan, SETTINGS)
-    runner.run(runner.prepare().todo)
-    lines = [json.loads(line) for line in (out / batchrun.MANIFEST).read_text().splitlines()]
+    runner = FolderRun(engine, plan)
+    runner.run(RunService(engine), runner.prepare().todo)
+    lines = [json.loads(line) for line in (out / manifest.MANIFEST).read_text().splitlines()]
     assert all(line.pop("schema") == 2 for line in lines)
-    (out / batchrun.MANIFEST).write_text("".join(json.dumps(line) + "\n" for line in lines))
+    (out / manifest.MANIFEST).write_text("".join(json.dumps(line) + "\n" for line in lines))
     for item in plan.items:
         side = out / f"{item.name}.json"
         old = json.loads(side.read_text())
         del old["schema"]
         side.write_text(json.dumps(old))
-    identity = batchrun.engine_identity(engine)
-    sorted_ = batchrun.sort_items(plan, identity, SETTINGS, force=False)
+    identity = folder_runs.engine_identity(engine)
+    sorted_ = folder_runs.sort_items(plan, identity, force=False)
     assert len(sorted_.finished) == 2 and not sorted_.todo and not sorted_.conflicts
-    (out / batchrun.MANIFEST).unlink()  # and its clips are adopted from their sidecars
-    sorted_ = batchrun.sort_items(plan, identity, SETTINGS, force=False)
+    (out / manifest.MANIFEST).unlink()  # and its clips are adopted from their sidecars
+    sorted_ = folder_runs.sort_items(plan, identity, force=False)
     assert [i.name for i, _ in sorted_.adopted] == [i.name for i in plan.items]
     assert all(entry["seed"] == item.seed for item, entry in sorted_.adopted)
 
@@ -243,7 +245,6 @@ def test_a_folder_written_before_records_had_a_schema_resumes_as_finished(engine
 def test_long_lists_are_encoded_window_by_window_without_encoding_twice(
     engine, tmp_path, monkeypatch, encoder_work
 ):
-    import fluxmusic_cli.batchrun as batchrun
     from fluxmusic_cli.engine.conditioning import TextConditioner
 
     asked: list[str] = []  # prompts the engine asks its conditioner for
@@ -254,10 +255,10 @@ def test_long_lists_are_encoded_window_by_window_without_encoding_twice(
         return encode(self, prompts, *args, **kwargs)
 
     monkeypatch.setattr(TextConditioner, "encode", spy)
-    monkeypatch.setattr(batchrun, "ENCODE_WINDOW", 2)
+    monkeypatch.setattr(service, "ENCODE_WINDOW", 2)
     plan = _plan("piano\ndrums\npiano\nflute\ndrums\n", out_dir=tmp_path / "out")
-    runner = BatchRunner(engine, plan, SETTINGS)
-    summary = runner.run(runner.prepare().todo)
+    runner = FolderRun(engine, plan)
+    summary = runner.run(RunService(engine), runner.prepare().todo)
     assert len(summary.done) == 5 and not summary.failed
     # Prompts leave memory after their window: a repeat in a later window is asked for again,
     # and comes back from the disk cache instead of being encoded twice.

@@ -17,10 +17,11 @@ from urllib.parse import quote
 
 import numpy as np
 
-from fluxmusic_cli.batchrun import Item, Plan, Settings, unique_names
-from fluxmusic_cli.engine.pipeline import ENCODER_SUBSETS, MAX_SEED, MAX_STEPS
+from fluxmusic_cli.engine.conditioning import ENCODER_SUBSETS
+from fluxmusic_cli.engine.requests import MAX_SEED, MAX_STEPS
 from fluxmusic_cli.errors import UsageError
 from fluxmusic_cli.formats import FORMATS
+from fluxmusic_cli.runs.plan import Edit, Item, Plan, Settings, unique_names
 
 INDEX = "index.html"
 GRID = "grid.png"
@@ -133,8 +134,11 @@ class Axes:
         return len(self.seeds) * len(self.guidance) * len(self.panels)
 
 
-def plan_vary(prompt: str, out_dir: Path, axes: Axes, settings: Settings) -> Plan:
-    """The cartesian grid as batch items: panels, then seeds (rows), then guidance (columns)."""
+def plan_vary(
+    prompt: str, out_dir: Path, axes: Axes, settings: Settings, source: Any = None
+) -> Plan:
+    """The cartesian grid as batch items: panels, then seeds (rows), then guidance (columns).
+    With `source` (an EditSource), the cells with a strength remix that recording."""
     prompt = " ".join(prompt.split())
     if not prompt:
         raise UsageError('Empty prompt: describe the music, e.g. "warm lo-fi piano".')
@@ -144,15 +148,15 @@ def plan_vary(prompt: str, out_dir: Path, axes: Axes, settings: Settings) -> Pla
         (s, g, n, e, st) for n, e, st in axes.panels for s in axes.seeds for g in axes.guidance
     ]
     remix_duration = None
-    if settings.source is not None:
-        remix_duration = round(settings.source.samples.shape[0] / 16000, 6)
+    if source is not None:
+        remix_duration = round(source.samples.shape[0] / 16000, 6)
     names = unique_names(cell_name(*c) for c in cells)
-    base = settings.clip_settings
+    base = settings.clip
+    out_dir = Path(out_dir)
     items = [
         Item(
             index=i,
             name=name,
-            fmt=settings.fmt,
             prompt=prompt,
             seed=s,
             settings=replace(
@@ -162,11 +166,18 @@ def plan_vary(prompt: str, out_dir: Path, axes: Axes, settings: Settings) -> Pla
                 encoders=e,
                 duration=base.duration if st is None else remix_duration,
             ),
-            strength=st,
+            path=out_dir / f"{name}.{settings.fmt}",
+            writer=settings.writer,
+            edit=None if st is None else Edit("remix", source, strength=st),
         )
         for i, ((s, g, n, e, st), name) in enumerate(zip(cells, names, strict=True))
     ]
-    return Plan(out_dir=Path(out_dir), items=items, total=len(items))
+    return Plan(out_dir=out_dir, items=items, total=len(items))
+
+
+def cell_strength(item: Item) -> float | None:
+    """The remix strength of a cell; None for a cell made from noise."""
+    return None if item.edit is None else item.edit.strength
 
 
 # -- spectrograms --------------------------------------------------------------------------------
@@ -261,7 +272,7 @@ def render_page(
     spectra: dict[str, tuple[np.ndarray, float, float]] = {}
     for item in plan.items:
         entry = manifest.get(item.name)
-        audio_path = out_dir / item.filename
+        audio_path = out_dir / item.path.name
         if entry is None or not audio_path.is_file():
             cells[item.name] = Cell(item, None, None, None)
             continue
@@ -271,7 +282,7 @@ def render_page(
         spectra[item.name] = (db, duration, fmax)
         image = f"{item.name}.mel.png"
         write_spectrogram_png(out_dir / image, db, duration, fmax)
-        cells[item.name] = Cell(item, item.filename, image, entry)
+        cells[item.name] = Cell(item, item.path.name, image, entry)
     index = out_dir / INDEX
     _write_atomically(index, _page_html(plan, axes, cells, title_settings))
     grid = out_dir / GRID
@@ -281,7 +292,7 @@ def render_page(
 
 def _lookup(plan: Plan) -> dict[tuple, Item]:
     return {
-        (i.settings.steps, i.settings.encoders, i.strength, i.seed, i.settings.guidance): i
+        (i.settings.steps, i.settings.encoders, cell_strength(i), i.seed, i.settings.guidance): i
         for i in plan.items
     }
 
@@ -329,8 +340,8 @@ def _cell_html(cell: Cell) -> str:
     item = cell.item
     s = item.settings
     label = f"seed {item.seed}, guidance {s.guidance:g}, {s.steps} steps, {s.encoders}"
-    if item.strength is not None:
-        label += f", strength {item.strength:g}"
+    if item.edit is not None:
+        label += f", strength {item.edit.strength:g}"
     if cell.audio is None:
         return f'<div class="missing">not generated<br><small>{html.escape(label)}</small></div>'
     src = quote(cell.audio)
