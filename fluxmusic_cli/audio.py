@@ -24,9 +24,20 @@ from fluxmusic_cli.formats import FORMATS, SUPPORTED_FORMATS
 
 # Formats that only ffmpeg reads; anything else is tried with libsndfile first.
 FFMPEG_INPUT_SUFFIXES = (
-    ".m4a", ".aac", ".mp4", ".m4v", ".mov", ".webm", ".mkv", ".mka", ".opus", ".wma", ".3gp",
-    ".amr", ".ac3",
-)  # fmt: skip
+    ".m4a",
+    ".aac",
+    ".mp4",
+    ".m4v",
+    ".mov",
+    ".webm",
+    ".mkv",
+    ".mka",
+    ".opus",
+    ".wma",
+    ".3gp",
+    ".amr",
+    ".ac3",
+)
 FFMPEG_HINT = (
     "Install ffmpeg (Debian/Ubuntu: apt install ffmpeg; macOS: brew install ffmpeg; "
     "Windows: winget install ffmpeg) and run again."

@@ -28,9 +28,18 @@ app = typer.Typer(
 
 # Each module defines `register(app)`; the list is the single place commands are added.
 COMMAND_MODULES: tuple[str, ...] = (
-    "generate", "remix", "repaint", "extend", "loop", "batch", "vary", "eval", "models", "doctor",
+    "generate",
+    "remix",
+    "repaint",
+    "extend",
+    "loop",
+    "batch",
+    "vary",
+    "eval",
+    "models",
+    "doctor",
     "train",
-)  # fmt: skip
+)
 
 
 def _version_callback(value: bool) -> None:

@@ -47,21 +47,24 @@ class InputFormat(str, Enum):
 ShardOpt = Annotated[
     str | None,
     typer.Option(
-        "--shard", metavar="K/N",
+        "--shard",
+        metavar="K/N",
         help="Render only every N-th row starting at row K (K from 0), so N machines or GPUs "
         "can share one list and one folder.",
         show_default=False,
     ),
-]  # fmt: skip
+]
 BatchSeed = Annotated[
     int,
     typer.Option(
-        "--seed", "-s", min=0,
+        "--seed",
+        "-s",
+        min=0,
         help="Row n (from 1) gets seed SEED + n - 1 unless it has a seed column, so reruns "
         "and shards agree.",
         rich_help_panel=opt.SAMPLING,
     ),
-]  # fmt: skip
+]
 InputFormatOpt = Annotated[
     InputFormat,
     typer.Option("--input-format", help="Format of the prompt list (auto: from the extension)."),
@@ -73,9 +76,13 @@ def register(app: typer.Typer) -> None:
 
 
 @shared_options(
-    "sampling", "length", "engine", "output",
-    seed=(BatchSeed, 0), json_out=(opt.JsonLines, False),
-)  # fmt: skip
+    "sampling",
+    "length",
+    "engine",
+    "output",
+    seed=(BatchSeed, 0),
+    json_out=(opt.JsonLines, False),
+)
 def batch(
     prompts_file: Annotated[
         str,

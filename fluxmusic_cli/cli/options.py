@@ -369,10 +369,13 @@ EditOutput = Annotated[
 OutDir = Annotated[
     Path,
     typer.Option(
-        "--output", "-o", help="Folder for the clips, their records and manifest.jsonl.",
-        rich_help_panel=OUTPUT, show_default=False,
+        "--output",
+        "-o",
+        help="Folder for the clips, their records and manifest.jsonl.",
+        rich_help_panel=OUTPUT,
+        show_default=False,
     ),
-]  # fmt: skip
+]
 Format = Annotated[
     FormatChoice,
     typer.Option("--format", help="Audio format of every clip.", rich_help_panel=OUTPUT),
@@ -380,13 +383,16 @@ Format = Annotated[
 BatchSize = Annotated[
     int,
     typer.Option(
-        "--batch-size", "-b", min=1, max=256,
+        "--batch-size",
+        "-b",
+        min=1,
+        max=256,
         help="Prompts per forward pass. 1 keeps every clip bit-identical to `generate`; more "
         "is faster on GPUs (clips then agree to about 1e-6). Rows with other steps, guidance, "
         "duration or negative prompt go in their own passes.",
         rich_help_panel=SAMPLING,
     ),
-]  # fmt: skip
+]
 JsonLines = Annotated[
     bool,
     typer.Option(

@@ -32,25 +32,38 @@ player and a mel spectrogram; works offline) and grid.png (all spectrograms, lab
 
 Seeds = Annotated[
     str,
-    typer.Option("--seeds", help="Rows: seeds as 1,2,3 or 1-8 (or both: 0-3,10).",
-                 rich_help_panel=opt.SAMPLING),
-]  # fmt: skip
+    typer.Option(
+        "--seeds",
+        help="Rows: seeds as 1,2,3 or 1-8 (or both: 0-3,10).",
+        rich_help_panel=opt.SAMPLING,
+    ),
+]
 GuidanceAxis = Annotated[
     str,
-    typer.Option("--guidance", "--cfg", help="Columns: guidance scales, e.g. 2,3.5,7.",
-                 rich_help_panel=opt.SAMPLING),
-]  # fmt: skip
+    typer.Option(
+        "--guidance",
+        "--cfg",
+        help="Columns: guidance scales, e.g. 2,3.5,7.",
+        rich_help_panel=opt.SAMPLING,
+    ),
+]
 StepsAxis = Annotated[
     str,
-    typer.Option("--steps", help="Euler step counts, e.g. 25,50 (one table per value).",
-                 rich_help_panel=opt.SAMPLING),
-]  # fmt: skip
+    typer.Option(
+        "--steps",
+        help="Euler step counts, e.g. 25,50 (one table per value).",
+        rich_help_panel=opt.SAMPLING,
+    ),
+]
 EncodersAxis = Annotated[
     str,
-    typer.Option("--encoders",
-                 help="Encoder subsets, e.g. both,t5,clap (one table per value), to hear what "
-                 "each text encoder adds.", rich_help_panel=opt.MODELS),
-]  # fmt: skip
+    typer.Option(
+        "--encoders",
+        help="Encoder subsets, e.g. both,t5,clap (one table per value), to hear what "
+        "each text encoder adds.",
+        rich_help_panel=opt.MODELS,
+    ),
+]
 
 
 InputOpt = Annotated[
@@ -77,10 +90,17 @@ def register(app: typer.Typer) -> None:
 
 
 @shared_options(
-    "sampling", "length", "engine", "output",
-    steps=None, guidance=None, seed=None, encoders=None, save_latent=None,
+    "sampling",
+    "length",
+    "engine",
+    "output",
+    steps=None,
+    guidance=None,
+    seed=None,
+    encoders=None,
+    save_latent=None,
     json_out=(opt.JsonLines, False),
-)  # fmt: skip
+)
 def vary(
     prompt: Annotated[str, typer.Argument(help="What the music should be.", show_default=False)],
     output: opt.OutDir,

@@ -52,22 +52,37 @@ def plan_edit(request: EditRequest) -> EditPlan:
     if request.operation == "remix":
         start = editing.remix_start(request.strength, steps)
         return EditPlan(
-            "remix", frames, start, output, min(n_audio, output), mask=[1] * frames,
+            operation="remix",
+            frames=frames,
+            start=start,
+            output_samples=output,
+            original_samples=min(n_audio, output),
+            mask=[1] * frames,
             record={"strength": request.strength, "start_step": start},
-        )  # fmt: skip
+        )
     if request.operation == "repaint":
         mask, snapped = editing.repaint_mask(request.regions, source.duration, frames)
         regions = [[a, b] for a, b in request.regions]
         return EditPlan(
-            "repaint", frames, steps, output, min(n_audio, output), mask=mask,
+            operation="repaint",
+            frames=frames,
+            start=steps,
+            output_samples=output,
+            original_samples=min(n_audio, output),
+            mask=mask,
             record={"regions": regions, "regions_snapped": snapped},
-        )  # fmt: skip
+        )
     seam = editing.seam_frames(request.seam, frames)
     output = frames * SAMPLES_PER_FRAME  # a loop is always its whole period long
     return EditPlan(
-        "loop", frames, steps, output, min(n_audio, output), seam=seam,
+        operation="loop",
+        frames=frames,
+        start=steps,
+        output_samples=output,
+        original_samples=min(n_audio, output),
+        seam=seam,
         record={"seam": request.seam, "seam_frames": seam},
-    )  # fmt: skip
+    )
 
 
 def _plan_extend(request: EditRequest, n_audio: int) -> EditPlan:
@@ -84,12 +99,20 @@ def _plan_extend(request: EditRequest, n_audio: int) -> EditPlan:
     target = frames + sampling.latent_length(add)
     windows = len(sampling.window_plan(frames, target, context))
     return EditPlan(
-        "extend", frames, request.steps,
+        operation="extend",
+        frames=frames,
+        start=request.steps,
         output_samples=frames * SAMPLES_PER_FRAME + sampling.num_samples(add),
-        original_samples=kept, cut_samples=cut, target_frames=target, context=context,
+        original_samples=kept,
+        cut_samples=cut,
+        target_frames=target,
+        context=context,
         passes=windows,
         record={
-            "add": round(add, 6), "to": request.to, "context": request.context,
-            "context_frames": context, "cut_samples": cut,
+            "add": round(add, 6),
+            "to": request.to,
+            "context": request.context,
+            "context_frames": context,
+            "cut_samples": cut,
         },
-    )  # fmt: skip
+    )

@@ -39,6 +39,9 @@ def quiet_by_default() -> None:
     so this is called before any of them is; a value the user set is kept."""
     import os
 
-    for name, value in (("TQDM_DISABLE", "1"), ("TRANSFORMERS_VERBOSITY", "error"),
-                        ("DIFFUSERS_VERBOSITY", "error")):  # fmt: skip
+    for name, value in (
+        ("TQDM_DISABLE", "1"),
+        ("TRANSFORMERS_VERBOSITY", "error"),
+        ("DIFFUSERS_VERBOSITY", "error"),
+    ):
         os.environ.setdefault(name, value)

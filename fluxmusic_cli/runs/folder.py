@@ -227,8 +227,9 @@ class FolderLock:
                 self._take(self.NAME, fcntl.LOCK_EX)
             else:
                 self._take(self.NAME, fcntl.LOCK_SH)
-                self._take(f".fluxmusic-batch-{self.shard.index}-of-{self.shard.count}.lock",
-                           fcntl.LOCK_EX)  # fmt: skip
+                self._take(
+                    f".fluxmusic-batch-{self.shard.index}-of-{self.shard.count}.lock", fcntl.LOCK_EX
+                )
         except BaseException:
             self.release()
             raise

@@ -25,17 +25,27 @@ class TinyBundle:
     def cli_args(self) -> list[str]:
         """The options that point a command at this bundle."""
         return [
-            "--model", str(self.model), "--t5", str(self.t5), "--clap", str(self.clap),
-            "--vae-vocoder", str(self.audioldm2),
-        ]  # fmt: skip
+            "--model",
+            str(self.model),
+            "--t5",
+            str(self.t5),
+            "--clap",
+            str(self.clap),
+            "--vae-vocoder",
+            str(self.audioldm2),
+        ]
 
     def engine_options(self, **overrides: Any):
         from fluxmusic_cli.engine.requests import EngineOptions
 
         values = dict(
-            model=str(self.model), t5=str(self.t5), clap=str(self.clap),
-            vae_vocoder=str(self.audioldm2), device="cpu", dtype="fp32",
-        )  # fmt: skip
+            model=str(self.model),
+            t5=str(self.t5),
+            clap=str(self.clap),
+            vae_vocoder=str(self.audioldm2),
+            device="cpu",
+            dtype="fp32",
+        )
         values.update(overrides)
         return EngineOptions(**values)
 
