@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from fluxmusic_cli.cli.console import emit_json, err, info, warn
+from fluxmusic_cli.cli.numbers import number_option
 from fluxmusic_cli.cli.options import DeviceChoice, DeviceOpt, Json, Quiet
 from fluxmusic_cli.engine import registry
 from fluxmusic_cli.errors import UsageError
@@ -170,7 +171,10 @@ def eval_command(
             "with a warning, instead of stopping.",
         ),
     ] = False,
-    is_splits: Annotated[int, typer.Option("--is-splits", min=1, help="IS splits.")] = 10,
+    is_splits: Annotated[
+        int,
+        number_option("--is-splits", whole=True, minimum=1, maximum=1000, help="IS splits."),
+    ] = 10,
     device: DeviceOpt = DeviceChoice.auto,
     per_file: Annotated[
         Path | None,

@@ -8,6 +8,7 @@ import typer
 
 from fluxmusic_cli.cli import options as opt
 from fluxmusic_cli.cli.editing import EditCall, EditOptions, run_edit
+from fluxmusic_cli.cli.numbers import number_option
 from fluxmusic_cli.cli.option_group import Shared, shared_options
 from fluxmusic_cli.engine.requests import DEFAULT_CONTEXT, DEFAULT_CROSSFADE
 
@@ -38,8 +39,9 @@ def extend(
     output: opt.EditOutput = None,
     add: Annotated[
         Seconds,
-        typer.Option(
+        number_option(
             "--add",
+            metavar="SECONDS",
             help="Seconds of new music after the recording.",
             rich_help_panel=opt.EDITING,
             show_default=False,
@@ -47,8 +49,9 @@ def extend(
     ] = None,
     to: Annotated[
         Seconds,
-        typer.Option(
+        number_option(
             "--to",
+            metavar="SECONDS",
             help="Total length in seconds (instead of --add).",
             rich_help_panel=opt.EDITING,
             show_default=False,

@@ -12,6 +12,7 @@ import typer
 
 from fluxmusic_cli.cli import options as opt
 from fluxmusic_cli.cli.console import emit_json, refuse_binary_to_terminal, write_stdout
+from fluxmusic_cli.cli.numbers import number_option
 from fluxmusic_cli.cli.option_group import OutputGroup, Shared, shared_options
 from fluxmusic_cli.cli.replay import replay_record
 from fluxmusic_cli.cli.reporting import run_clips
@@ -63,11 +64,13 @@ def generate(
     output: opt.OutputPath = None,
     num_outputs: Annotated[
         int,
-        typer.Option(
+        number_option(
             "--num-outputs",
             "-n",
-            min=1,
-            max=1000,
+            whole=True,
+            minimum=1,
+            maximum=1000,
+            metavar="N",
             help="Variations per prompt (seeds s, s+1, ...).",
             rich_help_panel=opt.OUTPUT,
         ),

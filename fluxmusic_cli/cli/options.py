@@ -15,10 +15,12 @@ from typing import Annotated
 
 import typer
 
+from fluxmusic_cli.cli.numbers import number_option
 from fluxmusic_cli.engine.conditioning import ENCODER_SUBSETS, MODES
 from fluxmusic_cli.engine.devices import DEVICE_NAMES, DTYPE_NAMES
+from fluxmusic_cli.engine.perf import max_threads
 from fluxmusic_cli.engine.placement import TEXT_DEVICES
-from fluxmusic_cli.engine.requests import MEMORY_POLICIES
+from fluxmusic_cli.engine.requests import MAX_SEED, MAX_STEPS, MEMORY_POLICIES
 from fluxmusic_cli.formats import BUNDLED_FORMATS, suffix_list
 
 
@@ -120,9 +122,12 @@ Compile = Annotated[
 ]
 Threads = Annotated[
     int | None,
-    typer.Option(
+    number_option(
         "--threads",
-        min=1,
+        whole=True,
+        minimum=1,
+        maximum=max_threads(),
+        metavar="N",
         help="CPU threads (default: OMP_NUM_THREADS, else the physical cores).",
         rich_help_panel=MODELS,
         show_default=False,
@@ -152,10 +157,10 @@ GuidanceIntervalOpt = Annotated[
 ]
 CacheOpt = Annotated[
     float | None,
-    typer.Option(
+    number_option(
         "--cache",
         metavar="THRESHOLD",
-        min=0.0,
+        minimum=0,
         help="First-Block Cache: skip the transformer's other blocks on a step whose first "
         "block changed by at most THRESHOLD (relative) since the last computed step, e.g. "
         "0.05. Off by default. Its effect on the sound is not measured (no real weights were "
@@ -176,14 +181,23 @@ Token = Annotated[
 ]
 Steps = Annotated[
     int,
-    typer.Option("--steps", min=1, max=1000, help="Euler steps.", rich_help_panel=SAMPLING),
+    number_option(
+        "--steps",
+        whole=True,
+        minimum=1,
+        maximum=MAX_STEPS,
+        metavar="N",
+        help="Euler steps.",
+        rich_help_panel=SAMPLING,
+    ),
 ]
 Guidance = Annotated[
     float,
-    typer.Option(
+    number_option(
         "--guidance",
         "--cfg",
-        min=0.0,
+        minimum=0,
+        metavar="SCALE",
         help="Classifier-free guidance scale (paper: 3.5, published script: 7.0).",
         rich_help_panel=SAMPLING,
     ),
@@ -198,10 +212,13 @@ Negative = Annotated[
 ]
 Seed = Annotated[
     int | None,
-    typer.Option(
+    number_option(
         "--seed",
         "-s",
-        min=0,
+        whole=True,
+        minimum=0,
+        maximum=MAX_SEED,
+        metavar="N",
         help="Seed (random if absent; always recorded).",
         rich_help_panel=SAMPLING,
         show_default=False,
@@ -209,19 +226,22 @@ Seed = Annotated[
 ]
 Duration = Annotated[
     float,
-    typer.Option(
+    number_option(
         "--duration",
         "-d",
+        metavar="SECONDS",
         help="Seconds, rounded up to the 80 ms latent grid and trimmed back; trained on 10.24.",
         rich_help_panel=SAMPLING,
     ),
 ]
 SampleRate = Annotated[
     int,
-    typer.Option(
+    number_option(
         "--sample-rate",
-        min=8000,
-        max=192000,
+        whole=True,
+        minimum=8000,
+        maximum=192000,
+        metavar="HZ",
         help="Resample the 16 kHz output (e.g. 44100).",
         rich_help_panel=OUTPUT,
     ),
@@ -298,8 +318,9 @@ SaveLatent = Annotated[
 ]
 Context = Annotated[
     float,
-    typer.Option(
+    number_option(
         "--context",
+        metavar="SECONDS",
         help="Seconds of the music so far that each new 10.24 s window continues from (on the "
         "80 ms grid, less than 10.24).",
         rich_help_panel=EDITING,
@@ -307,9 +328,10 @@ Context = Annotated[
 ]
 Crossfade = Annotated[
     float,
-    typer.Option(
+    number_option(
         "--crossfade",
-        min=0.0,
+        minimum=0,
+        metavar="SECONDS",
         help="Seconds over which your recording blends into generated music, inside the kept "
         "part (0: a hard cut).",
         rich_help_panel=EDITING,
@@ -317,8 +339,9 @@ Crossfade = Annotated[
 ]
 Seam = Annotated[
     float,
-    typer.Option(
+    number_option(
         "--seam",
+        metavar="SECONDS",
         help="Seconds regenerated around the loop point (a multiple of 0.16, at most half the "
         "loop).",
         rich_help_panel=EDITING,
@@ -382,11 +405,13 @@ Format = Annotated[
 ]
 BatchSize = Annotated[
     int,
-    typer.Option(
+    number_option(
         "--batch-size",
         "-b",
-        min=1,
-        max=256,
+        whole=True,
+        minimum=1,
+        maximum=256,
+        metavar="N",
         help="Prompts per forward pass. 1 keeps every clip bit-identical to `generate`; more "
         "is faster on GPUs (clips then agree to about 1e-6). Rows with other steps, guidance, "
         "duration or negative prompt go in their own passes.",

@@ -8,6 +8,7 @@ import typer
 
 from fluxmusic_cli.cli import options as opt
 from fluxmusic_cli.cli.editing import EditCall, EditOptions, run_edit
+from fluxmusic_cli.cli.numbers import number_option
 from fluxmusic_cli.cli.option_group import Shared, shared_options
 from fluxmusic_cli.engine.requests import DEFAULT_CROSSFADE, DEFAULT_STRENGTH
 
@@ -36,8 +37,9 @@ def remix(
     output: opt.EditOutput = None,
     strength: Annotated[
         float,
-        typer.Option(
+        number_option(
             "--strength",
+            metavar="S",
             help="How far from the recording to go: 0 keeps it, 1 ignores it.",
             rich_help_panel=opt.EDITING,
         ),

@@ -12,9 +12,12 @@ import typer
 
 from fluxmusic_cli.cli import options as opt
 from fluxmusic_cli.cli.console import emit_json_line, err, warn
+from fluxmusic_cli.cli.numbers import number_option
 from fluxmusic_cli.cli.option_group import Shared, shared_options
+from fluxmusic_cli.engine.requests import MAX_SEED, MAX_STEPS
 
 TRAINING = "Training"
+MAX_TRAIN_STEPS = 10_000_000
 LORA = "LoRA"
 RUN = "Run folder"
 
@@ -83,27 +86,48 @@ def train(
         ),
     ] = None,
     steps: Annotated[
-        int, typer.Option("--steps", min=1, help="Optimiser steps.", rich_help_panel=TRAINING)
+        int,
+        number_option(
+            "--steps",
+            whole=True,
+            minimum=1,
+            maximum=MAX_TRAIN_STEPS,
+            metavar="N",
+            help="Optimiser steps.",
+            rich_help_panel=TRAINING,
+        ),
     ] = 1000,
     batch_size: Annotated[
         int,
-        typer.Option(
-            "--batch-size", min=1, help="Segments per step (per process).", rich_help_panel=TRAINING
+        number_option(
+            "--batch-size",
+            whole=True,
+            minimum=1,
+            maximum=4096,
+            metavar="N",
+            help="Segments per step (per process).",
+            rich_help_panel=TRAINING,
         ),
     ] = 1,
     grad_accum: Annotated[
         int,
-        typer.Option(
+        number_option(
             "--grad-accum",
-            min=1,
+            whole=True,
+            minimum=1,
+            maximum=4096,
+            metavar="N",
             help="Micro-batches summed into each step.",
             rich_help_panel=TRAINING,
         ),
     ] = 1,
     lr: Annotated[
         float | None,
-        typer.Option(
+        number_option(
             "--lr",
+            above=0,
+            maximum=1,
+            metavar="RATE",
             help="AdamW learning rate (default 1e-4 for LoRA, 1e-5 with --full).",
             rich_help_panel=TRAINING,
             show_default=False,
@@ -120,30 +144,35 @@ def train(
     ] = LatentsChoice.sample,
     caption_dropout: Annotated[
         float,
-        typer.Option(
+        number_option(
             "--caption-dropout",
-            min=0.0,
-            max=1.0,
+            minimum=0,
+            maximum=1,
+            metavar="P",
             help='Probability of each encoder\'s caption being replaced by "" (independently).',
             rich_help_panel=TRAINING,
         ),
     ] = 0.1,
     seed: Annotated[
         int,
-        typer.Option(
+        number_option(
             "--seed",
             "-s",
-            min=0,
+            whole=True,
+            minimum=0,
+            maximum=MAX_SEED,
+            metavar="N",
             help="Fixes the LoRA init, data order, timesteps, noise and dropout.",
             rich_help_panel=TRAINING,
         ),
     ] = 0,
     ema_decay: Annotated[
         float,
-        typer.Option(
+        number_option(
             "--ema-decay",
-            min=0.0,
-            max=0.999999,
+            minimum=0,
+            maximum=0.999999,
+            metavar="DECAY",
             help="Keep an EMA of the trained weights (e.g. 0.999) and save it; 0 = off.",
             rich_help_panel=TRAINING,
         ),
@@ -166,12 +195,24 @@ def train(
         ),
     ] = False,
     lora_rank: Annotated[
-        int, typer.Option("--lora-rank", min=1, help="LoRA rank.", rich_help_panel=LORA)
+        int,
+        number_option(
+            "--lora-rank",
+            whole=True,
+            minimum=1,
+            maximum=4096,
+            metavar="R",
+            help="LoRA rank.",
+            rich_help_panel=LORA,
+        ),
     ] = 16,
     lora_alpha: Annotated[
         float | None,
-        typer.Option(
+        number_option(
             "--lora-alpha",
+            above=0,
+            maximum=1e6,
+            metavar="ALPHA",
             help="LoRA alpha (default: the rank, i.e. scale 1).",
             rich_help_panel=LORA,
             show_default=False,
@@ -188,18 +229,24 @@ def train(
     ] = TargetsChoice.attn_mlp_mod,
     save_every: Annotated[
         int,
-        typer.Option(
+        number_option(
             "--save-every",
-            min=0,
+            whole=True,
+            minimum=0,
+            maximum=MAX_TRAIN_STEPS,
+            metavar="N",
             help="Checkpoint every N steps (0: at the end only; Ctrl-C always saves one).",
             rich_help_panel=RUN,
         ),
     ] = 500,
     sample_every: Annotated[
         int,
-        typer.Option(
+        number_option(
             "--sample-every",
-            min=0,
+            whole=True,
+            minimum=0,
+            maximum=MAX_TRAIN_STEPS,
+            metavar="N",
             help="Render --sample-prompt clips every N steps onto RUN_DIR/samples/index.html.",
             rich_help_panel=RUN,
         ),
@@ -215,8 +262,14 @@ def train(
     ] = None,
     sample_steps: Annotated[
         int,
-        typer.Option(
-            "--sample-steps", min=1, max=1000, help="Euler steps per sample.", rich_help_panel=RUN
+        number_option(
+            "--sample-steps",
+            whole=True,
+            minimum=1,
+            maximum=MAX_STEPS,
+            metavar="N",
+            help="Euler steps per sample.",
+            rich_help_panel=RUN,
         ),
     ] = 25,
     resume: Annotated[

@@ -19,6 +19,12 @@ def _allowed_cpus() -> set[int]:
         return set(range(os.cpu_count() or 1))
 
 
+def max_threads() -> int:
+    """The most CPU threads a run may ask for: the logical CPUs this process may use (more
+    only contend for the same cores, and a runaway count can crash the OpenMP runtime)."""
+    return max(1, len(_allowed_cpus()))
+
+
 def physical_cores(cpuinfo: str | None = None, allowed: set[int] | None = None) -> int:
     """Physical cores this process may run on (SMT siblings counted once).
 
@@ -45,6 +51,17 @@ def physical_cores(cpuinfo: str | None = None, allowed: set[int] | None = None) 
     return max(1, len(cores) or len(allowed))
 
 
+def check_threads(n: int) -> None:
+    """Refuse a thread count that is not a whole number from 1 to `max_threads()`."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise UsageError(f"Thread count must be a whole number >= 1, got {n!r}.")
+    if n > max_threads():
+        raise UsageError(
+            f"Thread count {n} is more than the {max_threads()} CPUs this process may use; "
+            "give at most that many."
+        )
+
+
 def choose_threads(n: int | None, env: dict[str, str] | None = None) -> int:
     """The intra-op thread count: `n` if given, else OMP_NUM_THREADS, else physical cores.
 
@@ -52,8 +69,7 @@ def choose_threads(n: int | None, env: dict[str, str] | None = None) -> int:
     matmuls that dominate a step.
     """
     if n is not None:
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise UsageError(f"Thread count must be a whole number >= 1, got {n!r}.")
+        check_threads(n)
         return n
     env = os.environ if env is None else env
     value = env.get("OMP_NUM_THREADS", "").strip()

@@ -71,6 +71,10 @@ class EngineOptions:
 
         _check_choice("text device", self.text_device, TEXT_DEVICES)
         _check_choice("memory policy", self.memory, MEMORY_POLICIES)
+        if self.threads is not None:
+            from fluxmusic_cli.engine.perf import check_threads
+
+            check_threads(self.threads)
 
     def check_clip(self, settings: ClipSettings) -> None:
         """Refuse clip settings this engine cannot run."""
