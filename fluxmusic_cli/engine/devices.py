@@ -27,6 +27,22 @@ class Placement:
         return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[self.dtype]
 
 
+def encoder_dtype(dtype: str, bf16_ok: bool = True) -> str:
+    """T5-XXL overflows in fp16, so it runs in bf16 there (fp32 where bf16 is not supported);
+    otherwise the run's dtype."""
+    if dtype == "fp16":
+        return "bf16" if bf16_ok else "fp32"
+    return dtype
+
+
+def mps_dtype(dtype: str, bf16_ok: bool) -> tuple[str, str | None]:
+    """The dtype to run on MPS and a note when it differs: bf16 falls back to fp32 where this
+    macOS/torch cannot compute it (mixed dtypes on MPS are known to garble audio elsewhere)."""
+    if dtype == "bf16" and not bf16_ok:
+        return "fp32", "bf16 is not supported on this Mac's MPS; running in fp32 instead."
+    return dtype, None
+
+
 def cpu_has_native_bf16() -> bool:
     """True when the CPU has bf16 dot-product instructions (AVX512-BF16 or AMX)."""
     try:
@@ -108,8 +124,6 @@ def resolve_placement(device: str = "auto", dtype: str = "auto") -> Placement:
         )
     note = None
     if chosen == "mps":
-        from fluxmusic_cli.engine.placement import mps_dtype
-
         dtype, note = mps_dtype(dtype, dtype != "bf16" or mps_bf16_supported())
         if note:
             reasons.append(note)

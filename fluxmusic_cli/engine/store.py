@@ -71,10 +71,8 @@ class ModelStore:
         key = (encoders or self.options.encoders, mode or self.options.conditioning)
         if key not in self._conditioners:
             place = self.placement
-            from fluxmusic_cli.engine.placement import encoder_dtype
-
             bf16_ok = place.device != "mps" or devices.mps_bf16_supported()
-            enc_dtype = encoder_dtype(place.dtype, bf16_ok)
+            enc_dtype = devices.encoder_dtype(place.dtype, bf16_ok)
             self._conditioners[key] = TextConditioner(
                 t5=self.refs["t5"],
                 clap=self.refs["clap"],

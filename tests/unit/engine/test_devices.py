@@ -57,3 +57,31 @@ def test_every_concrete_dtype_has_a_size_and_the_cpu_reports_memory():
     assert {d: devices.BYTES_PER_PARAM[d] for d in concrete} == {"fp32": 4, "bf16": 2, "fp16": 2}
     available = devices.available_memory_bytes("cpu")
     assert available is None or available > 0
+
+
+def test_mps_falls_back_from_bf16_to_fp32_with_a_note():
+    assert devices.mps_dtype("bf16", bf16_ok=False) == (
+        "fp32",
+        "bf16 is not supported on this Mac's MPS; running in fp32 instead.",
+    )
+    assert devices.mps_dtype("bf16", bf16_ok=True) == ("bf16", None)
+    assert devices.mps_dtype("fp16", bf16_ok=False) == ("fp16", None)
+    assert devices.encoder_dtype("fp16", bf16_ok=False) == "fp32"
+    assert devices.encoder_dtype("fp16") == "bf16"
+
+
+def test_devices_does_not_import_placement_which_builds_on_it():
+    # The dependency runs one way (placement -> devices), at module level or inside functions.
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(devices))
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported |= {
+        f"{node.module}.{alias.name}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+    }
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not any(name.endswith("engine.placement") for name in imported)
