@@ -104,6 +104,7 @@ class GenerationRecord:
     device: str | None = None
     text_device: str | None = None
     dtype: str | None = None
+    dtype_reason: str | None = None  # "forced by --dtype", or what `--dtype auto` found
     memory_policy: str | None = None
     forward_batch: int | None = None
     threads: int | None = None

@@ -19,6 +19,7 @@ class Placement:
     dtype: str  # fp32 | bf16 | fp16
     reason: str
     note: str | None = None  # a fallback the user should hear about
+    dtype_reason: str = ""  # why this dtype: "forced by --dtype", or what `auto` found
 
     @property
     def torch_dtype(self):
@@ -95,9 +96,9 @@ def resolve_device(device: str = "auto") -> str:
 
 
 def resolve_placement(device: str = "auto", dtype: str = "auto") -> Placement:
-    """Pick device (cuda, mps, cpu) and dtype (bf16 where computed natively, else fp32)."""
-    import torch
-
+    """Pick device (cuda, mps, cpu) and dtype. `auto` is bf16 on a CUDA GPU that computes it,
+    fp32 on MPS, and on the CPU the faster by measurement (`cpu_dtype`; set the thread count
+    first, since the rates depend on it)."""
     if dtype not in DTYPE_NAMES:
         raise UsageError(f"Unknown dtype {dtype!r}; choose one of {', '.join(DTYPE_NAMES)}.")
     reasons = []
@@ -105,16 +106,10 @@ def resolve_placement(device: str = "auto", dtype: str = "auto") -> Placement:
     if device == "auto":
         reasons.append(f"device {chosen} chosen automatically")
     if dtype == "auto":
-        if chosen == "cuda":
-            native = torch.cuda.is_bf16_supported()
-        elif chosen == "cpu":
-            native = cpu_has_native_bf16()
-        else:
-            native = False  # MPS bf16 depends on the macOS version; fp32 is the safe choice
-        dtype = "bf16" if native else "fp32"
-        reasons.append(
-            "bf16: computed natively here" if native else "fp32: no native bf16 on this device"
-        )
+        dtype, why = _auto_dtype(chosen)
+        reasons.append(why)
+    else:
+        why = "forced by --dtype"
     if chosen == "cpu" and dtype == "fp16":
         from fluxmusic_cli import notices
 
@@ -127,7 +122,24 @@ def resolve_placement(device: str = "auto", dtype: str = "auto") -> Placement:
         dtype, note = mps_dtype(dtype, dtype != "bf16" or mps_bf16_supported())
         if note:
             reasons.append(note)
-    return Placement(chosen, dtype, "; ".join(reasons) or "as requested", note)
+            why = f"{why}; {note}"
+    return Placement(chosen, dtype, "; ".join(reasons) or "as requested", note, why)
+
+
+def _auto_dtype(device: str) -> tuple[str, str]:
+    """(dtype, why) of `--dtype auto` on `device`."""
+    import torch
+
+    if device == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return "bf16", "auto: this GPU computes bf16 natively -> bf16"
+        return "fp32", "auto: this GPU has no native bf16 -> fp32"
+    if device == "mps":  # MPS bf16 depends on the macOS version; fp32 is the safe choice
+        return "fp32", "auto: fp32 on MPS (its bf16 support depends on the macOS version)"
+    from fluxmusic_cli.engine import cpu_dtype
+
+    rates = cpu_dtype.cpu_rates()
+    return rates.choice, rates.reason
 
 
 def available_memory_bytes(device: str) -> int | None:

@@ -644,6 +644,7 @@ class Engine:
             device=self.placement.device,
             text_device=store.text_placement.device,
             dtype=self.placement.dtype,
+            dtype_reason=self.placement.dtype_reason,
             memory_policy=store.memory_policy(),
             forward_batch=o.forward_batch,
             threads=store.threads,

@@ -46,12 +46,13 @@ class ModelStore:
 
     @property
     def placement(self) -> devices.Placement:
-        """Device and dtype, resolved on first use (which also sets the CPU thread count)."""
+        """Device and dtype, resolved on first use after setting the CPU thread count (the
+        CPU's `auto` dtype is measured at it)."""
         if self._placement is None:
             from fluxmusic_cli.engine import perf
 
-            self._placement = devices.resolve_placement(self.options.device, self.options.dtype)
             self.threads = perf.configure_threads(self.options.threads)
+            self._placement = devices.resolve_placement(self.options.device, self.options.dtype)
         return self._placement
 
     def _emit(self, completed: int, total: int, detail: str) -> None:

@@ -35,20 +35,19 @@ def test_an_asked_device_torch_cannot_use_is_a_usage_error(no_gpu):
         devices.resolve_placement("cpu", "fp8")
 
 
-def test_auto_dtype_is_bf16_only_where_the_cpu_computes_it_natively(monkeypatch, no_gpu):
-    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: True)
+def test_auto_dtype_on_the_cpu_is_the_faster_by_measurement(monkeypatch, no_gpu):
+    from fluxmusic_cli.engine import cpu_dtype
+
+    monkeypatch.setattr(cpu_dtype, "measure_rates", lambda: {"fp32": 174.0, "bf16": 397.0})
     place = devices.resolve_placement("auto", "auto")
     assert (place.device, place.dtype) == ("cpu", "bf16")
-    assert "chosen automatically" in place.reason and "natively" in place.reason
+    assert place.reason == f"device cpu chosen automatically; {place.dtype_reason}"
     assert place.torch_dtype is torch.bfloat16
-    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: False)
-    place = devices.resolve_placement("cpu", "auto")
-    assert place.dtype == "fp32" and place.reason == "fp32: no native bf16 on this device"
 
 
 def test_explicit_choices_are_kept_as_requested(no_gpu):
     place = devices.resolve_placement("cpu", "fp16")
-    assert place == devices.Placement("cpu", "fp16", "as requested")
+    assert place == devices.Placement("cpu", "fp16", "as requested", None, "forced by --dtype")
     assert place.torch_dtype is torch.float16
 
 
