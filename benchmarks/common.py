@@ -59,6 +59,8 @@ def machine_facts() -> dict:
         "physical_cores": perf.physical_cores(),
         "native_bf16": devices.cpu_has_native_bf16(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        # Set to cap oneDNN's kernels (e.g. AVX512_CORE_BF16: a CPU without AMX, emulated).
+        "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
         "torch": torch.__version__,

@@ -47,6 +47,14 @@ def _section_step(s: dict | None) -> list[str]:
         f"RoPE tables rebuilt per forward: {1000 * s['rope_s_per_forward']:.1f} ms.",
         "",
     ]
+    if "auto" in s:
+        a = s["auto"]
+        out += [
+            f"`--dtype auto` (the default) ran {a['dtype']} (engine_auto): {a['reason']} "
+            f"(short probe, bf16 needs {a['bf16_margin']}x); its step took "
+            f"{a['vs_faster_explicit']:.2f}x the faster explicit dtype's.",
+            "",
+        ]
     return out
 
 

@@ -106,6 +106,7 @@ class GenerationRecord:
     device: str | None = None
     text_device: str | None = None
     dtype: str | None = None
+    dtype_reason: str | None = None  # "forced by --dtype", or what `--dtype auto` found
     memory_policy: str | None = None
     forward_batch: int | None = None
     threads: int | None = None
@@ -231,6 +232,7 @@ class Provenance:
     device: str
     text_device: str
     dtype: str
+    dtype_reason: str
     memory_policy: str
     forward_batch: int
     threads: int | None
@@ -291,6 +293,7 @@ def new_records(
         device=provenance.device,
         text_device=provenance.text_device,
         dtype=provenance.dtype,
+        dtype_reason=provenance.dtype_reason,
         memory_policy=provenance.memory_policy,
         forward_batch=provenance.forward_batch,
         threads=provenance.threads,

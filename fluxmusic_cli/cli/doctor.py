@@ -39,9 +39,11 @@ def _environment() -> dict[str, Any]:
     import torch
     import transformers
 
-    from fluxmusic_cli.engine import devices, hub, paths
+    from fluxmusic_cli.engine import cpu_dtype, devices, hub, paths, perf
 
+    perf.configure_threads()  # as generate does: the CPU's rates depend on the thread count
     place = devices.resolve_placement("auto", "auto")
+    rates = cpu_dtype.cpu_rates()
     cuda = torch.cuda.is_available()
     mps = devices.mps_available()
     free_disk = shutil.disk_usage(_existing_parent(hub.hub_cache_dir())).free
@@ -58,6 +60,12 @@ def _environment() -> dict[str, Any]:
             "cpu_native_bf16": devices.cpu_has_native_bf16(),
         },
         "auto_placement": {"device": place.device, "dtype": place.dtype, "why": place.reason},
+        "cpu_dtype": {
+            "fp32_gflops": round(rates.fp32, 1),
+            "bf16_gflops": round(rates.bf16, 1),
+            "bf16_margin": cpu_dtype.BF16_MARGIN,
+            "auto": rates.choice,
+        },
         "memory_available": devices.available_memory_bytes(place.device),
         "default_setup": _default_setup(place.device, place.dtype),
         "disk_free_hub_cache": free_disk,
@@ -182,6 +190,11 @@ def doctor(json_out: opt.Json = False) -> None:
         ("Apple MPS", "yes" if dev["mps"] else "no"),
         ("CPU threads; native bf16", f"{dev['cpu_threads']}; {dev['cpu_native_bf16']}"),
         ("auto device / dtype", "{device} / {dtype} ({why})".format(**env["auto_placement"])),
+        (
+            "CPU matmul fp32 / bf16",
+            "{fp32_gflops:.0f} / {bf16_gflops:.0f} GFLOP/s: --dtype auto runs {auto} on the CPU "
+            "(bf16 only where {bf16_margin}x faster)".format(**env["cpu_dtype"]),
+        ),
         ("memory available", _gib(env["memory_available"])),
         (
             "text encoders (default setup)",

@@ -98,7 +98,7 @@ DtypeOpt = Annotated[
     DtypeChoice,
     typer.Option(
         "--dtype",
-        help="auto = bf16 where the device computes it natively, else fp32.",
+        help="auto = bf16 on a GPU that computes it or a CPU where it measures faster; fp32 else.",
         rich_help_panel=MODELS,
     ),
 ]

@@ -472,7 +472,6 @@ class TextConditioner:
         resolve: Callable[[ComponentRef], Path] | None = None,
         use_prompt_cache: bool = True,
         *,
-        batch_size: int = 8,
         expect: Callable[[str], int | None] | None = None,
     ) -> None:
         import torch
@@ -495,7 +494,6 @@ class TextConditioner:
         self.cache = cache if cache is not None else EmbeddingCache()
         self.resolve = resolve
         self.use_prompt_cache = use_prompt_cache
-        self.batch_size = max(1, batch_size)
         self.expect = expect  # kind -> the width the transformer takes (checked before loading)
         self._models: dict[str, tuple[Any, Any]] = {}
         self._revisions: dict[str, str] = {}
@@ -593,22 +591,21 @@ class TextConditioner:
                     rows[p] = hit.tensor
                     if "truncation" in hit.info:
                         truncated.append(Truncation(**json.loads(hit.info["truncation"])))
-        todo = [p for p in todo if p not in rows]
-        for start in range(0, len(todo), self.batch_size):
-            chunk = todo[start : start + self.batch_size]
-            out, cut = self._forward(kind, chunk, self.mode)
+        # Each prompt alone: in a batch its rows would round differently with its companions
+        # (the matmul kernels block by batch size), so a clip's bits would depend on what the
+        # cache held and on what was encoded beside it.
+        for p in (p for p in todo if p not in rows):
+            out, cut = self._forward(kind, [p], self.mode)
+            rows[p] = out[0]
             truncated.extend(cut)
-            by_prompt = {t.prompt: t for t in cut}
-            for p, row in zip(chunk, out, strict=True):
-                rows[p] = row
-                if self.use_prompt_cache:
-                    cut_here = by_prompt.get(p)
-                    info = {"truncation": json.dumps(asdict(cut_here))} if cut_here else {}
-                    self.cache.put(self.key(kind, p), row, info)
+            if self.use_prompt_cache:
+                info = {"truncation": json.dumps(asdict(cut[0]))} if cut else {}
+                self.cache.put(self.key(kind, p), out[0], info)
         return rows
 
     def encode(self, prompts: Sequence[str]) -> TextConditioning:
-        """Conditioning for `prompts` (in order); each distinct prompt is encoded once."""
+        """Conditioning for `prompts` (in order); each distinct prompt is encoded once, alone, so
+        its embedding is the same whatever else is encoded or stored."""
         import torch
 
         prompts = list(prompts)

@@ -19,12 +19,29 @@ class Placement:
     dtype: str  # fp32 | bf16 | fp16
     reason: str
     note: str | None = None  # a fallback the user should hear about
+    dtype_reason: str = ""  # why this dtype: "forced by --dtype", or what `auto` found
 
     @property
     def torch_dtype(self):
         import torch
 
         return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[self.dtype]
+
+
+def encoder_dtype(dtype: str, bf16_ok: bool = True) -> str:
+    """T5-XXL overflows in fp16, so it runs in bf16 there (fp32 where bf16 is not supported);
+    otherwise the run's dtype."""
+    if dtype == "fp16":
+        return "bf16" if bf16_ok else "fp32"
+    return dtype
+
+
+def mps_dtype(dtype: str, bf16_ok: bool) -> tuple[str, str | None]:
+    """The dtype to run on MPS and a note when it differs: bf16 falls back to fp32 where this
+    macOS/torch cannot compute it (mixed dtypes on MPS are known to garble audio elsewhere)."""
+    if dtype == "bf16" and not bf16_ok:
+        return "fp32", "bf16 is not supported on this Mac's MPS; running in fp32 instead."
+    return dtype, None
 
 
 def cpu_has_native_bf16() -> bool:
@@ -79,9 +96,9 @@ def resolve_device(device: str = "auto") -> str:
 
 
 def resolve_placement(device: str = "auto", dtype: str = "auto") -> Placement:
-    """Pick device (cuda, mps, cpu) and dtype (bf16 where computed natively, else fp32)."""
-    import torch
-
+    """Pick device (cuda, mps, cpu) and dtype. `auto` is bf16 on a CUDA GPU that computes it,
+    fp32 on MPS, and on the CPU the faster by measurement (`cpu_dtype`; set the thread count
+    first, since the rates depend on it)."""
     if dtype not in DTYPE_NAMES:
         raise UsageError(f"Unknown dtype {dtype!r}; choose one of {', '.join(DTYPE_NAMES)}.")
     reasons = []
@@ -89,16 +106,10 @@ def resolve_placement(device: str = "auto", dtype: str = "auto") -> Placement:
     if device == "auto":
         reasons.append(f"device {chosen} chosen automatically")
     if dtype == "auto":
-        if chosen == "cuda":
-            native = torch.cuda.is_bf16_supported()
-        elif chosen == "cpu":
-            native = cpu_has_native_bf16()
-        else:
-            native = False  # MPS bf16 depends on the macOS version; fp32 is the safe choice
-        dtype = "bf16" if native else "fp32"
-        reasons.append(
-            "bf16: computed natively here" if native else "fp32: no native bf16 on this device"
-        )
+        dtype, why = _auto_dtype(chosen)
+        reasons.append(why)
+    else:
+        why = "forced by --dtype"
     if chosen == "cpu" and dtype == "fp16":
         from fluxmusic_cli import notices
 
@@ -108,12 +119,27 @@ def resolve_placement(device: str = "auto", dtype: str = "auto") -> Placement:
         )
     note = None
     if chosen == "mps":
-        from fluxmusic_cli.engine.placement import mps_dtype
-
         dtype, note = mps_dtype(dtype, dtype != "bf16" or mps_bf16_supported())
         if note:
             reasons.append(note)
-    return Placement(chosen, dtype, "; ".join(reasons) or "as requested", note)
+            why = f"{why}; {note}"
+    return Placement(chosen, dtype, "; ".join(reasons) or "as requested", note, why)
+
+
+def _auto_dtype(device: str) -> tuple[str, str]:
+    """(dtype, why) of `--dtype auto` on `device`."""
+    import torch
+
+    if device == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return "bf16", "auto: this GPU computes bf16 natively -> bf16"
+        return "fp32", "auto: this GPU has no native bf16 -> fp32"
+    if device == "mps":  # MPS bf16 depends on the macOS version; fp32 is the safe choice
+        return "fp32", "auto: fp32 on MPS (its bf16 support depends on the macOS version)"
+    from fluxmusic_cli.engine import cpu_dtype
+
+    rates = cpu_dtype.cpu_rates()
+    return rates.choice, rates.reason
 
 
 def available_memory_bytes(device: str) -> int | None:

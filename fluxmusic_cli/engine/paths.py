@@ -28,3 +28,8 @@ def converted_dir() -> Path:
 def embeddings_dir() -> Path:
     """Stored text-encoder outputs (empty-prompt and prompt embeddings)."""
     return cache_dir() / "embeddings"
+
+
+def cpu_rates_dir() -> Path:
+    """This machine's measured matmul rates, from which `--dtype auto` picks the CPU's dtype."""
+    return cache_dir() / "cpu-rates"

@@ -11,28 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fluxmusic_cli.engine.devices import encoder_dtype
 from fluxmusic_cli.errors import UsageError
 
 TEXT_DEVICES = ("auto", "cpu", "cuda", "mps")
 # Share of a device's memory the weights may take; the rest is activations and the allocator.
 HEADROOM = 0.8
 GB = 1e9
-
-
-def encoder_dtype(dtype: str, bf16_ok: bool = True) -> str:
-    """T5-XXL overflows in fp16, so it runs in bf16 there (fp32 where bf16 is not supported);
-    otherwise the run's dtype."""
-    if dtype == "fp16":
-        return "bf16" if bf16_ok else "fp32"
-    return dtype
-
-
-def mps_dtype(dtype: str, bf16_ok: bool) -> tuple[str, str | None]:
-    """The dtype to run on MPS and a note when it differs: bf16 falls back to fp32 where this
-    macOS/torch cannot compute it (mixed dtypes on MPS are known to garble audio elsewhere)."""
-    if dtype == "bf16" and not bf16_ok:
-        return "fp32", "bf16 is not supported on this Mac's MPS; running in fp32 instead."
-    return dtype, None
 
 
 def component_bytes(transformer_params: int, dtype: str, encoders: str = "both") -> dict[str, int]:

@@ -46,12 +46,13 @@ class ModelStore:
 
     @property
     def placement(self) -> devices.Placement:
-        """Device and dtype, resolved on first use (which also sets the CPU thread count)."""
+        """Device and dtype, resolved on first use after setting the CPU thread count (the
+        CPU's `auto` dtype is measured at it)."""
         if self._placement is None:
             from fluxmusic_cli.engine import perf
 
-            self._placement = devices.resolve_placement(self.options.device, self.options.dtype)
             self.threads = perf.configure_threads(self.options.threads)
+            self._placement = devices.resolve_placement(self.options.device, self.options.dtype)
         return self._placement
 
     def _emit(self, completed: int, total: int, detail: str) -> None:
@@ -71,10 +72,8 @@ class ModelStore:
         key = (encoders or self.options.encoders, mode or self.options.conditioning)
         if key not in self._conditioners:
             place = self.placement
-            from fluxmusic_cli.engine.placement import encoder_dtype
-
             bf16_ok = place.device != "mps" or devices.mps_bf16_supported()
-            enc_dtype = encoder_dtype(place.dtype, bf16_ok)
+            enc_dtype = devices.encoder_dtype(place.dtype, bf16_ok)
             self._conditioners[key] = TextConditioner(
                 t5=self.refs["t5"],
                 clap=self.refs["clap"],
@@ -140,6 +139,7 @@ class ModelStore:
             device=self.placement.device,
             text_device=self.text_placement.device,
             dtype=self.placement.dtype,
+            dtype_reason=self.placement.dtype_reason,
             memory_policy=self.memory_policy(),
             forward_batch=self.options.forward_batch,
             threads=self.threads,

@@ -21,9 +21,10 @@ def bench():
     try:
         import clip
         import gpu
+        import step
         import t5quant
 
-        yield {"gpu": gpu, "clip": clip, "t5quant": t5quant}
+        yield {"gpu": gpu, "clip": clip, "t5quant": t5quant, "step": step}
     finally:
         sys.path.remove(str(BENCH))
 
@@ -131,3 +132,25 @@ def test_t5_encoding_comparison_times_and_checks_each_candidate(bench):
     assert fp32["rel_err_vs_fp32"] == 0.0 < bf16["rel_err_vs_fp32"] < 0.05
     assert bf16["vs_bf16"] == 1.0 and fp32["s_median"] > 0
     assert fp32["layer_weight_mb"] == 2 * bf16["layer_weight_mb"]  # 4 against 2 bytes a weight
+
+
+@pytest.mark.parametrize(
+    ("rates", "dtype"),
+    [({"fp32": 272.0, "bf16": 151.0}, "fp32"), ({"fp32": 174.0, "bf16": 397.0}, "bf16")],
+)
+def test_the_step_section_times_the_default_dtype_beside_both_explicit_ones(
+    bench, monkeypatch, rates, dtype
+):
+    from fluxmusic_cli.engine import cpu_dtype
+
+    monkeypatch.setattr(cpu_dtype, "measure_rates", lambda: rates)  # the probe's rates, injected
+    r = bench["step"].run(True, arch=TINY, frames=8, matmul_n=64)
+    assert set(r["runs"]) == {"reference_fp32", "engine_fp32", "reference_bf16_autocast",
+                              "engine_bf16", "engine_auto"}  # fmt: skip
+    assert r["auto"]["dtype"] == dtype and r["auto"]["probe_gflops"] == rates
+    assert r["auto"]["reason"].endswith(f"-> {dtype}")
+    faster = min(r["runs"][f"engine_{d}"]["s_per_step"] for d in ("fp32", "bf16"))
+    assert r["auto"]["vs_faster_explicit"] == r["runs"]["engine_auto"]["s_per_step"] / faster
+    assert set(r["matmul_gflops"]) == {"fp32", "bf16"}
+    rows = dict(bench["step"].summary(r))
+    assert rows["--dtype auto (default)"].startswith(f"{dtype}, ")

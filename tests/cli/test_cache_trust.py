@@ -106,8 +106,9 @@ def test_cache_rm_on_a_read_only_cache_is_a_sentence(gen, run_cli, tmp_path, rea
 # -- 6. entries checked on every read --------------------------------------------------------
 
 
-def _zero_embeddings(cache: Path) -> int:
-    """Overwrite every stored embedding's numbers with zeros, keeping its header and key."""
+def _zero_embeddings(cache: Path, prompt: str | None = None) -> int:
+    """Overwrite every stored embedding's numbers (only `prompt`'s, when given) with zeros,
+    keeping its header and key."""
     from safetensors import safe_open
     from safetensors.torch import save_file
 
@@ -115,6 +116,8 @@ def _zero_embeddings(cache: Path) -> int:
     for path in (cache / "embeddings").rglob("*.safetensors"):
         with safe_open(str(path), framework="pt") as f:
             meta, tensor = f.metadata(), f.get_tensor("embedding")
+        if prompt is not None and meta["prompt"] != prompt:
+            continue
         save_file({"embedding": tensor * 0}, str(path), metadata=meta)
         count += 1
     return count
@@ -127,6 +130,47 @@ def test_a_zeroed_embedding_entry_is_recomputed_and_said_once(gen, tmp_path):
     assert code == 0, err
     assert err.count("damaged entry in the embedding cache") == 1
     assert np.array_equal(audio(tmp_path / "a.wav"), audio(tmp_path / "b.wav"))
+
+
+def _samples(folder: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(decoded audio, final float32 latent) of the clip `name` in `folder`."""
+    from safetensors.torch import load_file
+
+    latent = load_file(str(folder / f"{name}.latent.safetensors"))["latent"].numpy()
+    return sf.read(folder / f"{name}.wav", dtype="int16")[0], latent
+
+
+def test_a_clip_has_the_same_samples_whatever_the_embedding_cache_held(
+    gen, run_cli, tiny_bundle, monkeypatch, tmp_path
+):
+    # The prompt and the negative prompt are encoded in one pass when neither is stored, one
+    # of them alone when the other is: each must come out the same either way.
+    args = ("cello and bells", "--seed", "1", "--save-latent")
+    cache = Path(os.environ["FLUXMUSIC_CACHE"])
+    assert gen(*args, "-o", "cold.wav")[0] == 0
+    assert gen(*args, "-o", "warm.wav")[0] == 0
+    assert _zero_embeddings(cache, prompt="cello and bells") == 2  # T5's and CLAP's
+    code, _, err = gen(*args, "-o", "damaged.wav")
+    assert code == 0 and "damaged entry" in err, err
+    code, _, err = run_cli(["cache", "rm", "--all", "--yes"])
+    assert code == 0, err
+    assert gen(*args, "-o", "refreshed.wav")[0] == 0
+    monkeypatch.setenv("FLUXMUSIC_CACHE", str(tmp_path / "other-cache"))
+    assert gen("a different prompt", "--seed", "1", "-o", "other.wav")[0] == 0
+    assert gen(*args, "-o", "after-other.wav")[0] == 0
+    (tmp_path / "rows.csv").write_text(
+        "name,prompt,seed\nfirst,cello and bells,1\nsecond,a different prompt,1\n"
+    )
+    code, _, err = run_cli(["batch", "rows.csv", "-o", "rows", "--save-latent",
+                            *tiny_bundle.cli_args(), *FAST])  # fmt: skip
+    assert code == 0, err
+    cold = _samples(tmp_path, "cold")
+    assert np.abs(cold[0]).max() > 0
+    for folder, name in ((tmp_path, "warm"), (tmp_path, "damaged"), (tmp_path, "refreshed"),
+                         (tmp_path, "after-other"), (tmp_path / "rows", "first")):  # fmt: skip
+        audio_, latent = _samples(folder, name)
+        assert np.array_equal(audio_, cold[0]), name
+        assert np.array_equal(latent, cold[1]), name
 
 
 def test_temporary_files_of_a_killed_cache_writer_are_cleaned(gen, tmp_path):

@@ -35,3 +35,17 @@ def test_doctor_says_the_tiny_audio_is_noise(run_cli):
     assert code == 0, err
     assert "noise" in out + err and "proves" in out + err
     assert "text encoders (default setup):" in err
+
+
+def test_doctor_shows_the_cpu_matmul_rates_and_the_dtype_auto_picks(run_cli, monkeypatch):
+    from fluxmusic_cli.engine import cpu_dtype
+
+    monkeypatch.setattr(cpu_dtype, "measure_rates", lambda: {"fp32": 272.0, "bf16": 151.0})
+    code, out, err = run_cli(["doctor", "--json"])
+    assert code == 0, err
+    rates = json.loads(out)["environment"]["cpu_dtype"]
+    assert rates == {"fp32_gflops": 272.0, "bf16_gflops": 151.0, "bf16_margin": 1.15,
+                     "auto": "fp32"}  # fmt: skip
+    code, out, err = run_cli(["doctor"])
+    assert code == 0, err
+    assert "CPU matmul fp32 / bf16: 272 / 151 GFLOP/s: --dtype auto runs fp32" in err

@@ -111,3 +111,35 @@ def test_unknown_variant_lists_the_known_ones(monkeypatch, run_cli, tmp_path):
 def test_empty_stdin_is_refused(gen):
     code, _, err = gen("-", stdin="\n  \n")
     assert code == 2 and "no prompts" in err.lower()
+
+
+@pytest.fixture
+def cpu_timer(monkeypatch):
+    """The CPU's matmul rates injected where `--dtype auto` measures them; counts the calls."""
+    from fluxmusic_cli.engine import cpu_dtype
+
+    calls = []
+
+    def measure():
+        calls.append(1)
+        return {"fp32": 272.0, "bf16": 151.0}
+
+    monkeypatch.setattr(cpu_dtype, "measure_rates", measure)
+    return calls
+
+
+def test_the_record_says_which_dtype_ran_and_why(gen, tmp_path, cpu_timer):
+    code, _, err = gen("cello", "-o", "auto.wav", "--seed", "1", "--dtype", "auto")
+    assert code == 0, err
+    record = json.loads((tmp_path / "auto.json").read_text())
+    assert record["dtype"] == "fp32"
+    assert record["dtype_reason"] == (
+        "auto: bf16 matmul 151 GFLOP/s vs fp32 272 GFLOP/s on this CPU -> fp32"
+    )
+    code, _, err = gen("cello", "-o", "again.wav", "--seed", "1", "--dtype", "auto")
+    assert code == 0, err
+    assert len(cpu_timer) == 1  # the second run read the rates from the cache
+    code, _, err = gen("cello", "-o", "forced.wav", "--seed", "1", "--dtype", "bf16")
+    assert code == 0, err
+    record = json.loads((tmp_path / "forced.json").read_text())
+    assert (record["dtype"], record["dtype_reason"]) == ("bf16", "forced by --dtype")

@@ -185,8 +185,8 @@ def run_training(
 def _start(request: TrainRequest, options, emit: EventCallback) -> tuple[_Run, Path | None]:
     from fluxmusic_cli.engine import devices, perf
 
-    place = devices.resolve_placement(options.device, options.dtype)
     threads = perf.configure_threads(options.threads)
+    place = devices.resolve_placement(options.device, options.dtype)
     if place.dtype == "fp16" and options.dtype == "fp16":
         raise UsageError(
             "--dtype fp16 cannot train (fp16 gradients underflow without loss scaling); "

@@ -26,10 +26,18 @@ def test_physical_cores_falls_back_to_logical_cpus_without_topology():
 
 def test_choose_threads_prefers_explicit_then_env_then_cores(monkeypatch):
     monkeypatch.setattr(perf, "physical_cores", lambda: 6)
+    monkeypatch.setattr(perf, "max_threads", lambda: 8)  # this machine may have fewer CPUs
     assert perf.choose_threads(3, env={"OMP_NUM_THREADS": "2"}) == 3
     assert perf.choose_threads(None, env={"OMP_NUM_THREADS": "2"}) == 2
     assert perf.choose_threads(None, env={"OMP_NUM_THREADS": "junk"}) == 6
     assert perf.choose_threads(None, env={}) == 6
+
+
+def test_a_thread_count_above_the_cpus_this_process_may_use_is_refused(monkeypatch):
+    monkeypatch.setattr(perf, "max_threads", lambda: 4)
+    assert perf.choose_threads(4, env={}) == 4
+    with pytest.raises(UsageError, match="more than the 4 CPUs"):
+        perf.choose_threads(100000, env={})
 
 
 @pytest.mark.parametrize("bad", [0, -1, True, 1.5])

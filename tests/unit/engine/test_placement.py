@@ -108,14 +108,3 @@ def test_the_store_places_the_encoders_and_sizes_the_policy_by_what_stays_on_the
     assert store.text_placement.device == text
     # On an 8 GB GPU, with T5 on the CPU, the small model's 0.7 GB stays resident there.
     assert store.memory_policy() == policy
-
-
-def test_mps_falls_back_from_bf16_to_fp32_with_a_note():
-    assert placement.mps_dtype("bf16", bf16_ok=False) == (
-        "fp32",
-        "bf16 is not supported on this Mac's MPS; running in fp32 instead.",
-    )
-    assert placement.mps_dtype("bf16", bf16_ok=True) == ("bf16", None)
-    assert placement.mps_dtype("fp16", bf16_ok=False) == ("fp16", None)
-    assert placement.encoder_dtype("fp16", bf16_ok=False) == "fp32"
-    assert placement.encoder_dtype("fp16") == "bf16"
