@@ -18,6 +18,7 @@ from urllib.parse import quote
 import numpy as np
 
 from fluxmusic_cli.batchrun import Item, Plan, Settings, unique_names
+from fluxmusic_cli.dsp import htk_hz_triangles, periodic_hann
 from fluxmusic_cli.engine.pipeline import ENCODER_SUBSETS, MAX_SEED, MAX_STEPS
 from fluxmusic_cli.errors import UsageError
 from fluxmusic_cli.formats import FORMATS
@@ -172,17 +173,6 @@ def plan_vary(prompt: str, out_dir: Path, axes: Axes, settings: Settings) -> Pla
 # -- spectrograms --------------------------------------------------------------------------------
 
 
-def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmax: float) -> np.ndarray:
-    """Triangular filters evenly spaced on the HTK mel scale, (n_mels, n_fft // 2 + 1)."""
-    mel = 2595.0 * np.log10(1.0 + np.array([0.0, fmax]) / 700.0)
-    edges = 700.0 * (10 ** (np.linspace(mel[0], mel[1], n_mels + 2) / 2595.0) - 1.0)
-    freqs = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
-    lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
-    rising = (freqs[None, :] - lo) / (mid - lo)
-    falling = (hi - freqs[None, :]) / (hi - mid)
-    return np.maximum(0.0, np.minimum(rising, falling))
-
-
 def mel_spectrogram(
     samples: np.ndarray, sample_rate: int, *, n_mels: int = 64, top_db: float = 80.0
 ) -> tuple[np.ndarray, float]:
@@ -200,10 +190,12 @@ def mel_spectrogram(
     hop = max(1, round(sample_rate / 100))
     if data.shape[0] < n_fft:
         data = np.pad(data, (0, n_fft - data.shape[0]))
-    _, _, spec = stft(data, fs=sample_rate, window="hann", nperseg=n_fft, noverlap=n_fft - hop)
+    _, _, spec = stft(
+        data, fs=sample_rate, window=periodic_hann(n_fft), nperseg=n_fft, noverlap=n_fft - hop
+    )
     power = np.abs(spec) ** 2
     fmax = min(8000.0, sample_rate / 2)
-    mel = mel_filterbank(sample_rate, n_fft, n_mels, fmax) @ power
+    mel = htk_hz_triangles(sample_rate, n_fft, n_mels, fmax) @ power
     db = 10.0 * np.log10(np.maximum(mel, 1e-10))
     return np.maximum(db, db.max() - top_db), fmax
 
