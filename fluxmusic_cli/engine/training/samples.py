@@ -1,8 +1,9 @@
 """`--sample-every`: clips from the weights as they train, on one listening page.
 
 `RUN_DIR/samples/index.html` has a row per sample prompt and a column per sampled step, each
-cell a mel spectrogram (drawn as `vary` draws them) with the clip under it. The same seed is
-used at every step, so a row shows how one piece of music changes with training.
+cell a mel spectrogram (drawn by `spectrogram`, as on the `vary` page) with the clip under it.
+The same seed is used at every step, so a row shows how one piece of music changes with
+training.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def render(
 def write_step(folder: Path, step: int, settings: SampleSettings, waves: list[Any]) -> Path:
     """Write this step's clips and spectrograms, then rebuild the page; returns the page."""
     from fluxmusic_cli.audio import write_audio
-    from fluxmusic_cli.vary import mel_spectrogram, write_spectrogram_png
+    from fluxmusic_cli.spectrogram import mel_spectrogram, write_spectrogram_png
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
