@@ -39,7 +39,7 @@ def _environment() -> dict[str, Any]:
     import torch
     import transformers
 
-    from fluxmusic_cli.engine import devices, hub, paths
+    from fluxmusic_cli.engine import cache, devices, hub, paths
 
     place = devices.resolve_placement("auto", "auto")
     cuda = torch.cuda.is_available()
@@ -65,7 +65,7 @@ def _environment() -> dict[str, Any]:
         "hub_cache": str(hub.hub_cache_dir()),
         "hub": _hub_reachability(),
         "ffmpeg": _ffmpeg(),
-        "cached": [e.to_dict() for e in hub.list_cache()],
+        "cached": [e.to_dict() for e in cache.list_cache()],
     }
 
 

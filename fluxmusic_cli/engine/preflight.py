@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fluxmusic_cli.engine import hub, paths
+from fluxmusic_cli.engine import cache, conversion, hub, paths
 from fluxmusic_cli.engine.placement import component_bytes
 from fluxmusic_cli.engine.registry import DECODER_PARAMS, PARAMS_BY_KIND
 from fluxmusic_cli.engine.sources import ComponentRef
@@ -336,7 +336,7 @@ def _plan_hub(ref: ComponentRef, token: str | None, offline: bool) -> PlannedCom
 def _plan_variant(ref: ComponentRef, token: str | None, offline: bool) -> PlannedComponent:
     assert ref.variant is not None
     v = ref.variant
-    converted = hub.converted_checkpoints(v)
+    converted = conversion.converted_checkpoints(v)
     state = hub.local_state(v.repo_id, "main", (v.filename,))
     size, exact, access = v.size_bytes, False, "not needed"
     if not converted and not state.complete and not offline:
@@ -378,7 +378,7 @@ def plan_download(
                     label=f"local {ref.kind}",
                     source=str(path),
                     files=(),
-                    size_bytes=hub.tree_size(path),
+                    size_bytes=cache.tree_size(path),
                     size_exact=True,
                     cached=True,
                     fetch_bytes=0,

@@ -90,10 +90,10 @@ class ModelStore:
 
     def _text_width(self, kind: str) -> int | None:
         """The width of `kind`'s embeddings the transformer takes (from shapes, no weights)."""
-        from fluxmusic_cli.engine import hub
         from fluxmusic_cli.engine.checkpoint import text_widths
+        from fluxmusic_cli.engine.conversion import ensure_transformer
 
-        path = hub.ensure_transformer(
+        path = ensure_transformer(
             self.refs["transformer"], token=self.options.token, offline=self.options.offline
         )
         return text_widths(path).get(kind)
@@ -176,15 +176,13 @@ class ModelStore:
     def transformer(self):
         """The flow model, loaded once (from the converted safetensors when available)."""
         if self._transformer is None:
-            from fluxmusic_cli.engine import hub
             from fluxmusic_cli.engine.checkpoint import load_transformer
+            from fluxmusic_cli.engine.conversion import ensure_transformer
             from fluxmusic_cli.engine.filehash import file_sha256
 
             ref = self.refs["transformer"]
             self._emit(0, 1, "transformer")
-            path = hub.ensure_transformer(
-                ref, token=self.options.token, offline=self.options.offline
-            )
+            path = ensure_transformer(ref, token=self.options.token, offline=self.options.offline)
             place = self.placement
             try:
                 model, cfg = load_transformer(path, device=place.device, dtype=place.torch_dtype)

@@ -227,11 +227,11 @@ def _load_base(engine, options):
     """The base transformer on the CPU in fp32, its config, and what the record says of it."""
     import torch
 
-    from fluxmusic_cli.engine import hub
+    from fluxmusic_cli.engine import conversion
     from fluxmusic_cli.engine.checkpoint import load_transformer
 
     ref = engine.refs["transformer"]
-    path = hub.ensure_transformer(ref, token=options.token, offline=options.offline)
+    path = conversion.ensure_transformer(ref, token=options.token, offline=options.offline)
     model, cfg = load_transformer(path, device="cpu", dtype=torch.float32)
     base = {
         "source": ref.identity,
