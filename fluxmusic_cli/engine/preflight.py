@@ -215,7 +215,7 @@ def component_params(ref: ComponentRef) -> dict[str, int]:
     if ref.kind == "audioldm2":
         return {part: _weights_params(path / part, 4) for part in DECODER_PARAMS}
     if ref.kind == "t5":
-        from fluxmusic_cli.engine.conditioning import t5_dirs
+        from fluxmusic_cli.engine.encoders import t5_dirs
 
         with contextlib.suppress(CheckpointError):
             path = t5_dirs(path)[0]  # SD3's whole repo holds much more than its T5
