@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import quote
 
 from fluxmusic_cli.engine import sampling
-from fluxmusic_cli.engine.training.files import atomic_path, read_json, write_json
+from fluxmusic_cli.training.files import atomic_path, read_json, write_json
 
 INDEX = "index.html"
 STEPS_FILE = "samples.json"
