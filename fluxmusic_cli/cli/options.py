@@ -1,7 +1,7 @@
 """Options shared by `generate`, `batch` and `vary`, defined once as `Annotated` aliases.
 
 Defaults mirror the engine's (the published sampling script's settings), so `--help` shows
-what will run. Only the standard library and typer are imported here.
+what will run. Imports typer, engine.pipeline and formats (none of them loads torch).
 """
 
 from __future__ import annotations
