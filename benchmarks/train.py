@@ -36,9 +36,9 @@ def measure_steps(arch: dict, mode: str, batch: int, *, n_steps: int, device: st
     from accelerate import Accelerator
 
     from fluxmusic_cli.engine.checkpoint import build_transformer
-    from fluxmusic_cli.engine.training.loop import Trainer, TrainSettings
-    from fluxmusic_cli.engine.training.prepare import TrainData
     from fluxmusic_cli.tinybundle.transformer import tiny_fluxmusic_state_dict
+    from fluxmusic_cli.training.loop import Trainer, TrainSettings
+    from fluxmusic_cli.training.prepare import TrainData
 
     model, _ = build_transformer(tiny_fluxmusic_state_dict(**arch))
     g = torch.Generator().manual_seed(0)
@@ -119,8 +119,8 @@ def measure_preparation(decoder_root: Path, seconds: float, work: Path) -> dict:
     import torch
 
     from fluxmusic_cli.engine.decode import load_decoder
-    from fluxmusic_cli.engine.training.data import Track, TrackList
-    from fluxmusic_cli.engine.training.prepare import encode_tracks
+    from fluxmusic_cli.training.data import Track, TrackList
+    from fluxmusic_cli.training.prepare import encode_tracks
 
     work.mkdir(parents=True, exist_ok=True)
     path = work / "prepare-input.wav"

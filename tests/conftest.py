@@ -78,13 +78,15 @@ def load_counts(monkeypatch):
 
 
 class EncoderWork:
-    """What the text encoders did, per encoder: weights loaded, forward passes, prompts."""
+    """What the text encoders did, per encoder: weights loaded, forward passes, prompts, and the
+    last model each load returned."""
 
     def __init__(self) -> None:
         self.reset()
 
     def reset(self) -> None:
         self.loads = {"t5": 0, "clap": 0}
+        self.models: dict[str, object] = {}
         self.forward_calls = {"t5": 0, "clap": 0}
         self.prompts_encoded = {"t5": 0, "clap": 0}
 
@@ -101,7 +103,8 @@ def encoder_work(monkeypatch):
     def loader(kind):
         def load(*args, **kwargs):
             work.loads[kind] += 1
-            return loaders[kind](*args, **kwargs)
+            tokenizer, work.models[kind] = loaders[kind](*args, **kwargs)
+            return tokenizer, work.models[kind]
 
         return load
 

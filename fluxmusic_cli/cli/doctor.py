@@ -39,7 +39,7 @@ def _environment() -> dict[str, Any]:
     import torch
     import transformers
 
-    from fluxmusic_cli.engine import cpu_dtype, devices, hub, paths, perf
+    from fluxmusic_cli.engine import cache, cpu_dtype, devices, hub, paths, perf
 
     perf.configure_threads()  # as generate does: the CPU's rates depend on the thread count
     place = devices.resolve_placement("auto", "auto")
@@ -73,7 +73,7 @@ def _environment() -> dict[str, Any]:
         "hub_cache": str(hub.hub_cache_dir()),
         "hub": _hub_reachability(),
         "ffmpeg": _ffmpeg(),
-        "cached": [e.to_dict() for e in hub.list_cache()],
+        "cached": [e.to_dict() for e in cache.list_cache()],
     }
 
 

@@ -16,7 +16,7 @@ from rich import box
 from rich.table import Table
 
 from fluxmusic_cli.cli.console import err, info
-from fluxmusic_cli.engine import hub, preflight
+from fluxmusic_cli.engine import cache, conversion, preflight
 from fluxmusic_cli.engine.preflight import DownloadPlan, human_bytes
 from fluxmusic_cli.engine.sources import DEFAULT_SOURCES, ComponentRef, parse_ref
 from fluxmusic_cli.errors import UsageError
@@ -115,7 +115,7 @@ def fetch(
 
     if quiet or not err.is_terminal:
         disable_progress_bars()
-        return hub.fetch_all(refs, token=token, refresh=refresh)
+        return conversion.fetch_all(refs, token=token, refresh=refresh)
     from rich.progress import (
         BarColumn,
         DownloadColumn,
@@ -133,7 +133,7 @@ def fetch(
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=err) as progress:
-        return hub.fetch_all(refs, token=token, refresh=refresh, progress=_Bars(progress))
+        return conversion.fetch_all(refs, token=token, refresh=refresh, progress=_Bars(progress))
 
 
 def ensure_downloaded(
@@ -148,8 +148,8 @@ def ensure_downloaded(
     Returns one local path per ref, in order (the converted checkpoint for a released variant).
     Nothing is shown and no request is made when everything is already on disk.
     """
-    if all(hub.is_cached(r) for r in refs):
-        return hub.fetch_all(refs, token=token)
+    if all(cache.is_cached(r) for r in refs):
+        return conversion.fetch_all(refs, token=token)
     plan = preflight.plan_download(refs, token=token)
     if not quiet:
         render_plan(plan)

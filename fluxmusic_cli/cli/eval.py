@@ -80,7 +80,7 @@ def _progress_hooks(quiet: bool) -> Iterator[Any]:
     """`Hooks` that draw Rich bars on stderr (none when quiet)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from fluxmusic_cli.evaluation.runner import Hooks
+    from fluxmusic_cli.evaluation.request import Hooks
 
     if quiet:
         yield Hooks()
@@ -187,7 +187,8 @@ def eval_command(
     quiet: Quiet = False,
 ) -> None:
     """Score generated clips with FAD (VGGish), KL and IS (PANNs CNN14) and the CLAP score."""
-    from fluxmusic_cli.evaluation.runner import EvalRequest, run_eval
+    from fluxmusic_cli.evaluation.request import EvalRequest
+    from fluxmusic_cli.evaluation.runner import run_eval
 
     if fad_embedder not in FAD_EMBEDDERS:
         raise UsageError(

@@ -27,7 +27,7 @@ from fluxmusic_cli.cli.options import (
     VaeVocoder,
     Yes,
 )
-from fluxmusic_cli.engine import hub, paths, preflight, registry
+from fluxmusic_cli.engine import cache, conversion, hub, paths, preflight, registry
 from fluxmusic_cli.engine.preflight import human_bytes
 from fluxmusic_cli.engine.sources import DEFAULT_SOURCES, ComponentRef, parse_ref
 from fluxmusic_cli.errors import UsageError
@@ -142,10 +142,10 @@ def _model_rows() -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     for v in registry.VARIANTS.values():
         ref = parse_ref("transformer", v.name)
-        converted = hub.converted_checkpoints(v)
+        converted = conversion.converted_checkpoints(v)
         pt = hub.local_state(v.repo_id, "main", (v.filename,))
         state = "converted" if converted else ("pt only" if pt.complete else "no")
-        where = hub.where(ref)
+        where = cache.where(ref)
         rows.append(
             {
                 "name": v.name,
@@ -162,7 +162,7 @@ def _model_rows() -> list[dict[str, object]]:
     comps += [("clap", registry.CLAP), ("audioldm2", registry.AUDIOLDM2)]
     for kind, comp in comps:
         ref = ComponentRef(kind=kind, hub=comp)  # type: ignore[arg-type]
-        where = hub.where(ref)
+        where = cache.where(ref)
         # The VAE + vocoder is "vae-vocoder" to the user everywhere (--vae-vocoder, download).
         label = "vae-vocoder" if kind == "audioldm2" else None
         rows.append(
@@ -238,7 +238,7 @@ def cache_list(json_out: Json = False) -> None:
 
     Example: fluxmusic cache list
     """
-    entries = hub.list_cache()
+    entries = cache.list_cache()
     total = sum(e.size_bytes for e in entries)
     if json_out:
         emit_json(
@@ -285,13 +285,13 @@ def cache_rm(
 
       fluxmusic cache rm --all
     """
-    entries = hub.list_cache()
+    entries = cache.list_cache()
     if all_:
         chosen = entries
     elif names:
         chosen = []
         for name in names:
-            found = hub.find_cache_entries(name, entries)
+            found = cache.find_cache_entries(name, entries)
             if not found:
                 known = ", ".join(e.name for e in entries) or "none, the cache is empty"
                 raise UsageError(f"No cache entry called {name!r}; entries: {known}.")
@@ -311,7 +311,7 @@ def cache_rm(
             declined="Nothing was removed.",
             default=False,
         )
-    freed = sum(hub.remove_cache_entry(e) for e in chosen)
+    freed = sum(cache.remove_cache_entry(e) for e in chosen)
     info(
         f"Removed {len(chosen)} entr{'y' if len(chosen) == 1 else 'ies'}, "
         f"{human_bytes(freed)} freed."

@@ -302,14 +302,14 @@ def train(
     *,
     shared: Shared,
 ) -> None:
-    from fluxmusic_cli.engine.training.loop import (
+    from fluxmusic_cli.errors import UsageError
+    from fluxmusic_cli.training.loop import (
         DEFAULT_FULL_LR,
         DEFAULT_LORA_LR,
         TrainSettings,
     )
-    from fluxmusic_cli.engine.training.run import TrainRequest, check_run_dir, run_training
-    from fluxmusic_cli.engine.training.samples import SampleSettings
-    from fluxmusic_cli.errors import UsageError
+    from fluxmusic_cli.training.run import TrainRequest, check_run_dir, run_training
+    from fluxmusic_cli.training.samples import SampleSettings
 
     if sample_every and not sample_prompt:
         raise UsageError("--sample-every needs at least one --sample-prompt.")

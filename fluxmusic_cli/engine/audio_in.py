@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from fluxmusic_cli.dsp import periodic_hann, slaney_mel_matrix
 from fluxmusic_cli.errors import UsageError
 
 if TYPE_CHECKING:
@@ -103,8 +104,6 @@ def padded_length(samples: int) -> int:
 
 def mel_basis() -> np.ndarray:
     """(64, 513) Slaney filterbank 0-8000 Hz (librosa's `filters.mel` default normalisation)."""
-    from fluxmusic_cli.evaluation.frontends import slaney_mel_matrix
-
     return slaney_mel_matrix(SAMPLE_RATE, N_FFT, MEL_BINS, 0.0, MEL_FMAX).T
 
 
@@ -116,8 +115,6 @@ def log_mel(x: np.ndarray) -> torch.Tensor:
     float64 so the front end adds no rounding of its own.
     """
     import torch
-
-    from fluxmusic_cli.evaluation.frontends import periodic_hann
 
     wave = torch.as_tensor(np.asarray(x, dtype=np.float64))
     frames = wave.shape[0] // HOP

@@ -38,7 +38,7 @@ class EditPlan:
 
 
 def plan_edit(request: EditRequest) -> EditPlan:
-    editing.check_common(request)
+    request.check()
     source = request.source
     n_audio = int(source.samples.shape[0])
     from_latent = source.latent is not None
@@ -94,7 +94,7 @@ def _plan_extend(request: EditRequest, n_audio: int) -> EditPlan:
         cut = n_audio - n_audio % GRID_SAMPLES
         frames, kept = cut // SAMPLES_PER_FRAME, cut
     current = frames * sampling.FRAME_SECONDS
-    add = editing.extend_seconds(request, current)
+    add = editing.extend_seconds(request.add, request.to, current)
     context = editing.context_frames(request.context)
     target = frames + sampling.latent_length(add)
     windows = len(sampling.window_plan(frames, target, context))

@@ -9,13 +9,9 @@ before any model loads. No torch here.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 from fluxmusic_cli.engine import sampling
 from fluxmusic_cli.errors import UsageError
-
-if TYPE_CHECKING:
-    from fluxmusic_cli.engine.requests import EditRequest
 
 
 def parse_region(text: str) -> tuple[float, float | None]:
@@ -37,8 +33,9 @@ def parse_region(text: str) -> tuple[float, float | None]:
 
 def context_frames(seconds: float) -> int:
     """Extend / long-form context in latent frames: even and below the 10.24 s window."""
-    frames = sampling.seconds_to_frames(seconds)
-    if not math.isfinite(seconds) or seconds < 0 or frames >= sampling.WINDOW_FRAMES:
+    finite = isinstance(seconds, (int, float)) and math.isfinite(seconds)
+    frames = sampling.seconds_to_frames(seconds) if finite else 0
+    if not finite or seconds < 0 or frames >= sampling.WINDOW_FRAMES:
         raise UsageError(
             f"Context {seconds:g} s must be at least 0 and less than {sampling.TRAINED_SECONDS} s."
         )
@@ -69,16 +66,6 @@ def seam_frames(seconds: float, length: int) -> int:
             f"({length * sampling.FRAME_SECONDS / 2:g} s); use a shorter --seam."
         )
     return frames
-
-
-def check_common(request: EditRequest) -> None:
-    """What every operation refuses, before anything loads."""
-    request.check()
-    if request.source.duration > sampling.MAX_SECONDS:
-        raise UsageError(
-            f"{request.source.path} is {request.source.duration:.1f} s long; the limit is "
-            f"{sampling.MAX_SECONDS:g} s."
-        )
 
 
 def remix_start(strength: float, steps: int) -> int:
@@ -125,20 +112,17 @@ def _runs_in_seconds(mask: list[int]) -> list[list[float]]:
     return runs
 
 
-def extend_seconds(request: EditRequest, current: float) -> float:
+def extend_seconds(add: float | None, to: float | None, current: float) -> float:
     """Seconds to add, from --add or --to; refuses a total not longer than the recording."""
-    if (request.add is None) == (request.to is None):
+    if (add is None) == (to is None):
         raise UsageError("Give exactly one of --add SECONDS or --to SECONDS.")
-    if request.add is not None:
-        add = request.add
+    if add is not None:
         if not math.isfinite(add) or add <= 0:
             raise UsageError(f"--add must be a positive number of seconds, got {add:g}.")
     else:
-        if not math.isfinite(request.to) or request.to <= current + 1e-9:
-            raise UsageError(
-                f"--to {request.to:g} s is not longer than the recording ({current:.2f} s)."
-            )
-        add = request.to - current
+        if not math.isfinite(to) or to <= current + 1e-9:
+            raise UsageError(f"--to {to:g} s is not longer than the recording ({current:.2f} s).")
+        add = to - current
     if current + add > sampling.MAX_SECONDS + 1e-9:
         raise UsageError(
             f"The extended music would be {current + add:.1f} s; the limit is "

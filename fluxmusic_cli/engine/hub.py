@@ -1,8 +1,8 @@
-"""Getting weights onto disk: hub downloads, the one-time `.pt` conversion, the cache.
+"""Getting weights onto disk: hub downloads into huggingface_hub's own cache, and local paths.
 
 Hub files go into huggingface_hub's own cache, so whatever another tool already fetched is
 reused. The tool's cache (`paths.cache_dir()`) only holds what it derives: converted
-checkpoints and stored embeddings.
+checkpoints (`engine.conversion`) and stored embeddings; `engine.cache` lists and removes both.
 
 Cache first: when every file a component needs is already in the hub cache, no request is
 made (generation then works on a plane); `refresh=True` asks the hub for a newer revision.
@@ -14,25 +14,20 @@ them explicitly, so a value set after import still counts. Nothing here prints.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import re
-import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from fluxmusic_cli import atomic, notices
-from fluxmusic_cli.engine import paths, registry
+from fluxmusic_cli.engine import registry
 from fluxmusic_cli.engine.sources import ComponentRef
-from fluxmusic_cli.errors import ModelMissingError, OutputError, UsageError
+from fluxmusic_cli.errors import ModelMissingError, UsageError
 
 # (label, bytes done, bytes total or None), called as a file downloads.
 ProgressCallback = Callable[[str, int, "int | None"], None]
 
 _TRUE = {"1", "on", "yes", "true"}
-_HEX = re.compile(r"^[0-9a-f]{40}$|^[0-9a-f]{64}$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 # A repo may publish weights under the older name only (e.g. a CLAP repo with pytorch_model.bin).
@@ -82,7 +77,8 @@ def resolve_token(token: str | None) -> str | None:
     return token or os.environ.get("HF_TOKEN") or None
 
 
-def _offline(offline: bool | None) -> bool:
+def resolve_offline(offline: bool | None) -> bool:
+    """`offline` as given, else whether HF_HUB_OFFLINE says so now."""
     return offline_mode() if offline is None else offline
 
 
@@ -227,7 +223,8 @@ def _tqdm_class(progress: ProgressCallback, label: str):
     return _Report
 
 
-def _commit_of(path: str) -> str | None:
+def commit_of(path: str) -> str | None:
+    """The commit in a hub cache path (`.../snapshots/COMMIT/...`), or None."""
     parts = Path(path).parts
     if "snapshots" in parts:
         i = len(parts) - 1 - parts[::-1].index("snapshots")
@@ -299,7 +296,7 @@ def _fetch_files(
             except _EntryMissing:
                 continue
             # Pin every later file to the commit this one resolved to: one consistent snapshot.
-            commit = commit or _commit_of(got)
+            commit = commit or commit_of(got)
             snapshot = snapshot or _snapshot_root(Path(got), name)
             break
         if got is None:
@@ -443,7 +440,7 @@ def ensure_local(
     """
     if ref.path is not None:
         return validate_local(ref)
-    off = _offline(offline)
+    off = resolve_offline(offline)
     if ref.variant is not None:
         v = ref.variant
         snap = _fetch_files(
@@ -470,165 +467,9 @@ def ensure_local(
     )
 
 
-# -- released checkpoints, converted once ---------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ConvertedCheckpoint:
-    path: Path
-    variant: str
-    repo_id: str
-    filename: str
-    commit: str | None
-    etag: str
-    sha256: str | None = None  # of the converted file itself, checked before it is used
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "path": str(self.path),
-            "variant": self.variant,
-            "repo_id": self.repo_id,
-            "filename": self.filename,
-            "commit": self.commit,
-            "etag": self.etag,
-        }
-
-    def intact(self) -> bool:
-        """Whether the file still is what was written (a conversion without a stored hash,
-        from an older version, is trusted)."""
-        from fluxmusic_cli.engine.checkpoint import file_sha256
-
-        return self.sha256 is None or file_sha256(self.path) == self.sha256
-
-
-def _converted_path(variant: registry.Variant, etag: str) -> Path:
-    return paths.converted_dir() / f"{variant.name}-{etag[:16]}.safetensors"
-
-
-def converted_checkpoints(variant: registry.Variant | None = None) -> list[ConvertedCheckpoint]:
-    """Converted checkpoints in the tool cache, newest first."""
-    folder = paths.converted_dir()
-    if not folder.is_dir():
-        return []
-    found = []
-    for meta_file in folder.glob("*.json"):
-        try:
-            meta = json.loads(meta_file.read_text())
-        except (OSError, ValueError):
-            continue
-        weights = meta_file.with_suffix(".safetensors")
-        if not weights.is_file() or (variant is not None and meta.get("variant") != variant.name):
-            continue
-        found.append(
-            ConvertedCheckpoint(
-                weights,
-                meta.get("variant", ""),
-                meta.get("repo_id", ""),
-                meta.get("filename", ""),
-                meta.get("commit"),
-                meta.get("etag", ""),
-                meta.get("sha256"),
-            )
-        )
-    found.sort(key=lambda c: c.path.stat().st_mtime, reverse=True)
-    return found
-
-
-def _etag_of(pt_path: Path) -> str:
-    target = pt_path.resolve()
-    if _HEX.match(target.name):
-        return target.name  # the hub cache names blobs by their etag (sha256 for LFS files)
-    from fluxmusic_cli.engine.filehash import file_sha256
-
-    return file_sha256(pt_path)
-
-
-def _convert(variant: registry.Variant, pt_path: Path, etag: str) -> Path:
-    """The converted file, or the `.pt` itself when the tool cache cannot be written."""
-    from fluxmusic_cli.engine.checkpoint import convert_to_safetensors, file_sha256
-
-    dst = _converted_path(variant, etag)
-    try:
-        convert_to_safetensors(pt_path, dst)
-        _write_conversion_meta(variant, pt_path, etag, dst, file_sha256(dst))
-    except OutputError as exc:
-        notices.note(
-            f"The tool cache cannot be written ({exc.message}); the released checkpoint is "
-            "read directly each time instead of once converted (slower to load)."
-        )
-        return pt_path
-    return dst
-
-
-def _write_conversion_meta(
-    variant: registry.Variant, pt_path: Path, etag: str, dst: Path, sha256: str
-) -> None:
-    meta = {
-        "variant": variant.name,
-        "repo_id": variant.repo_id,
-        "filename": variant.filename,
-        "commit": _commit_of(str(pt_path)),
-        "etag": etag,
-        "source_bytes": pt_path.stat().st_size,
-        "sha256": sha256,
-    }
-    atomic.write_text(dst.with_suffix(".json"), json.dumps(meta, indent=2))
-
-
-def ensure_transformer(
-    ref: ComponentRef,
-    *,
-    token: str | None = None,
-    offline: bool | None = None,
-    refresh: bool = False,
-    progress: ProgressCallback | None = None,
-) -> Path:
-    """The transformer weights file to load: a local file as given, else the converted one.
-
-    A released `.pt` is downloaded, converted once to safetensors in the tool cache and then
-    reused without network and without reading the `.pt` again. With `refresh=True` the hub
-    is asked whether the file changed (one HEAD request) before the cached conversion is used.
-    """
-    if ref.path is not None:
-        return validate_local(ref)
-    if ref.variant is None:
-        raise UsageError(f"{describe(ref)} is not a transformer checkpoint.")
-    variant = ref.variant
-    off = _offline(offline)
-    existing = [c for c in converted_checkpoints(variant) if _usable(c)]
-    if existing and (off or not refresh):
-        return existing[0].path
-    if existing and not off:
-        etag = _remote_etag(ref, token)
-        if etag is not None and _converted_path(variant, etag).is_file():
-            return _converted_path(variant, etag)
-    pt = ensure_local(ref, token=token, offline=off, refresh=refresh, progress=progress)
-    etag = _etag_of(pt)
-    done = _converted_path(variant, etag)
-    if (
-        done.is_file()
-        and done.with_suffix(".json").is_file()
-        and done in [c.path for c in existing]
-    ):
-        return done
-    return _convert(variant, pt, etag)
-
-
-def _usable(conv: ConvertedCheckpoint) -> bool:
-    """An intact conversion; a damaged one is removed (and said once), to be converted again."""
-    if conv.intact():
-        return True
-    notices.note(
-        f"The converted checkpoint {conv.path.name} in the tool cache is damaged; it is "
-        "converted again from the downloaded file."
-    )
-    for path in (conv.path, conv.path.with_suffix(".json")):
-        with contextlib.suppress(OSError):
-            path.unlink()
-    return False
-
-
-def _remote_etag(ref: ComponentRef, token: str | None) -> str | None:
+def remote_etag(ref: ComponentRef, token: str | None) -> str | None:
+    """The hub's current etag of a released variant's file (one HEAD request), or None when
+    the repo has no such file."""
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
 
     assert ref.variant is not None
@@ -640,182 +481,3 @@ def _remote_etag(ref: ComponentRef, token: str | None) -> str | None:
     except _EntryMissing:
         return None  # the download that follows reports the missing file
     return meta.etag
-
-
-def fetch_all(
-    refs: Iterable[ComponentRef],
-    *,
-    token: str | None = None,
-    offline: bool | None = None,
-    refresh: bool = False,
-    progress: ProgressCallback | None = None,
-) -> list[Path]:
-    """Make every component available; one path per ref, in order (a variant's converted file)."""
-    out: list[Path] = []
-    for ref in refs:
-        fn = ensure_transformer if ref.kind == "transformer" else ensure_local
-        out.append(fn(ref, token=token, offline=offline, refresh=refresh, progress=progress))
-    return out
-
-
-# -- what is cached -------------------------------------------------------------------------
-
-
-def is_cached(ref: ComponentRef) -> bool:
-    """Whether the component can be used now without any download."""
-    if ref.path is not None:
-        return ref.path.exists()
-    if ref.variant is not None:
-        if converted_checkpoints(ref.variant):
-            return True
-        return local_state(ref.variant.repo_id, "main", (ref.variant.filename,)).complete
-    assert ref.hub is not None
-    return local_state(ref.hub.repo_id, ref.hub.revision, ref.hub.files).complete
-
-
-def where(ref: ComponentRef) -> Path | None:
-    """Where the component's files are on disk now, or None when they are not there."""
-    if ref.path is not None:
-        return ref.path if ref.path.exists() else None
-    if ref.variant is not None:
-        conv = converted_checkpoints(ref.variant)
-        if conv:
-            return conv[0].path
-        state = local_state(ref.variant.repo_id, "main", (ref.variant.filename,))
-        return state.present.get(ref.variant.filename)
-    assert ref.hub is not None
-    state = local_state(ref.hub.repo_id, ref.hub.revision, ref.hub.files)
-    return state.snapshot if state.complete else None
-
-
-def tree_size(path: Path) -> int:
-    """Bytes under `path`, following no symlinks except a top-level file's."""
-    if path.is_file():
-        return path.stat().st_size
-    total = 0
-    for root, _dirs, files in os.walk(path):
-        for name in files:
-            try:
-                total += os.stat(os.path.join(root, name)).st_size
-            except OSError:
-                continue
-    return total
-
-
-@dataclass(frozen=True)
-class CacheEntry:
-    """One removable thing in the caches."""
-
-    name: str
-    kind: str  # "hub" (a repo in huggingface_hub's cache), "converted", "embeddings", "other"
-    path: Path
-    size_bytes: int
-    aliases: tuple[str, ...] = ()
-    detail: str = ""
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "name": self.name,
-            "kind": self.kind,
-            "path": str(self.path),
-            "size_bytes": self.size_bytes,
-            "aliases": list(self.aliases),
-            "detail": self.detail,
-        }
-
-
-def _known_repos() -> dict[str, tuple[str, ...]]:
-    """Repos the tool downloads from, with the short names `cache rm` accepts for them."""
-    repos: dict[str, tuple[str, ...]] = {registry.FLUXMUSIC_REPO: ("fluxmusic", "checkpoints")}
-    for comp in registry.T5_SOURCES.values():
-        repos[comp.repo_id] = (comp.key, *(a for a in comp.aliases if a != "default"))
-    repos[registry.CLAP.repo_id] = ("clap",)
-    repos[registry.AUDIOLDM2.repo_id] = ("audioldm2", "vae-vocoder")
-    return repos
-
-
-def list_cache() -> list[CacheEntry]:
-    """The tool's cached files and the hub repos it uses, with their sizes."""
-    entries: list[CacheEntry] = []
-    hub = hub_cache_dir()
-    if hub.is_dir():
-        from huggingface_hub import scan_cache_dir
-
-        try:
-            scan = scan_cache_dir(hub)
-        except Exception:  # noqa: BLE001 - a corrupt shared cache must not break listing
-            scan = None
-        known = _known_repos()
-        for repo in scan.repos if scan else ():
-            if repo.repo_type == "model" and repo.repo_id in known:
-                files = sorted({f.file_name for r in repo.revisions for f in r.files})
-                entries.append(
-                    CacheEntry(
-                        repo.repo_id,
-                        "hub",
-                        repo.repo_path,
-                        repo.size_on_disk,
-                        known[repo.repo_id],
-                        detail=", ".join(files),
-                    )
-                )
-    root = paths.cache_dir()
-    if root.is_dir():
-        for child in sorted(root.iterdir()):
-            if child.name == "converted" and child.is_dir():
-                for conv in converted_checkpoints():
-                    entries.append(
-                        CacheEntry(
-                            f"converted/{conv.path.name}",
-                            "converted",
-                            conv.path,
-                            tree_size(conv.path),
-                            (conv.variant,),
-                            detail=f"from {conv.repo_id}/{conv.filename}",
-                        )
-                    )
-            elif child.name == "embeddings" and child.is_dir():
-                for item in sorted(child.iterdir()):
-                    if not item.name.startswith("."):
-                        name = f"embeddings/{item.name}"
-                        entries.append(CacheEntry(name, "embeddings", item, tree_size(item)))
-            elif not child.name.startswith("."):
-                entries.append(CacheEntry(child.name, "other", child, tree_size(child)))
-    return entries
-
-
-def find_cache_entries(name: str, entries: list[CacheEntry] | None = None) -> list[CacheEntry]:
-    """Entries called `name` or carrying it as an alias (a variant name matches its conversions)."""
-    entries = list_cache() if entries is None else entries
-    key = name.strip()
-    return [e for e in entries if key == e.name or key in e.aliases]
-
-
-def remove_cache_entry(entry: CacheEntry) -> int:
-    """Delete one entry; returns the bytes freed. A folder that refuses (read-only, another
-    user's) is one sentence."""
-    try:
-        return _remove(entry)
-    except OSError as exc:
-        raise atomic.os_error(exc, Path(exc.filename or entry.path), "remove") from None
-
-
-def _remove(entry: CacheEntry) -> int:
-    if entry.kind == "hub":
-        from huggingface_hub import scan_cache_dir
-
-        scan = scan_cache_dir(hub_cache_dir())
-        for repo in scan.repos:
-            if repo.repo_path == entry.path:
-                strategy = scan.delete_revisions(*(r.commit_hash for r in repo.revisions))
-                strategy.execute()
-        if entry.path.exists():
-            shutil.rmtree(entry.path, ignore_errors=True)
-        return entry.size_bytes
-    if entry.path.is_dir() and not entry.path.is_symlink():
-        shutil.rmtree(entry.path)
-    else:
-        entry.path.unlink(missing_ok=True)
-        if entry.kind == "converted":
-            entry.path.with_suffix(".json").unlink(missing_ok=True)
-    return entry.size_bytes

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fluxmusic_cli import atomic
 from fluxmusic_cli.errors import CheckpointError, UsageError
 
 if TYPE_CHECKING:
@@ -127,8 +128,6 @@ def save_lora(
     """Write the adapter as safetensors (atomically) with the peft config diffusers reads."""
     from safetensors.torch import save_file
 
-    from fluxmusic_cli.engine.training.files import atomic_path
-
     config = lora_config(rank, alpha, targets).to_dict()
     packed = {
         f"{PREFIX}.{k}": (sorted(v) if isinstance(v, set) else v)
@@ -140,7 +139,8 @@ def save_lora(
         METADATA_KEY: json.dumps(packed, sort_keys=True),
         OWN_METADATA_KEY: json.dumps(info, sort_keys=True, default=str),
     }
-    with atomic_path(Path(path)) as tmp:
+    atomic.make_folder(Path(path).parent)
+    with atomic.writing(Path(path)) as tmp:
         save_file(lora_state_dict(model), str(tmp), metadata=metadata)
     return Path(path)
 

@@ -9,8 +9,10 @@ embeddings (a few MB) move to the accelerator, while the transformer and decoder
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+from fluxmusic_cli.engine import devices
 from fluxmusic_cli.engine.devices import encoder_dtype
 from fluxmusic_cli.errors import UsageError
 
@@ -20,19 +22,39 @@ HEADROOM = 0.8
 GB = 1e9
 
 
-def component_bytes(transformer_params: int, dtype: str, encoders: str = "both") -> dict[str, int]:
-    """Weights memory per component for a released-size setup, from the parameter table."""
-    from fluxmusic_cli.engine import devices, registry
+def component_bytes(
+    transformer_params: int,
+    dtype: str,
+    encoders: str = "both",
+    *,
+    params: Mapping[str, int] | None = None,
+    bf16_ok: bool = True,
+) -> dict[str, int]:
+    """Weights memory per component in a run of `dtype`, priced as the store loads them: the
+    one formula behind the pre-flight line, the store's memory policy, `doctor` and the README.
 
-    per = devices.BYTES_PER_PARAM[dtype]
-    t5 = registry.PARAMS_BY_KIND["t5"] * devices.BYTES_PER_PARAM[encoder_dtype(dtype)]
-    clap = registry.PARAMS_BY_KIND["clap"] * 4
-    decoder = registry.PARAMS_BY_KIND["audioldm2"] * 4
+    The transformer and the vocoder are held in the run's dtype, T5 and CLAP in
+    `encoder_dtype` (one conditioner dtype for both), and the VAE in fp32: AudioLDM 2's config
+    sets `force_upcast` (its decoder overflows in fp16), which `decode.load_decoder` obeys.
+    `params` gives the parameter counts of "t5", "clap", "vae" and "vocoder" (0 for a part that
+    is not there); a part it leaves out has its released size from the registry.
+    """
+    from fluxmusic_cli.engine import registry
+
+    counts = {
+        "t5": registry.PARAMS_BY_KIND["t5"],
+        "clap": registry.PARAMS_BY_KIND["clap"],
+        **registry.DECODER_PARAMS,
+        **(params or {}),
+    }
+    text = encoder_dtype(dtype, bf16_ok)
+    held = {"t5": text, "clap": text, "vae": "fp32", "vocoder": dtype}
+    price = {part: counts[part] * devices.BYTES_PER_PARAM[held[part]] for part in held}
     out = {
-        "transformer": transformer_params * per,
-        "t5": 0 if encoders == "clap" else t5,
-        "clap": 0 if encoders == "t5" else clap,
-        "decoder": decoder,
+        "transformer": transformer_params * devices.BYTES_PER_PARAM[dtype],
+        "t5": 0 if encoders == "clap" else price["t5"],
+        "clap": 0 if encoders == "t5" else price["clap"],
+        "decoder": price["vae"] + price["vocoder"],
     }
     out["total"] = sum(out.values())
     return out

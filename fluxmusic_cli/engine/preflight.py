@@ -7,6 +7,7 @@ token. Fully cached components cost no request at all.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -15,14 +16,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fluxmusic_cli.engine import hub, paths
-from fluxmusic_cli.engine.devices import BYTES_PER_PARAM
-from fluxmusic_cli.engine.registry import PARAMS_BY_KIND
+from fluxmusic_cli.engine import cache, conversion, hub, paths
+from fluxmusic_cli.engine.placement import component_bytes
+from fluxmusic_cli.engine.registry import DECODER_PARAMS, PARAMS_BY_KIND
 from fluxmusic_cli.engine.sources import ComponentRef
-from fluxmusic_cli.errors import ModelMissingError
+from fluxmusic_cli.errors import CheckpointError, ModelMissingError
 
 Access = str  # "yes", "no", "unknown", "not needed"
 LABELS = {"t5": "T5 encoder", "clap": "CLAP", "audioldm2": "VAE + vocoder"}
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+# Which of `placement.component_bytes`'s entries prices a component of each kind.
+_PRICED_AS = {"transformer": "transformer", "t5": "t5", "clap": "clap", "audioldm2": "decoder"}
 
 
 @dataclass
@@ -40,12 +44,18 @@ class PlannedComponent:
     convert_bytes: int
     gated: bool
     access: Access
-    params: int
+    parts: dict[str, int]  # parameters each part holds in memory, as `component_params` counts
     where: str | None = None
     command: str | None = None  # the `fluxmusic download` command that fetches it
 
+    @property
+    def params(self) -> int:
+        return sum(self.parts.values())
+
     def to_dict(self) -> dict[str, object]:
-        return dict(self.__dict__)
+        out = {k: v for k, v in self.__dict__.items() if k != "parts"}
+        out["params"] = self.params
+        return out
 
 
 @dataclass(frozen=True)
@@ -79,13 +89,22 @@ class DownloadPlan:
     def nothing_to_do(self) -> bool:
         return all(c.cached for c in self.components)
 
+    def weight_bytes(self, dtype: str = "fp32") -> dict[str, int]:
+        """The planned components' weights in a run of `dtype`, priced by the store's own
+        formula (`placement.component_bytes`); a component not in the plan costs nothing."""
+        counts = {"transformer": 0, "t5": 0, "clap": 0, "vae": 0, "vocoder": 0}
+        for c in self.components:
+            counts.update(c.parts)
+        return component_bytes(counts.pop("transformer"), dtype, params=counts)
+
     def memory_bytes(self, dtype: str = "fp32") -> int:
         """Weights of the whole setup held at once, in `dtype` (activations come on top)."""
-        return sum(c.params for c in self.components) * BYTES_PER_PARAM[dtype]
+        return self.weight_bytes(dtype)["total"]
 
     def peak_memory_bytes(self, dtype: str = "fp32") -> int:
         """Weights of the largest component: the floor when components load one at a time."""
-        return max((c.params for c in self.components), default=0) * BYTES_PER_PARAM[dtype]
+        priced = self.weight_bytes(dtype)
+        return max((priced[_PRICED_AS[c.kind]] for c in self.components), default=0)
 
     def check(self) -> None:
         """Refuse to start when offline with files missing, a gated repo is closed to the token,
@@ -177,15 +196,48 @@ def safetensors_params(path: Path) -> int | None:
     return total
 
 
-def _local_params(ref: ComponentRef) -> int:
-    assert ref.path is not None
-    if ref.kind != "transformer":
-        return PARAMS_BY_KIND[ref.kind]
-    if ref.path.suffix == ".safetensors":
-        counted = safetensors_params(ref.path)
-        if counted is not None:
-            return counted
-    return ref.path.stat().st_size // 4  # released pickles hold fp32 tensors
+def component_params(ref: ComponentRef) -> dict[str, int]:
+    """Parameters each part of `ref` holds in memory once loaded: one count for the pre-flight
+    plan and the store's memory policy alike.
+
+    A hub source has the registry's count (a released variant its published one). A local
+    source is counted from its own weight files, as it may be any size: the transformer file,
+    T5's model folder, the CLAP folder (its audio tower, which does not load, counts too),
+    the decoder's `vae/` and `vocoder/`.
+    """
+    if ref.path is None:
+        if ref.variant is not None:
+            return {"transformer": ref.variant.params}
+        if ref.kind == "audioldm2":
+            return dict(DECODER_PARAMS)
+        return {ref.kind: PARAMS_BY_KIND[ref.kind]}
+    path = ref.path
+    if ref.kind == "audioldm2":
+        return {part: _weights_params(path / part, 4) for part in DECODER_PARAMS}
+    if ref.kind == "t5":
+        from fluxmusic_cli.engine.encoders import t5_dirs
+
+        with contextlib.suppress(CheckpointError):
+            path = t5_dirs(path)[0]  # SD3's whole repo holds much more than its T5
+    # Pickles without a header: released transformers and CLAP hold fp32, T5 copies bf16.
+    return {ref.kind: _weights_params(path, 2 if ref.kind == "t5" else 4)}
+
+
+def _weights_params(path: Path, bytes_per_param: int) -> int:
+    """Parameters in a weights file or a folder of them: safetensors headers where there are
+    any (a repo may ship both formats), else the pickles' size over `bytes_per_param`."""
+    if path.is_file():
+        files = [path]
+    elif path.is_dir():
+        files = [f for f in path.rglob("*") if f.suffix in _WEIGHT_SUFFIXES and f.is_file()]
+    else:
+        return 0
+    tensors = [f for f in files if f.suffix == ".safetensors"]
+    total = 0
+    for f in tensors or files:
+        counted = safetensors_params(f) if f.suffix == ".safetensors" else None
+        total += counted if counted is not None else f.stat().st_size // bytes_per_param
+    return total
 
 
 @dataclass
@@ -275,7 +327,7 @@ def _plan_hub(ref: ComponentRef, token: str | None, offline: bool) -> PlannedCom
         convert_bytes=0,
         gated=gated,
         access="not needed" if state.complete else access,
-        params=PARAMS_BY_KIND[ref.kind],
+        parts=component_params(ref),
         where=str(state.snapshot) if state.complete else None,
         command=hub.download_command(ref),
     )
@@ -284,7 +336,7 @@ def _plan_hub(ref: ComponentRef, token: str | None, offline: bool) -> PlannedCom
 def _plan_variant(ref: ComponentRef, token: str | None, offline: bool) -> PlannedComponent:
     assert ref.variant is not None
     v = ref.variant
-    converted = hub.converted_checkpoints(v)
+    converted = conversion.converted_checkpoints(v)
     state = hub.local_state(v.repo_id, "main", (v.filename,))
     size, exact, access = v.size_bytes, False, "not needed"
     if not converted and not state.complete and not offline:
@@ -305,7 +357,7 @@ def _plan_variant(ref: ComponentRef, token: str | None, offline: bool) -> Planne
         convert_bytes=0 if converted else size,
         gated=False,
         access=access,
-        params=v.params,
+        parts=component_params(ref),
         where=str(where) if where else None,
         command=hub.download_command(ref),
     )
@@ -326,14 +378,14 @@ def plan_download(
                     label=f"local {ref.kind}",
                     source=str(path),
                     files=(),
-                    size_bytes=hub.tree_size(path),
+                    size_bytes=cache.tree_size(path),
                     size_exact=True,
                     cached=True,
                     fetch_bytes=0,
                     convert_bytes=0,
                     gated=False,
                     access="not needed",
-                    params=_local_params(ref),
+                    parts=component_params(ref),
                     where=str(path),
                 )
             )

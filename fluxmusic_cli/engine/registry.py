@@ -180,8 +180,9 @@ def get_t5_source(name: str) -> HubComponent | None:
 #       more) is not loaded, since conditioning reads the pooler output;
 #   audioldm2: AudioLDM 2's AutoencoderKL (55,376,873, encoder included, as loaded) plus its
 #       HiFi-GAN vocoder (55,264,897).
+DECODER_PARAMS: dict[str, int] = {"vae": 55_376_873, "vocoder": 55_264_897}
 PARAMS_BY_KIND: dict[str, int] = {
     "t5": 4_762_310_656,
     "clap": 124_645_632,
-    "audioldm2": 110_641_770,
+    "audioldm2": sum(DECODER_PARAMS.values()),  # 110,641,770
 }

@@ -222,6 +222,11 @@ class EditRequest(ClipSettings):
         super().check()
         if not math.isfinite(self.crossfade) or self.crossfade < 0:
             raise UsageError(f"Crossfade must be 0 or more seconds, got {self.crossfade:g}.")
+        if self.source.duration > sampling.MAX_SECONDS:
+            raise UsageError(
+                f"{self.source.path} is {self.source.duration:.1f} s long; the limit is "
+                f"{sampling.MAX_SECONDS:g} s."
+            )
 
 
 def check_prompt(prompt: Any) -> None:

@@ -72,8 +72,7 @@ class ModelStore:
         key = (encoders or self.options.encoders, mode or self.options.conditioning)
         if key not in self._conditioners:
             place = self.placement
-            bf16_ok = place.device != "mps" or devices.mps_bf16_supported()
-            enc_dtype = devices.encoder_dtype(place.dtype, bf16_ok)
+            enc_dtype = devices.encoder_dtype(place.dtype, self._bf16_ok())
             self._conditioners[key] = TextConditioner(
                 t5=self.refs["t5"],
                 clap=self.refs["clap"],
@@ -90,10 +89,10 @@ class ModelStore:
 
     def _text_width(self, kind: str) -> int | None:
         """The width of `kind`'s embeddings the transformer takes (from shapes, no weights)."""
-        from fluxmusic_cli.engine import hub
         from fluxmusic_cli.engine.checkpoint import text_widths
+        from fluxmusic_cli.engine.conversion import ensure_transformer
 
-        path = hub.ensure_transformer(
+        path = ensure_transformer(
             self.refs["transformer"], token=self.options.token, offline=self.options.offline
         )
         return text_widths(path).get(kind)
@@ -152,33 +151,24 @@ class ModelStore:
         return self.memory_policy() == "sequential"
 
     def estimate_memory_bytes(self) -> dict[str, int]:
-        """Rough weights memory of the chosen setup (parameters x bytes per parameter)."""
-        from fluxmusic_cli.engine import registry
+        """Weights memory of the chosen setup, per component and in total: the pre-flight
+        plan's formula (`placement.component_bytes`) over the same parameter counts."""
+        from fluxmusic_cli.engine.placement import component_bytes
+        from fluxmusic_cli.engine.preflight import component_params
 
-        per = devices.BYTES_PER_PARAM[self.placement.dtype]
-        ref = self.refs["transformer"]
-        transformer = (ref.variant.params if ref.variant else _local_params(ref.path, 4)) * per
-        t5_ref, clap_ref = self.refs["t5"], self.refs["clap"]
-        t5 = 0
-        if self.options.encoders != "clap":
-            params = registry.PARAMS_BY_KIND["t5"] if t5_ref.hub else _local_params(t5_ref.path, 2)
-            t5 = params * max(per, 2)
-        clap = 0
-        if self.options.encoders != "t5":
-            table = registry.PARAMS_BY_KIND["clap"]
-            params = table if clap_ref.hub else _local_params(clap_ref.path, 4)
-            clap = params * 4
-        dec_ref = self.refs["audioldm2"]
-        decoder = 4 * (
-            registry.PARAMS_BY_KIND["audioldm2"] if dec_ref.hub else _local_params(dec_ref.path, 4)
+        counts: dict[str, int] = {}
+        for ref in self.refs.values():
+            counts.update(component_params(ref))
+        return component_bytes(
+            counts.pop("transformer"),
+            self.placement.dtype,
+            self.options.encoders,
+            params=counts,
+            bf16_ok=self._bf16_ok(),
         )
-        return {
-            "transformer": transformer,
-            "t5": t5,
-            "clap": clap,
-            "decoder": decoder,
-            "total": transformer + t5 + clap + decoder,
-        }
+
+    def _bf16_ok(self) -> bool:
+        return self.placement.device != "mps" or devices.mps_bf16_supported()
 
     def required_refs(self) -> list[ComponentRef]:
         """Components a generation needs on disk: the transformer, the decoder, the encoders in
@@ -207,15 +197,13 @@ class ModelStore:
     def transformer(self):
         """The flow model, loaded once (from the converted safetensors when available)."""
         if self._transformer is None:
-            from fluxmusic_cli.engine import hub
             from fluxmusic_cli.engine.checkpoint import load_transformer
+            from fluxmusic_cli.engine.conversion import ensure_transformer
             from fluxmusic_cli.engine.filehash import file_sha256
 
             ref = self.refs["transformer"]
             self._emit(0, 1, "transformer")
-            path = hub.ensure_transformer(
-                ref, token=self.options.token, offline=self.options.offline
-            )
+            path = ensure_transformer(ref, token=self.options.token, offline=self.options.offline)
             place = self.placement
             try:
                 model, cfg = load_transformer(path, device=place.device, dtype=place.torch_dtype)
@@ -261,18 +249,6 @@ class ModelStore:
         self._transformer = None
         self._decoder = None
         free_memory(self.placement.device if self._placement else "cpu")
-
-
-def _local_params(path: Path | None, bytes_per_param: int) -> int:
-    """Parameters of local weights, from their files' sizes (a file or a folder of them)."""
-    if path is None or not path.exists():
-        return 0
-    files = (
-        [path]
-        if path.is_file()
-        else [f for f in path.rglob("*") if f.suffix in (".safetensors", ".bin", ".pt", ".pth")]
-    )
-    return sum(f.stat().st_size for f in files) // bytes_per_param
 
 
 def free_memory(device: str) -> None:

@@ -21,7 +21,7 @@ from fluxmusic_cli.evaluation import audio_io, inputs, weights
 from fluxmusic_cli.evaluation.cache import EmbeddingCache, model_key
 
 if TYPE_CHECKING:
-    from fluxmusic_cli.evaluation.runner import EvalRequest, Hooks
+    from fluxmusic_cli.evaluation.request import EvalRequest, Hooks
 
 
 @dataclass

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from fluxmusic_cli.dsp import htk_mel_matrix, periodic_hann, slaney_mel_matrix
+
 if TYPE_CHECKING:
     import torch
 
@@ -44,30 +46,11 @@ class Cnn14FrontEnd:
 CNN14_16K = Cnn14FrontEnd()
 
 
-def periodic_hann(length: int) -> np.ndarray:
-    return 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(length) / length)
-
-
-def hz_to_mel_htk(hz: np.ndarray | float) -> np.ndarray:
-    return 1127.0 * np.log(1.0 + np.asarray(hz, dtype=np.float64) / 700.0)
-
-
-def vggish_mel_matrix(
-    n_spectrum_bins: int = VGGISH_FFT // 2 + 1,
-    sample_rate: int = VGGISH_SAMPLE_RATE,
-    mels: int = VGGISH_MELS,
-    fmin: float = VGGISH_FMIN,
-    fmax: float = VGGISH_FMAX,
-) -> np.ndarray:
-    """(n_spectrum_bins, mels) triangles, linear in HTK mel; right-multiplies a spectrum."""
-    bins_mel = hz_to_mel_htk(np.linspace(0.0, sample_rate / 2.0, n_spectrum_bins))
-    edges = np.linspace(hz_to_mel_htk(fmin), hz_to_mel_htk(fmax), mels + 2)
-    lower, centre, upper = edges[:-2], edges[1:-1], edges[2:]
-    rising = (bins_mel[:, None] - lower) / (centre - lower)
-    falling = (upper - bins_mel[:, None]) / (upper - centre)
-    weights = np.maximum(0.0, np.minimum(rising, falling))
-    weights[0, :] = 0.0  # HTK leaves out the DC bin
-    return weights
+def vggish_mel_matrix() -> np.ndarray:
+    """(257, 64) VGGish filterbank for its 512-point FFT: HTK mel triangles 125-7500 Hz."""
+    return htk_mel_matrix(
+        VGGISH_FFT // 2 + 1, VGGISH_SAMPLE_RATE, VGGISH_MELS, VGGISH_FMIN, VGGISH_FMAX
+    )
 
 
 def frame_signal(signal: np.ndarray, length: int, hop: int) -> np.ndarray:
@@ -98,42 +81,6 @@ def vggish_examples(wave: np.ndarray) -> np.ndarray:
 def vggish_min_samples() -> int:
     """The shortest clip that yields one VGGish example (0.975 s at 16 kHz)."""
     return VGGISH_WINDOW + VGGISH_HOP * (VGGISH_EXAMPLE_FRAMES - 1)
-
-
-def hz_to_mel_slaney(hz: np.ndarray | float) -> np.ndarray:
-    """Slaney's Auditory Toolbox scale: linear below 1 kHz, logarithmic above."""
-    hz = np.asarray(hz, dtype=np.float64)
-    f_sp = 200.0 / 3.0
-    min_log_hz, min_log_mel, logstep = 1000.0, 1000.0 / f_sp, np.log(6.4) / 27.0
-    linear = hz / f_sp
-    log_part = min_log_mel + np.log(np.maximum(hz, min_log_hz) / min_log_hz) / logstep
-    return np.where(hz >= min_log_hz, log_part, linear)
-
-
-def mel_to_hz_slaney(mel: np.ndarray | float) -> np.ndarray:
-    mel = np.asarray(mel, dtype=np.float64)
-    f_sp = 200.0 / 3.0
-    min_log_hz, min_log_mel, logstep = 1000.0, 1000.0 / f_sp, np.log(6.4) / 27.0
-    linear = f_sp * mel
-    log_part = min_log_hz * np.exp(logstep * (mel - min_log_mel))
-    return np.where(mel >= min_log_mel, log_part, linear)
-
-
-def slaney_mel_matrix(
-    sample_rate: int, n_fft: int, mels: int, fmin: float, fmax: float
-) -> np.ndarray:
-    """(n_fft//2 + 1, mels) area-normalised triangles, equal to librosa.filters.mel(...).T."""
-    fft_hz = np.linspace(0.0, sample_rate / 2.0, n_fft // 2 + 1)
-    mel_hz = mel_to_hz_slaney(np.linspace(hz_to_mel_slaney(fmin), hz_to_mel_slaney(fmax), mels + 2))
-    widths = np.diff(mel_hz)
-    ramps = mel_hz[:, None] - fft_hz[None, :]
-    weights = np.zeros((mels, fft_hz.shape[0]))
-    for i in range(mels):
-        lower = -ramps[i] / widths[i]
-        upper = ramps[i + 2] / widths[i + 1]
-        weights[i] = np.maximum(0.0, np.minimum(lower, upper))
-    weights *= (2.0 / (mel_hz[2 : mels + 2] - mel_hz[:mels]))[:, None]
-    return weights.T
 
 
 def cnn14_min_samples(front: Cnn14FrontEnd = CNN14_16K) -> int:

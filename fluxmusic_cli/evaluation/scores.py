@@ -20,7 +20,7 @@ from fluxmusic_cli.evaluation.inputs import ClipFile, listing
 if TYPE_CHECKING:
     import numpy as np
 
-    from fluxmusic_cli.evaluation.runner import EvalRequest
+    from fluxmusic_cli.evaluation.request import EvalRequest
 
 Arrays = dict[str, "np.ndarray"]
 Embeddings = dict[str, dict[str, Arrays]]  # embedder -> clip id -> arrays

@@ -22,6 +22,9 @@ from fluxmusic_cli.engine.requests import MAX_SEED, MAX_STEPS
 from fluxmusic_cli.errors import UsageError
 from fluxmusic_cli.formats import FORMATS
 from fluxmusic_cli.runs.plan import Edit, Item, Plan, Settings, unique_names
+from fluxmusic_cli.spectrogram import figure as _figure
+from fluxmusic_cli.spectrogram import mel_spectrogram, write_spectrogram_png
+from fluxmusic_cli.spectrogram import save_png as _save
 
 INDEX = "index.html"
 GRID = "grid.png"
@@ -180,69 +183,7 @@ def cell_strength(item: Item) -> float | None:
     return None if item.edit is None else item.edit.strength
 
 
-# -- spectrograms --------------------------------------------------------------------------------
-
-
-def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmax: float) -> np.ndarray:
-    """Triangular filters evenly spaced on the HTK mel scale, (n_mels, n_fft // 2 + 1)."""
-    mel = 2595.0 * np.log10(1.0 + np.array([0.0, fmax]) / 700.0)
-    edges = 700.0 * (10 ** (np.linspace(mel[0], mel[1], n_mels + 2) / 2595.0) - 1.0)
-    freqs = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
-    lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
-    rising = (freqs[None, :] - lo) / (mid - lo)
-    falling = (hi - freqs[None, :]) / (hi - mid)
-    return np.maximum(0.0, np.minimum(rising, falling))
-
-
-def mel_spectrogram(
-    samples: np.ndarray, sample_rate: int, *, n_mels: int = 64, top_db: float = 80.0
-) -> tuple[np.ndarray, float]:
-    """Log-mel power in dB, (n_mels, frames), and the top frequency shown.
-
-    Window and hop follow the model's own mel (1024 / 160 at 16 kHz), scaled to the rate.
-    The model makes nothing above 8 kHz, so the picture stops there.
-    """
-    from scipy.signal import stft
-
-    data = np.asarray(samples, dtype=np.float64)
-    if data.ndim == 2:
-        data = data.mean(axis=1)
-    n_fft = 1 << int(np.ceil(np.log2(1024 * sample_rate / 16000)))
-    hop = max(1, round(sample_rate / 100))
-    if data.shape[0] < n_fft:
-        data = np.pad(data, (0, n_fft - data.shape[0]))
-    _, _, spec = stft(data, fs=sample_rate, window="hann", nperseg=n_fft, noverlap=n_fft - hop)
-    power = np.abs(spec) ** 2
-    fmax = min(8000.0, sample_rate / 2)
-    mel = mel_filterbank(sample_rate, n_fft, n_mels, fmax) @ power
-    db = 10.0 * np.log10(np.maximum(mel, 1e-10))
-    return np.maximum(db, db.max() - top_db), fmax
-
-
-def _figure(width: float, height: float, layout: str | None = None):
-    # A bare Figure on the Agg canvas: no pyplot state, no GUI backend, safe in any process.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=100, layout=layout)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def write_spectrogram_png(path: Path, db: np.ndarray, duration: float, fmax: float) -> Path:
-    fig = _figure(3.2, 1.6)
-    ax = fig.add_axes((0, 0, 1, 1))
-    ax.imshow(db, origin="lower", aspect="auto", cmap="magma", extent=(0, duration, 0, fmax))
-    ax.set_axis_off()
-    _save(fig, path)
-    return path
-
-
-def _save(fig, path: Path) -> None:
-    from fluxmusic_cli import atomic
-
-    with atomic.writing(path) as tmp:
-        fig.savefig(tmp, format="png")
+# -- spectrograms ----------------------------------------------------------------------------------
 
 
 def _read_audio(path: Path) -> tuple[np.ndarray, int]:

@@ -66,7 +66,8 @@ def _batch_norm(prefix: str, width: int) -> dict:
 def tiny_cnn14_state(seed: int = 0, n_fft: int = 512, mels: int = 64) -> dict:
     import torch
 
-    from fluxmusic_cli.evaluation.frontends import CNN14_16K, periodic_hann, slaney_mel_matrix
+    from fluxmusic_cli.dsp import periodic_hann, slaney_mel_matrix
+    from fluxmusic_cli.evaluation.frontends import CNN14_16K
 
     rng = np.random.default_rng(seed)
     bins = n_fft // 2 + 1

@@ -10,7 +10,7 @@ import sys
 import pytest
 from fakehub import start_fake_hub
 
-from fluxmusic_cli.engine import hub, paths, registry
+from fluxmusic_cli.engine import cache, hub, paths, registry
 from fluxmusic_cli.engine.sources import parse_ref
 
 
@@ -68,7 +68,7 @@ def test_large_download_without_terminal_or_yes_is_refused(fake_hub, run_cli):
     assert code == 2  # a usage error
     assert "pass --yes" in err
     assert "5.00 GB" in err
-    assert not hub.is_cached(parse_ref("clap", registry.CLAP.repo_id))
+    assert not cache.is_cached(parse_ref("clap", registry.CLAP.repo_id))
 
 
 def test_download_gated_repo_without_token_stops_before_fetching(fake_hub, run_cli):

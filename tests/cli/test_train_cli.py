@@ -285,7 +285,7 @@ def test_a_resumed_run_equals_an_uninterrupted_one(run_cli, tiny_bundle, tmp_pat
 def test_ctrl_c_saves_a_checkpoint_exits_130_and_resume_finishes(
     run_cli, tiny_bundle, tmp_path, monkeypatch
 ):
-    from fluxmusic_cli.engine.training.loop import Trainer
+    from fluxmusic_cli.training.loop import Trainer
 
     real_step = Trainer.train_step
     calls = {"n": 0}
@@ -330,8 +330,8 @@ def test_a_full_fine_tune_loads_with_model(run_cli, tiny_bundle, tmp_path):
 
 def test_caption_dropout_draws_the_stored_empty_embeddings_at_its_rate(trained, tiny_bundle):
     from fluxmusic_cli.engine.pipeline import Engine
-    from fluxmusic_cli.engine.training.loop import TrainSettings, draw_batch
-    from fluxmusic_cli.engine.training.prepare import load
+    from fluxmusic_cli.training.loop import TrainSettings, draw_batch
+    from fluxmusic_cli.training.prepare import load
 
     data = load(trained["run"] / "data")
     stored = Engine(tiny_bundle.engine_options(threads=1)).conditioner()
@@ -360,7 +360,7 @@ def test_overfitting_one_clip_brings_generate_close_to_its_latent(run_cli, tiny_
     of the base model's RMS distance from the clip's latent."""
     from fluxmusic_cli.engine.pipeline import Engine
     from fluxmusic_cli.engine.requests import GenerationRequest
-    from fluxmusic_cli.engine.training.prepare import load
+    from fluxmusic_cli.training.prepare import load
 
     t = np.arange(48000) / 16000
     x = 0.4 * np.sin(2 * np.pi * 330 * t) * np.exp(-t)

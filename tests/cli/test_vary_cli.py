@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from fluxmusic_cli.errors import UsageError
-from fluxmusic_cli.runs.vary import mel_spectrogram, parse_encoders, parse_guidance, parse_seeds
+from fluxmusic_cli.runs.vary import parse_encoders, parse_guidance, parse_seeds
+from fluxmusic_cli.spectrogram import mel_spectrogram
 
 FAST = ["--duration", "0.32", "--device", "cpu", "--dtype", "fp32"]
 

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fluxmusic_cli.dsp import slaney_mel_matrix
 from fluxmusic_cli.errors import CheckpointError
 from fluxmusic_cli.evaluation import frontends
 from fluxmusic_cli.evaluation.embedders._loading import load_checkpoint, strict_load
@@ -102,9 +103,7 @@ def _check_front_end(state: dict[str, torch.Tensor], front: frontends.Cnn14Front
     mel_w = state.pop(MEL_KEY, None)
     if mel_w is None:
         return
-    ours = frontends.slaney_mel_matrix(
-        front.sample_rate, front.n_fft, front.mels, front.fmin, front.fmax
-    )
+    ours = slaney_mel_matrix(front.sample_rate, front.n_fft, front.mels, front.fmin, front.fmax)
     stored = mel_w.detach().double().cpu().numpy()
     if stored.shape != ours.shape or not np.allclose(stored, ours, rtol=1e-4, atol=1e-6):
         raise CheckpointError(

@@ -10,6 +10,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from fluxmusic_cli.engine import conditioning as C
+from fluxmusic_cli.engine import encoders
 from fluxmusic_cli.engine.embedding_cache import EmbeddingCache
 from fluxmusic_cli.engine.sources import ComponentRef, parse_ref
 from fluxmusic_cli.errors import CheckpointError, ModelMissingError, UsageError
@@ -41,12 +42,12 @@ def bundles(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def t5(bundles):
-    return C.load_t5(bundles["t5"])
+    return encoders.load_t5(bundles["t5"])
 
 
 @pytest.fixture(scope="module")
 def clap(bundles):
-    return C.load_clap_text(bundles["clap"])
+    return encoders.load_clap_text(bundles["clap"])
 
 
 def _conditioner(bundles, tmp_path, **kw):
@@ -157,27 +158,27 @@ def test_tokenizer_built_from_vocab_files_is_rejected(bundles):
 
     empty_t5 = T5Tokenizer(vocab_file=str(bundles["t5"] / "spiece.model"))
     with pytest.raises(CheckpointError, match="same ids"):
-        C.check_tokenizer(empty_t5, bundles["t5"])
+        encoders.check_tokenizer(empty_t5, bundles["t5"])
     empty_bpe = RobertaTokenizer(
         vocab_file=str(bundles["clap"] / "vocab.json"),
         merges_file=str(bundles["clap"] / "merges.txt"),
     )
     with pytest.raises(CheckpointError):
-        C.check_tokenizer(empty_bpe, bundles["clap"])
+        encoders.check_tokenizer(empty_bpe, bundles["clap"])
 
 
 def test_loaded_tokenizers_keep_distinct_words_apart(bundles):
     for folder in (bundles["t5"], bundles["sd3"] / "tokenizer_3", bundles["clap"]):
-        C.check_tokenizer(C.load_tokenizer(folder), folder)  # raises if not
+        encoders.check_tokenizer(encoders.load_tokenizer(folder), folder)  # raises if not
 
 
 def test_both_t5_layouts_load_and_agree(bundles, t5):
-    assert C.t5_dirs(bundles["t5"]) == (bundles["t5"], bundles["t5"])
-    assert C.t5_dirs(bundles["sd3"]) == (
+    assert encoders.t5_dirs(bundles["t5"]) == (bundles["t5"], bundles["t5"])
+    assert encoders.t5_dirs(bundles["sd3"]) == (
         bundles["sd3"] / "text_encoder_3",
         bundles["sd3"] / "tokenizer_3",
     )
-    tok2, model2 = C.load_t5(bundles["sd3"])
+    tok2, model2 = encoders.load_t5(bundles["sd3"])
     a = encode_t5(["calm piano melody"], *t5)
     b = encode_t5(["calm piano melody"], tok2, model2)
     assert a.shape == b.shape == (1, 256, 32)
@@ -188,7 +189,7 @@ def test_both_t5_layouts_load_and_agree(bundles, t5):
 
 def test_folder_without_t5_is_a_checkpoint_error(tmp_path):
     with pytest.raises(CheckpointError, match="text_encoder_3"):
-        C.t5_dirs(tmp_path)
+        encoders.t5_dirs(tmp_path)
 
 
 def test_t5_missing_tensor_is_a_checkpoint_error(bundles, tmp_path):
@@ -197,7 +198,7 @@ def test_t5_missing_tensor_is_a_checkpoint_error(bundles, tmp_path):
     del state["encoder.block.1.layer.1.DenseReluDense.wo.weight"]
     save_file(state, root / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(CheckpointError, match="would stay random"):
-        C.load_t5(root)
+        encoders.load_t5(root)
 
 
 def test_clap_text_weights_equal_the_files(bundles, clap):
@@ -219,7 +220,7 @@ def test_clap_without_text_tower_is_a_checkpoint_error(bundles, tmp_path):
         root / "model.safetensors",
     )
     with pytest.raises(CheckpointError, match="no CLAP text tower"):
-        C.load_clap_text(root)
+        encoders.load_clap_text(root)
 
 
 def test_clap_missing_text_tensor_is_a_checkpoint_error(bundles, tmp_path):
@@ -228,7 +229,7 @@ def test_clap_missing_text_tensor_is_a_checkpoint_error(bundles, tmp_path):
     del state["text_model.pooler.dense.weight"]
     save_file(state, root / "model.safetensors")
     with pytest.raises(CheckpointError, match="1 missing"):
-        C.load_clap_text(root)
+        encoders.load_clap_text(root)
 
 
 # -- what the encoders compute ---------------------------------------------------------------

@@ -14,7 +14,7 @@ from collections import namedtuple
 import pytest
 from fakehub import start_fake_hub
 
-from fluxmusic_cli.engine import hub, paths, preflight, registry
+from fluxmusic_cli.engine import cache, conversion, hub, paths, preflight, registry
 from fluxmusic_cli.engine.sources import parse_ref
 from fluxmusic_cli.errors import ModelMissingError
 
@@ -58,7 +58,7 @@ def tiny_release_pt() -> bytes:
 def test_download_lands_in_the_hub_cache_and_is_reused_without_requests(fake_hub):
     repo = fake_hub.add(registry.CLAP.repo_id, clap_files())
     ref = parse_ref("clap", registry.CLAP.repo_id)
-    assert not hub.is_cached(ref)
+    assert not cache.is_cached(ref)
 
     seen = []
     root = hub.ensure_local(ref, progress=lambda label, done, total: seen.append((label, done)))
@@ -67,7 +67,7 @@ def test_download_lands_in_the_hub_cache_and_is_reused_without_requests(fake_hub
     assert root == repo_dir / "snapshots" / repo.commit
     for name, data in repo.files.items():
         assert (root / name).read_bytes() == data
-    assert hub.is_cached(ref) and hub.where(ref) == root
+    assert cache.is_cached(ref) and cache.where(ref) == root
     assert ("laion/larger_clap_music/model.safetensors", 3000) in seen
     # Every file after the first is pinned to the resolved commit, so the snapshot is consistent.
     assert all(repo.commit in r.path for r in fake_hub.seen("HEAD")[1:])
@@ -87,7 +87,7 @@ def test_weights_under_the_older_name_and_absent_tokenizer_files_are_accepted(fa
 
     assert (root / "pytorch_model.bin").read_bytes() == files["pytorch_model.bin"]
     assert not (root / "model.safetensors").exists()
-    assert hub.is_cached(ref)
+    assert cache.is_cached(ref)
     # The absences are remembered: a refresh does not ask for model.safetensors again.
     before = len(fake_hub.seen(contains="model.safetensors"))
     hub.ensure_local(ref, refresh=True)
@@ -186,20 +186,20 @@ def test_released_pt_is_converted_once_and_reused_without_the_pt(fake_hub):
     fake_hub.add(registry.FLUXMUSIC_REPO, {"musicflow_s.pt": tiny_release_pt()})
     ref = parse_ref("transformer", "small")
 
-    out = hub.ensure_transformer(ref)
+    out = conversion.ensure_transformer(ref)
 
     assert out.parent == paths.converted_dir() and out.name.startswith("small-")
     tensors = load_file(str(out))
     assert tensors["img_in.weight"].shape == (64, 32) and "steps" not in tensors
-    assert hub.is_cached(ref) and hub.where(ref) == out
+    assert cache.is_cached(ref) and cache.where(ref) == out
     stamp, requests = out.stat().st_mtime_ns, len(fake_hub.requests)
 
-    assert hub.ensure_transformer(ref) == out
+    assert conversion.ensure_transformer(ref) == out
     assert out.stat().st_mtime_ns == stamp and len(fake_hub.requests) == requests
 
     # With the .pt gone from the hub cache, a refresh asks for its etag only and keeps the file.
     shutil.rmtree(hub.repo_cache_dir(registry.FLUXMUSIC_REPO))
-    assert hub.ensure_transformer(ref, refresh=True) == out
+    assert conversion.ensure_transformer(ref, refresh=True) == out
     assert [r.method for r in fake_hub.requests[requests:]] == ["HEAD"]
     assert out.stat().st_mtime_ns == stamp
 
@@ -207,7 +207,7 @@ def test_released_pt_is_converted_once_and_reused_without_the_pt(fake_hub):
 def test_offline_transformer_names_the_download_command(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelMissingError) as info:
-        hub.ensure_transformer(parse_ref("transformer", "base"))
+        conversion.ensure_transformer(parse_ref("transformer", "base"))
     assert "`fluxmusic download base`" in info.value.hint
 
 
@@ -280,9 +280,9 @@ def test_cache_listing_and_removal(fake_hub):
     fake_hub.add(registry.CLAP.repo_id, clap_files())
     fake_hub.add(registry.FLUXMUSIC_REPO, {"musicflow_s.pt": tiny_release_pt()})
     hub.ensure_local(parse_ref("clap", registry.CLAP.repo_id))
-    converted = hub.ensure_transformer(parse_ref("transformer", "small"))
+    converted = conversion.ensure_transformer(parse_ref("transformer", "small"))
 
-    entries = {e.name: e for e in hub.list_cache()}
+    entries = {e.name: e for e in cache.list_cache()}
     assert set(entries) == {
         registry.CLAP.repo_id,
         registry.FLUXMUSIC_REPO,
@@ -290,10 +290,10 @@ def test_cache_listing_and_removal(fake_hub):
     }
     assert entries[f"converted/{converted.name}"].size_bytes == converted.stat().st_size
 
-    (small,) = hub.find_cache_entries("small")
-    hub.remove_cache_entry(small)
+    (small,) = cache.find_cache_entries("small")
+    cache.remove_cache_entry(small)
     assert not converted.exists() and not converted.with_suffix(".json").exists()
-    (clap,) = hub.find_cache_entries("clap")
-    hub.remove_cache_entry(clap)
+    (clap,) = cache.find_cache_entries("clap")
+    cache.remove_cache_entry(clap)
     assert not hub.repo_cache_dir(registry.CLAP.repo_id).exists()
-    assert [e.name for e in hub.list_cache()] == [registry.FLUXMUSIC_REPO]
+    assert [e.name for e in cache.list_cache()] == [registry.FLUXMUSIC_REPO]

@@ -99,7 +99,7 @@ def test_clap_only_never_constructs_t5_once_its_empty_embedding_is_stored(tiny_b
     def forbidden(*args, **kwargs):
         raise AssertionError("T5 must not be loaded")
 
-    monkeypatch.setattr(conditioning, "load_t5", forbidden)
+    monkeypatch.setitem(conditioning._LOADERS, "t5", forbidden)
     engine = Engine(tiny_bundle.engine_options(encoders="clap"))
     result = engine.generate(GenerationRequest(prompts=("harp",), seeds=(1,), **FAST))
     assert result.clips[0].record.encoders == "clap"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fluxmusic_cli.engine import devices, placement, registry
+from fluxmusic_cli.engine import devices, placement, preflight, registry
 from fluxmusic_cli.engine.requests import EngineOptions
 from fluxmusic_cli.engine.store import ModelStore
 from fluxmusic_cli.errors import UsageError
@@ -108,3 +108,44 @@ def test_the_store_places_the_encoders_and_sizes_the_policy_by_what_stays_on_the
     assert store.text_placement.device == text
     # On an 8 GB GPU, with T5 on the CPU, the small model's 0.7 GB stays resident there.
     assert store.memory_policy() == policy
+
+
+@pytest.mark.parametrize("dtype", sorted(devices.BYTES_PER_PARAM))
+@pytest.mark.parametrize("variant", sorted(registry.VARIANTS))
+def test_the_pre_flight_line_prices_the_weights_as_the_store_decides_with_them(
+    monkeypatch, variant, dtype
+):
+    injected = devices.Placement("cuda", dtype, "injected")
+    monkeypatch.setattr(devices, "resolve_placement", lambda device, dtype: injected)
+    store = ModelStore(EngineOptions(model=variant, dtype=dtype))
+    plan = preflight.plan_download(store.refs.values(), offline=True)
+    assert plan.memory_bytes(dtype) == store.estimate_memory_bytes()["total"]
+
+
+def test_local_sources_are_priced_alike_by_the_pre_flight_line_and_the_store(tiny_bundle):
+    store = ModelStore(tiny_bundle.engine_options(dtype="fp32", device="cpu"))
+    plan = preflight.plan_download(store.refs.values(), offline=True)
+    assert plan.memory_bytes("fp32") == store.estimate_memory_bytes()["total"]
+    # Counted from the tiny files themselves, not the registry's real sizes.
+    assert plan.memory_bytes("fp32") < 10**8
+
+
+@pytest.mark.parametrize("dtype", sorted(devices.BYTES_PER_PARAM))
+def test_each_part_is_priced_in_the_dtype_the_store_loads_it_in(tiny_bundle, encoder_work, dtype):
+    store = ModelStore(tiny_bundle.engine_options(dtype=dtype, device="cpu", prompt_cache=False))
+    store.conditioner().encode(["a low drone"])
+    decoder, transformer = store.decoder(), store.transformer()
+    t5, clap = encoder_work.models["t5"], encoder_work.models["clap"]
+
+    def count(model) -> int:
+        return sum(p.numel() for p in model.parameters())
+
+    def held(*models) -> int:
+        return sum(p.numel() * p.element_size() for m in models for p in m.parameters())
+
+    counts = {"t5": count(t5), "clap": count(clap)}
+    counts.update(vae=count(decoder.vae), vocoder=count(decoder.vocoder))
+    priced = placement.component_bytes(count(transformer), dtype, params=counts)
+    assert priced["transformer"] == held(transformer)
+    assert (priced["t5"], priced["clap"]) == (held(t5), held(clap))
+    assert priced["decoder"] == held(decoder.vae, decoder.vocoder)

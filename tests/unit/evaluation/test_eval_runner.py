@@ -7,7 +7,8 @@ import pytest
 from evalclips import make_set, tone, varied_waves
 
 from fluxmusic_cli.errors import UsageError
-from fluxmusic_cli.evaluation.runner import EvalRequest, run_eval
+from fluxmusic_cli.evaluation.request import EvalRequest
+from fluxmusic_cli.evaluation.runner import run_eval
 
 PROMPTS = {f"clip{i}": f"a sine tone {i}" for i in range(4)}
 

@@ -44,7 +44,7 @@ def test_per_file_columns_come_from_the_metrics_in_the_first_release_order():
 
 
 def test_fad_reads_its_embedder_on_both_sets_and_refuses_an_unknown_one():
-    from fluxmusic_cli.evaluation.runner import EvalRequest
+    from fluxmusic_cli.evaluation.request import EvalRequest
 
     fad = scores.METRICS["fad"]
     request = EvalRequest(generated=None, fad_embedder="clap")  # type: ignore[arg-type]

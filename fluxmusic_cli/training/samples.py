@@ -1,8 +1,9 @@
 """`--sample-every`: clips from the weights as they train, on one listening page.
 
 `RUN_DIR/samples/index.html` has a row per sample prompt and a column per sampled step, each
-cell a mel spectrogram (drawn as `vary` draws them) with the clip under it. The same seed is
-used at every step, so a row shows how one piece of music changes with training.
+cell a mel spectrogram (drawn by `spectrogram`, as on the `vary` page) with the clip under it.
+The same seed is used at every step, so a row shows how one piece of music changes with
+training.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 from urllib.parse import quote
 
 from fluxmusic_cli.engine import sampling
-from fluxmusic_cli.engine.training.files import atomic_path, read_json, write_json
+from fluxmusic_cli.training.files import atomic_path, read_json, write_json
 
 INDEX = "index.html"
 STEPS_FILE = "samples.json"
@@ -61,7 +62,7 @@ def render(
 def write_step(folder: Path, step: int, settings: SampleSettings, waves: list[Any]) -> Path:
     """Write this step's clips and spectrograms, then rebuild the page; returns the page."""
     from fluxmusic_cli.audio import write_audio
-    from fluxmusic_cli.runs.vary import mel_spectrogram, write_spectrogram_png
+    from fluxmusic_cli.spectrogram import mel_spectrogram, write_spectrogram_png
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fluxmusic_cli.engine import sampling
-from fluxmusic_cli.engine.training.files import atomic_path, read_json, write_json
 from fluxmusic_cli.errors import UsageError
+from fluxmusic_cli.training.files import atomic_path, read_json, write_json
 
 if TYPE_CHECKING:
     import torch
 
-    from fluxmusic_cli.engine.training.prepare import TrainData
+    from fluxmusic_cli.training.prepare import TrainData
 
 LATENT_MODES = ("sample", "mean")
 DEFAULT_LORA_LR = 1e-4

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from fluxmusic_cli.engine.training.files import atomic_path
+from fluxmusic_cli.training.files import atomic_path
 
 
 def running_mean(values: Sequence[float], window: int) -> list[float]:

@@ -23,10 +23,10 @@ from typing import Any
 
 from fluxmusic_cli import __version__, atomic
 from fluxmusic_cli.engine.filehash import file_sha256
-from fluxmusic_cli.engine.training.files import read_json, write_json
-from fluxmusic_cli.engine.training.loop import TrainSettings
-from fluxmusic_cli.engine.training.samples import SampleSettings
 from fluxmusic_cli.errors import Interrupted, OutOfMemoryError, UsageError
+from fluxmusic_cli.training.files import read_json, write_json
+from fluxmusic_cli.training.loop import TrainSettings
+from fluxmusic_cli.training.samples import SampleSettings
 
 RECORD = "run.json"
 CHECKPOINTS = "checkpoints"
@@ -148,14 +148,14 @@ def run_training(
 ) -> TrainResult:
     """Prepare, train and save (see the module docstring); `options` is an EngineOptions."""
     from fluxmusic_cli.engine.pipeline import Engine
-    from fluxmusic_cli.engine.training.loop import Trainer
+    from fluxmusic_cli.training.loop import Trainer
 
     request.settings.check()
     # 1. Placement and the run folder: a new run, a forced restart, or the checkpoint to
     #    resume from (the first process decides; the others follow it).
     run, resume_from = _start(request, options, on_event or (lambda event: None))
     # 2. Tracks and captions; 3. preparation, done once by the first process.
-    from fluxmusic_cli.engine.training.data import find_tracks
+    from fluxmusic_cli.training.data import find_tracks
 
     tracks = find_tracks(request.data, audio_dir=request.audio_dir)
     engine = Engine(replace(options, memory="sequential"))
@@ -202,7 +202,7 @@ def _start(request: TrainRequest, options, emit: EventCallback) -> tuple[_Run, P
 
 
 def _prepare(run: _Run, engine, tracks):
-    from fluxmusic_cli.engine.training import prepare as prep
+    from fluxmusic_cli.training import prepare as prep
 
     request = run.request
     prompts = ()
@@ -227,11 +227,11 @@ def _load_base(engine, options):
     """The base transformer on the CPU in fp32, its config, and what the record says of it."""
     import torch
 
-    from fluxmusic_cli.engine import hub
+    from fluxmusic_cli.engine import conversion
     from fluxmusic_cli.engine.checkpoint import load_transformer
 
     ref = engine.refs["transformer"]
-    path = hub.ensure_transformer(ref, token=options.token, offline=options.offline)
+    path = conversion.ensure_transformer(ref, token=options.token, offline=options.offline)
     model, cfg = load_transformer(path, device="cpu", dtype=torch.float32)
     base = {
         "source": ref.identity,
@@ -302,7 +302,7 @@ def _save_result(run: _Run, trainer, cfg, base, extra, record) -> Path:
         return output
     info = {"hidden": cfg.hidden, "base_sha256": base["sha256"], "step": trainer.step}
     if s.full:
-        from fluxmusic_cli.engine.training.loop import save_full
+        from fluxmusic_cli.training.loop import save_full
 
         save_full(trainer.base, output, info=info)
     else:
@@ -315,7 +315,7 @@ def _save_result(run: _Run, trainer, cfg, base, extra, record) -> Path:
     record["output"] = {"file": str(output), "sha256": file_sha256(output)}
     write_json(output.with_suffix(".json"), record)
     write_json(run.run_dir / RECORD, record)
-    from fluxmusic_cli.engine.training.plot import write_loss_png
+    from fluxmusic_cli.training.plot import write_loss_png
 
     write_loss_png(run.run_dir / "loss.png", trainer.losses, title=run.run_dir.name)
     run.emit(TrainEvent("summary", trainer.step, s.steps, loss=record["final_loss"], detail=record))
@@ -324,7 +324,7 @@ def _save_result(run: _Run, trainer, cfg, base, extra, record) -> Path:
 
 def _checkpoint(trainer, run_dir: Path, extra, record, emit, acc, *, status=None) -> Path:
     """Save a checkpoint (the last two are kept), the record so far and loss.png."""
-    from fluxmusic_cli.engine.training.plot import write_loss_png
+    from fluxmusic_cli.training.plot import write_loss_png
 
     folder = run_dir / CHECKPOINTS / f"step-{trainer.step:06d}"
     if acc.is_main_process:
@@ -344,7 +344,7 @@ def _checkpoint(trainer, run_dir: Path, extra, record, emit, acc, *, status=None
 
 
 def _sample(trainer, engine, data, settings: SampleSettings, run_dir, seed, emit, main) -> None:
-    from fluxmusic_cli.engine.training import samples
+    from fluxmusic_cli.training import samples
 
     if not main:
         return

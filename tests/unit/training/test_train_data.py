@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from fluxmusic_cli.engine.training.data import find_tracks
-from fluxmusic_cli.engine.training.prepare import SEGMENT_SAMPLES, segment_starts
 from fluxmusic_cli.errors import UsageError
+from fluxmusic_cli.training.data import find_tracks
+from fluxmusic_cli.training.prepare import SEGMENT_SAMPLES, segment_starts
 
 
 def wav(path, seconds=0.5):
@@ -107,8 +107,8 @@ def test_a_full_fine_tune_is_saved_under_the_original_names_and_loads_back(tmp_p
         load_transformer,
         to_diffusers,
     )
-    from fluxmusic_cli.engine.training.loop import save_full
     from fluxmusic_cli.tinybundle.transformer import tiny_fluxmusic_state_dict
+    from fluxmusic_cli.training.loop import save_full
 
     sd = tiny_fluxmusic_state_dict(context_in_dim=32, vec_in_dim=32, depth=2, depth_single=2)
     cfg = infer_config(sd)

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fluxmusic_cli.engine.training.data import Skipped, TrackList
-from fluxmusic_cli.engine.training.files import atomic_path, read_json, write_json
 from fluxmusic_cli.errors import FluxMusicError, UsageError
+from fluxmusic_cli.training.data import Skipped, TrackList
+from fluxmusic_cli.training.files import atomic_path, read_json, write_json
 
 if TYPE_CHECKING:
     import torch
