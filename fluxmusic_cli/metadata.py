@@ -132,6 +132,7 @@ class GenerationRecord:
         """The record a sidecar or manifest line holds; one without "schema" is schema 1."""
         if "prompt" not in data or "seed" not in data:
             raise ValueError("not a fluxmusic generation record (no prompt or seed)")
+        _check_kinds(data)
         known = {k: v for k, v in data.items() if k in _FIELDS}
         extra = {k: v for k, v in data.items() if k not in _FIELDS}
         return cls(**{"schema": 1, **known}, extra=extra)
@@ -214,6 +215,74 @@ class GenerationRecord:
 
 
 _FIELDS = frozenset(f.name for f in fields(GenerationRecord)) - {"extra"}
+
+
+# -- what each field must hold -----------------------------------------------------------------
+
+_NUMBER = (int, float)
+# The settings an operation adds (kept in `extra`) that replay reads, with what they must hold.
+_EXTRA_KINDS: dict[str, tuple[type, ...]] = {
+    "context": _NUMBER,
+    "seam": _NUMBER,
+    "strength": _NUMBER,
+    "add": _NUMBER,
+    "to": _NUMBER,
+    "crossfade": _NUMBER,
+    "loop": (bool,),
+    "windows": (int,),
+    "regions": (list,),
+    "input": (dict,),
+}
+_KIND_WORDS = {int: "a whole number", float: "a number", str: "text", bool: "true or false"}
+_KIND_WORDS.update({dict: "an object", list: "a list"})
+
+
+def _kinds_of_fields() -> dict[str, tuple[type, ...]]:
+    """What each known field may hold, read off the dataclass's annotations (None aside)."""
+    import typing
+
+    hints = typing.get_type_hints(GenerationRecord)
+    out: dict[str, tuple[type, ...]] = {}
+    for name in _FIELDS:
+        kinds = [typing.get_origin(k) or k for k in typing.get_args(hints[name]) or [hints[name]]]
+        kinds = [k for k in kinds if k is not type(None)]
+        out[name] = _NUMBER if float in kinds else tuple(kinds)
+    return out
+
+
+def _check_kinds(data: Mapping[str, Any]) -> None:
+    """Raise ValueError saying which field holds the wrong kind of value (a null is an unset
+    field, except for the prompt and seed every record has)."""
+    kinds = {**_FIELD_KINDS, **_EXTRA_KINDS}
+    for key in ("prompt", "seed"):
+        if data.get(key) is None:
+            raise ValueError(f"its {key} is null")
+    for key, value in data.items():
+        want = kinds.get(key)
+        if want is None or value is None:
+            continue
+        wrong_bool = isinstance(value, bool) and bool not in want
+        if wrong_bool or not isinstance(value, want):
+            raise ValueError(f"its {key} is {json.dumps(value)[:40]}, not {_KIND_WORDS[want[-1]]}")
+    interval = data.get("guidance_interval")
+    if interval is not None and (len(interval) != 2 or not all(_is_number(v) for v in interval)):
+        raise ValueError("its guidance_interval is not a pair of numbers")
+    for lora in data.get("loras") or []:
+        if not (isinstance(lora, dict) and isinstance(lora.get("file"), str)):
+            raise ValueError("one of its loras has no file")
+        if not _is_number(lora.get("scale")):
+            raise ValueError("one of its loras has no numeric scale")
+    for region in data.get("regions") or []:
+        ok = isinstance(region, list) and len(region) == 2 and _is_number(region[0])
+        if not ok or not (region[1] is None or _is_number(region[1])):
+            raise ValueError("one of its regions is not [start, end] in seconds")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, _NUMBER) and not isinstance(value, bool)
+
+
+_FIELD_KINDS = _kinds_of_fields()
 
 
 # -- building records ------------------------------------------------------------------------
@@ -371,33 +440,45 @@ def record_from_tags(tags: dict[str, str]) -> GenerationRecord | None:
 
 
 def read_record(path: Path) -> GenerationRecord:
-    """The record of `path`: a record JSON itself, an audio file's sidecar, or its tags."""
+    """The record of `path`: a record JSON itself, an audio file's sidecar, or its tags.
+
+    A sidecar that cannot be read as a record is only a convenience beside the audio: it is
+    passed over with a note and the tags are read instead."""
     path = Path(path)
     if not path.exists():
         raise UsageError(f"No such file: {path}")
     if path.suffix.lower() == ".json":
         return _load_json(path)
     side = sidecar_path(path)
+    damaged = None
     if side.is_file():
-        return _load_json(side)
+        try:
+            return _load_json(side)
+        except UsageError as exc:
+            damaged = exc.message
     from fluxmusic_cli.audio import read_tags
 
     record = record_from_tags(read_tags(path))
+    if damaged is not None:
+        from fluxmusic_cli import notices
+
+        notices.note(f"{damaged} It was ignored.")
     if record is None:
-        raise UsageError(
-            f"{path} has no generation record: no {side.name} beside it and no fluxmusic tags."
-        )
+        why = f"{side.name} is damaged" if damaged else f"no {side.name} beside it"
+        raise UsageError(f"{path} has no generation record: {why} and no fluxmusic tags.")
     return record
 
 
 def _load_json(path: Path) -> GenerationRecord:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"{path} is not a readable JSON record: {exc}") from None
+    from fluxmusic_cli.textfiles import read_json
+
+    data = read_json(path, "JSON record")
     if not isinstance(data, dict) or "prompt" not in data or "seed" not in data:
         raise UsageError(f"{path} is not a fluxmusic generation record (no prompt or seed).")
-    return GenerationRecord.from_json(data)
+    try:
+        return GenerationRecord.from_json(data)
+    except ValueError as exc:
+        raise UsageError(f"{path} is not a usable fluxmusic generation record: {exc}.") from None
 
 
 def _source_value(identity: str) -> str:

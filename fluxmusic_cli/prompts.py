@@ -20,6 +20,7 @@ from typing import Any, TextIO
 from fluxmusic_cli.engine.requests import MAX_SEED, MAX_STEPS
 from fluxmusic_cli.engine.sampling import MAX_SECONDS
 from fluxmusic_cli.errors import UsageError
+from fluxmusic_cli.textfiles import read_text
 
 FORMATS: tuple[str, ...] = ("txt", "csv", "jsonl")
 PROMPT_COLUMNS: tuple[str, ...] = ("prompt", "caption")
@@ -96,13 +97,7 @@ def read_prompts(
     if not path.is_file():
         raise UsageError(f"No such prompt list: {path}")
     kind = fmt or _format_of(path)
-    try:
-        # utf-8-sig: spreadsheet programs often start CSV exports with a byte-order mark.
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}).") from None
-    except OSError as exc:
-        raise UsageError(f"Cannot read {path}: {exc.strerror or exc}") from None
+    text = read_text(path, "prompt list")
     return parse_prompts(text, kind, source=str(path))
 
 

@@ -76,7 +76,7 @@ def run_edit(ctx: typer.Context, call: EditCall, shared: Shared) -> None:
         record, shared, (options,) = replay_record(
             ctx, call.from_record, call.operation, shared, options
         )
-        replayed_input = (record.extra.get("input") or {}).get("path")
+        replayed_input = _recorded_input(record).get("path")
         prompt = prompt if prompt is not None else record.prompt
     input_path = call.input_path or replayed_input
     if input_path is None:
@@ -165,12 +165,18 @@ def _target(output: Path | None, input_path: str, operation: str, seed: int, out
 def _check_input_hash(path: Path, sha256: str, input_path: str) -> None:
     from fluxmusic_cli.metadata import read_record
 
-    recorded = (read_record(path).extra.get("input") or {}).get("sha256")
+    recorded = _recorded_input(read_record(path)).get("sha256")
     if recorded and recorded != sha256:
         raise UsageError(
             f"{_shown(input_path)} is not the recording {path} was made from (its SHA-256 "
             "differs); replaying would not reproduce it."
         )
+
+
+def _recorded_input(record) -> dict:
+    """What an edit's record says of its input: its path and SHA-256 as text, where given."""
+    given = record.extra.get("input") or {}
+    return {k: v for k, v in given.items() if k in ("path", "sha256") and isinstance(v, str)}
 
 
 def _read_stdin() -> bytes:

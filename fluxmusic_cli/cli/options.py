@@ -20,7 +20,14 @@ from fluxmusic_cli.engine.conditioning import ENCODER_SUBSETS, MODES
 from fluxmusic_cli.engine.devices import DEVICE_NAMES, DTYPE_NAMES
 from fluxmusic_cli.engine.perf import max_threads
 from fluxmusic_cli.engine.placement import TEXT_DEVICES
-from fluxmusic_cli.engine.requests import MAX_SEED, MAX_STEPS, MEMORY_POLICIES
+from fluxmusic_cli.engine.requests import (
+    MAX_CACHE,
+    MAX_GUIDANCE,
+    MAX_SEED,
+    MAX_STEPS,
+    MEMORY_POLICIES,
+)
+from fluxmusic_cli.engine.sampling import MAX_SECONDS, TRAINED_SECONDS
 from fluxmusic_cli.formats import BUNDLED_FORMATS, suffix_list
 
 
@@ -161,6 +168,7 @@ CacheOpt = Annotated[
         "--cache",
         metavar="THRESHOLD",
         minimum=0,
+        maximum=MAX_CACHE,
         help="First-Block Cache: skip the transformer's other blocks on a step whose first "
         "block changed by at most THRESHOLD (relative) since the last computed step, e.g. "
         "0.05. Off by default. Its effect on the sound is not measured (no real weights were "
@@ -197,6 +205,7 @@ Guidance = Annotated[
         "--guidance",
         "--cfg",
         minimum=0,
+        maximum=MAX_GUIDANCE,
         metavar="SCALE",
         help="Classifier-free guidance scale (paper: 3.5, published script: 7.0).",
         rich_help_panel=SAMPLING,
@@ -320,6 +329,8 @@ Context = Annotated[
     float,
     number_option(
         "--context",
+        minimum=0,
+        maximum=TRAINED_SECONDS,
         metavar="SECONDS",
         help="Seconds of the music so far that each new 10.24 s window continues from (on the "
         "80 ms grid, less than 10.24).",
@@ -331,6 +342,7 @@ Crossfade = Annotated[
     number_option(
         "--crossfade",
         minimum=0,
+        maximum=MAX_SECONDS,
         metavar="SECONDS",
         help="Seconds over which your recording blends into generated music, inside the kept "
         "part (0: a hard cut).",
@@ -341,6 +353,8 @@ Seam = Annotated[
     float,
     number_option(
         "--seam",
+        above=0,
+        maximum=MAX_SECONDS,
         metavar="SECONDS",
         help="Seconds regenerated around the loop point (a multiple of 0.16, at most half the "
         "loop).",

@@ -4,6 +4,7 @@ option the user did not type (explicit flags win)."""
 from __future__ import annotations
 
 from dataclasses import fields, replace
+from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,17 +33,31 @@ def replay_record(
             f"fluxmusic {made_by} --from-record {path}."
         )
     replay = record.replay_options()
+    params = {p.name: p for p in ctx.command.params}
 
     def fill(options: T) -> T:
         typed = {
-            f.name: replay[f.name]
+            f.name: _checked(ctx, params[f.name], replay[f.name])
             for f in fields(options)
-            if f.name in replay and f.name in ctx.params and _at_default(ctx, f.name)
+            if f.name in replay and f.name in params and _at_default(ctx, f.name)
         }
         return replace(options, **typed)
 
     groups = {f.name: fill(getattr(shared, f.name)) for f in fields(shared)}
     return record, replace(shared, **groups), tuple(fill(o) for o in own)
+
+
+def _checked(ctx: typer.Context, param: Any, value: Any) -> Any:
+    """A replayed value through its option's own parsing and checks, as if it were typed:
+    a record is a file anyone can edit."""
+    try:
+        value = param.process_value(ctx, value)
+    except (TypeError, ValueError) as exc:  # Click's BadParameter is a ValueError
+        name = param.opts[0] if getattr(param, "opts", None) else param.name
+        raise UsageError(f"The record's value for {name} is not usable: {exc}") from None
+    if isinstance(value, tuple):  # a repeatable option
+        return [v.value if isinstance(v, Enum) else v for v in value]
+    return value.value if isinstance(value, Enum) else value
 
 
 def _at_default(ctx: typer.Context, name: str) -> bool:

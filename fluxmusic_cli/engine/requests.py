@@ -26,6 +26,8 @@ DEFAULT_STEPS = 50
 DEFAULT_GUIDANCE = 7.0
 MAX_STEPS = 1000
 MAX_SEED = 2**63 - 1
+MAX_GUIDANCE = 100.0  # the paper samples at 3.5, the published script at 7
+MAX_CACHE = 1.0  # a First-Block Cache threshold is a relative change
 
 MemoryPolicy = Literal["auto", "sequential", "resident"]
 MEMORY_POLICIES: tuple[str, ...] = ("auto", "sequential", "resident")
@@ -109,12 +111,16 @@ class ClipSettings:
             raise UsageError(f"Steps must be an integer, got {self.steps!r}.")
         if not 1 <= self.steps <= MAX_STEPS:
             raise UsageError(f"Steps must be between 1 and {MAX_STEPS}, got {self.steps}.")
-        if not math.isfinite(self.guidance) or self.guidance < 0:
-            raise UsageError(f"Guidance must be a number >= 0, got {self.guidance}.")
+        if not math.isfinite(self.guidance) or not 0 <= self.guidance <= MAX_GUIDANCE:
+            raise UsageError(
+                f"Guidance must be a number from 0 to {MAX_GUIDANCE:g}, got {self.guidance}."
+            )
         if self.encoders is not None:
             _check_choice("encoder subset", self.encoders, ENCODER_SUBSETS)
-        if self.cache is not None and (not math.isfinite(self.cache) or self.cache < 0):
-            raise UsageError(f"Cache threshold must be a number >= 0, got {self.cache}.")
+        if self.cache is not None and not (math.isfinite(self.cache) and 0 <= self.cache <= 1):
+            raise UsageError(
+                f"Cache threshold must be a number from 0 to {MAX_CACHE:g}, got {self.cache}."
+            )
 
     @property
     def clip_settings(self) -> ClipSettings:
@@ -220,8 +226,11 @@ class EditRequest(ClipSettings):
             raise UsageError("Empty prompt: describe the music the edit should make.")
         check_seed(self.seed)
         super().check()
-        if not math.isfinite(self.crossfade) or self.crossfade < 0:
-            raise UsageError(f"Crossfade must be 0 or more seconds, got {self.crossfade:g}.")
+        if not math.isfinite(self.crossfade) or not 0 <= self.crossfade <= sampling.MAX_SECONDS:
+            raise UsageError(
+                f"Crossfade must be from 0 to {sampling.MAX_SECONDS:g} seconds, got "
+                f"{self.crossfade:g}."
+            )
         if self.source.duration > sampling.MAX_SECONDS:
             raise UsageError(
                 f"{self.source.path} is {self.source.duration:.1f} s long; the limit is "

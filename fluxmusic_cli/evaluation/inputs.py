@@ -8,12 +8,14 @@ CSV/JSONL file, the manifest, or the `NAME.json` sidecar record beside the audio
 from __future__ import annotations
 
 import csv
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from fluxmusic_cli.errors import UsageError
 from fluxmusic_cli.formats import SOUNDFILE_READ_SUFFIXES
+from fluxmusic_cli.textfiles import read_text
 
 AUDIO_SUFFIXES = SOUNDFILE_READ_SUFFIXES
 ID_FIELDS = ("name", "id", "ytid", "file", "filename", "path")
@@ -34,7 +36,7 @@ def listing(ids: list[str], limit: int = 8) -> str:
 
 def _read_jsonl(path: Path) -> list[dict]:
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(read_text(path, "prompts file").splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -47,15 +49,17 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 
 def _sidecar_prompt(audio: Path) -> str | None:
-    sidecar = audio.with_suffix(".json")
+    """The prompt in the clip's record beside it; a damaged record is passed over, said once."""
+    from fluxmusic_cli import metadata, notices
+
+    sidecar = metadata.sidecar_path(audio)
     if not sidecar.is_file():
         return None
     try:
-        record = json.loads(sidecar.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return metadata.read_record(sidecar).prompt
+    except UsageError as exc:
+        notices.note(f"{exc.message} Its prompt was not used.")
         return None
-    prompt = record.get("prompt") if isinstance(record, dict) else None
-    return prompt if isinstance(prompt, str) else None
 
 
 def collect(folder: Path, label: str) -> list[ClipFile]:
@@ -69,8 +73,8 @@ def collect(folder: Path, label: str) -> list[ClipFile]:
         from fluxmusic_cli.manifest import read_lines
 
         for row in read_lines(manifest, strict=True).rows:
-            if not row.get("path"):
-                continue
+            if not isinstance(row.get("path"), str) or not row["path"]:
+                continue  # not a line about a clip of this folder
             path = Path(row["path"])
             path = (path if path.is_absolute() else folder / path).resolve()
             if row.get("name"):
@@ -105,8 +109,12 @@ def read_prompts(path: Path) -> dict[str, str]:
     if path.suffix.lower() in (".jsonl", ".json"):
         rows = _read_jsonl(path)
     elif path.suffix.lower() in (".csv", ".tsv"):
-        with open(path, newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh, delimiter="\t" if path.suffix == ".tsv" else ","))
+        text = read_text(path, "prompts file")
+        delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+        try:
+            rows = list(csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter))
+        except csv.Error as exc:
+            raise UsageError(f"{path} is not a readable CSV table: {exc}.") from None
     else:
         raise UsageError(f"Prompts file {path} must be .csv, .tsv or .jsonl.")
     out: dict[str, str] = {}

@@ -9,7 +9,6 @@ second run writing the same rows, and temporary files a killed run left are clea
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from fluxmusic_cli.runs.events import (
     Summary,
 )
 from fluxmusic_cli.runs.plan import Failure, Item, Plan, Shard
+from fluxmusic_cli.textfiles import read_json
 
 
 def engine_identity(engine) -> dict[str, Any]:
@@ -70,8 +70,8 @@ def _differences(data: dict[str, Any], expected: dict[str, Any]) -> list[str]:
     """How a manifest line (its record, of any schema) differs from `expected`."""
     try:
         return GenerationRecord.from_json(data).differences(expected)
-    except ValueError:
-        return ["no prompt or seed"]
+    except ValueError as exc:
+        return [f"a damaged record ({exc})"]
 
 
 def audio_is_complete(path: Path, duration: float, sample_rate: int) -> bool:
@@ -163,9 +163,9 @@ def _record_owner(sidecar: Path) -> str | None:
     if not sidecar.exists():
         return None
     try:
-        record = json.loads(sidecar.read_text(encoding="utf-8"))
+        record = read_json(sidecar)
         return Path(str(record["output"])).name
-    except (OSError, ValueError, KeyError, TypeError):
+    except (UsageError, KeyError, TypeError):
         return ""
 
 

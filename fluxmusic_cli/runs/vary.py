@@ -18,7 +18,7 @@ from urllib.parse import quote
 import numpy as np
 
 from fluxmusic_cli.engine.conditioning import ENCODER_SUBSETS
-from fluxmusic_cli.engine.requests import MAX_SEED, MAX_STEPS
+from fluxmusic_cli.engine.requests import MAX_GUIDANCE, MAX_SEED, MAX_STEPS
 from fluxmusic_cli.errors import UsageError
 from fluxmusic_cli.formats import FORMATS
 from fluxmusic_cli.runs.plan import Edit, Item, Plan, Settings, unique_names
@@ -63,8 +63,8 @@ def parse_guidance(text: str) -> list[float]:
             value = float(part)
         except ValueError:
             raise UsageError(f"--guidance takes numbers like 2,3.5,7, got {part!r}.") from None
-        if not np.isfinite(value) or value < 0:
-            raise UsageError(f"Guidance must be a number >= 0, got {part!r}.")
+        if not np.isfinite(value) or not 0 <= value <= MAX_GUIDANCE:
+            raise UsageError(f"Guidance must be a number from 0 to {MAX_GUIDANCE:g}, got {part!r}.")
         values.append(value)
     return list(dict.fromkeys(values))
 
