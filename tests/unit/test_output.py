@@ -77,3 +77,11 @@ def test_the_clip_writer_sends_one_tagged_wav_to_stdout_and_no_file(tmp_path, mo
     (tmp_path / "piped.wav").write_bytes(sent[0])
     assert metadata.read_record(tmp_path / "piped.wav").seed == 5
     assert sorted(p.name for p in tmp_path.iterdir()) == ["piped.wav"]
+
+
+def test_a_missing_folder_is_refused_and_not_created(tmp_path):
+    with pytest.raises(UsageError, match="nowhere does not exist"):
+        output.check_file(tmp_path / "nowhere" / "x.csv", force=True)
+    with pytest.raises(UsageError, match="is a folder"):
+        output.check_file(tmp_path, force=True)
+    assert list(tmp_path.iterdir()) == []
