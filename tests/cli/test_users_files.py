@@ -43,6 +43,16 @@ def evaluate(monkeypatch, run_cli, tmp_path, panns):
     return _eval
 
 
+@pytest.fixture
+def vary(monkeypatch, run_cli, tiny_bundle, tmp_path):
+    monkeypatch.chdir(tmp_path)
+
+    def _vary(*args):
+        return run_cli(["vary", "harp", *tiny_bundle.cli_args(), *FAST, "--seeds", "1", *args])
+
+    return _vary
+
+
 # -- 1. eval --per-file follows the rules every output follows ---------------------------------
 
 
@@ -76,3 +86,80 @@ def test_eval_per_file_in_a_missing_folder_is_refused_and_no_folder_is_made(eval
     assert code == 2, err
     assert "nowhere/deeper does not exist" in err
     assert not (tmp_path / "nowhere").exists()
+
+
+# -- 2. a folder's files the tool did not write ------------------------------------------------
+
+
+def test_vary_refuses_to_replace_a_users_page_and_picture_without_force(vary, tmp_path):
+    folder = tmp_path / "grid"
+    folder.mkdir()
+    (folder / "index.html").write_text("<p>my own page</p>\n")
+    (folder / "grid.png").write_bytes(b"\x89PNG\r\n\x1a\nmy own picture")
+    code, _, err = vary("-o", "grid")
+    assert code == 2, err
+    assert "index.html" in err and "--force" in err and "replace" in err
+    assert (folder / "index.html").read_text() == "<p>my own page</p>\n"
+    assert (folder / "grid.png").read_bytes() == b"\x89PNG\r\n\x1a\nmy own picture"
+    assert sorted(p.name for p in folder.iterdir()) == ["grid.png", "index.html"]
+    code, _, err = vary("-o", "grid", "--force")
+    assert code == 0, err
+    assert "fluxmusic" in (folder / "index.html").read_text()
+
+
+def test_vary_reruns_replace_its_own_page_and_picture(vary, tmp_path):
+    assert vary("-o", "grid")[0] == 0
+    code, _, err = vary("-o", "grid", "--guidance", "3.5,7,9")
+    assert code == 0, err
+    assert "guidance 9" in (tmp_path / "grid" / "index.html").read_text()
+
+
+def test_vary_refuses_a_users_own_picture_named_like_a_cells_spectrogram(vary, tmp_path):
+    folder = tmp_path / "grid"
+    folder.mkdir()
+    mine = folder / "seed1_cfg3.5_steps2_both.mel.png"
+    mine.write_bytes(b"\x89PNG\r\n\x1a\nmine")
+    code, _, err = vary("-o", "grid", "--steps", "2")
+    assert code == 2 and mine.name in err and "--force" in err, err
+    assert mine.read_bytes() == b"\x89PNG\r\n\x1a\nmine"
+
+
+def test_vary_does_not_append_to_a_manifest_it_did_not_write(vary, tmp_path):
+    folder = tmp_path / "grid"
+    folder.mkdir()
+    theirs = '{"name": "take1", "path": "take1.wav", "notes": "mine"}\n'
+    (folder / "manifest.jsonl").write_text(theirs)
+    code, _, err = vary("-o", "grid")
+    assert code == 2, err
+    assert "manifest.jsonl" in err and "--force" in err
+    assert (folder / "manifest.jsonl").read_text() == theirs
+    assert not list(folder.glob("*.wav"))
+
+
+def test_batch_does_not_rewrite_a_foreign_manifest_with_a_line_that_is_not_json(batch, tmp_path):
+    (tmp_path / "cues.txt").write_text("low drone\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    theirs = '{"take": 1}\nthis is not json\n{"take": 2}\n'
+    (out / "manifest.jsonl").write_text(theirs)
+    code, _, err = batch("cues.txt", "-o", "out")
+    assert code == 2, err
+    assert "manifest.jsonl" in err and "not written by fluxmusic" in err and "--force" in err
+    assert (out / "manifest.jsonl").read_text() == theirs
+    assert not list(out.glob("*.wav"))
+    code, _, err = batch("cues.txt", "-o", "out", "--force")
+    assert code == 0, err
+    (line,) = (out / "manifest.jsonl").read_text().splitlines()
+    assert json.loads(line)["tool"] == "fluxmusic"
+
+
+def test_a_line_cut_short_by_a_killed_shard_is_ours_even_in_the_middle(batch, tmp_path):
+    (tmp_path / "cues.txt").write_text("low drone\nhigh bells\n")
+    assert batch("cues.txt", "-o", "out", "--shard", "0/2")[0] == 0
+    manifest = tmp_path / "out" / "manifest.jsonl"
+    # Shard 1 was killed mid-line, then shard 0's line was appended after it.
+    manifest.write_text('{"name": "high-bells-0002", "pa\n' + manifest.read_text())
+    code, _, err = batch("cues.txt", "-o", "out", "--shard", "1/2")
+    assert code == 0, err
+    lines = manifest.read_text().splitlines()
+    assert len(lines) == 2 and all(json.loads(line)["tool"] == "fluxmusic" for line in lines)
