@@ -6,7 +6,7 @@ file the tool itself wrote into a folder it fills (a vary page a rerun redraws),
 `ours`; a missing folder is refused, never created, unless the command documents making it (an
 output folder given as `-o DIR/`); the file appears whole under its name or not at all
 (`atomic`). Clips add their checks (extension, encodable rate, the record and latent beside
-them).
+them) and never write over the recording an edit reads.
 
 A clip goes from samples to file here: checked, normalised, resampled, tagged, written with its
 record, by `generate`, the edits, `batch` and `vary` alike.
@@ -166,6 +166,37 @@ def companions(path: Path, *, save_latent: bool) -> list[Path]:
 def refuse_existing(path: Path, *, save_latent: bool) -> None:
     """Refuse to replace an audio file, its record or (with `save_latent`) its latent."""
     refuse_taken([path, *companions(path, save_latent=save_latent)])
+
+
+def refuse_own_input(path: Path, source: Path, *, save_latent: bool) -> None:
+    """Refuse to write the clip `path` (its record, its latent) over the recording `source` it
+    is made from, or over the record or latent beside that recording: `--force` replaces a
+    user's other files, never the one being edited. Checked as files (links, other spellings,
+    case-insensitive file systems), before any model loads."""
+    source = Path(source)
+    inputs = [source, *companions(source, save_latent=True)]
+    for written in [Path(path), *companions(path, save_latent=save_latent)]:
+        for read in inputs:
+            if not _same_file(written, read):
+                continue
+            if read == source:
+                same = "" if Path(path) == source else f" ({source})"
+                raise UsageError(
+                    f"{path} is the input recording{same}; write the edit to another name: "
+                    "--force never replaces the input."
+                )
+            kind = "record" if read.suffix == ".json" else "latent"
+            raise UsageError(
+                f"{written} is the {kind} of the input recording {source}; writing {path} "
+                "would replace it, so give the edit another name."
+            )
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist
+        return False
 
 
 def check_encodable(fmt: str, sample_rate: int) -> None:

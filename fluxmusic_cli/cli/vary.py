@@ -149,7 +149,7 @@ def vary(
     )
     plan = grid.plan_vary(prompt, output, axes, settings, source)
     force = shared.output.force
-    grid.check_files(plan, force=force)
+    grid.check_files(plan, force=force, source=None if input_path is None else Path(input_path))
     engine_options = shared.engine.engine_options(encoders=axes.encoders[0])
     failure: PartialFailure | None = None
     try:

@@ -24,7 +24,7 @@ from fluxmusic_cli.engine.requests import MAX_SEED, MAX_STEPS
 from fluxmusic_cli.errors import UsageError
 from fluxmusic_cli.formats import FORMATS
 from fluxmusic_cli.manifest import MANIFEST
-from fluxmusic_cli.output import refuse_taken, write_file
+from fluxmusic_cli.output import refuse_own_input, refuse_taken, write_file
 from fluxmusic_cli.ownership import html_mark, is_ours, png_mark
 from fluxmusic_cli.runs.plan import Edit, Item, Plan, Settings, unique_names
 from fluxmusic_cli.spectrogram import figure as _figure
@@ -214,9 +214,13 @@ def page_files(plan: Plan) -> list[Path]:
     return [out_dir / INDEX, out_dir / GRID, *(out_dir / _image(i) for i in plan.items)]
 
 
-def check_files(plan: Plan, *, force: bool) -> None:
+def check_files(plan: Plan, *, force: bool, source: Path | None = None) -> None:
     """Refuse, before any model loads, a page file in the folder that the tool did not write
-    (a user's own index.html), unless `force`."""
+    (a user's own index.html) unless `force`, and a cell that would be the remixed recording
+    `source` (or its record) even with `force`."""
+    if source is not None:
+        for item in plan.items:
+            refuse_own_input(item.path, source, save_latent=False)
     if not force:
         refuse_taken(page_files(plan), ours=is_ours)
 

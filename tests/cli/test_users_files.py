@@ -5,6 +5,7 @@ writes over its own input (issue 22, items 1-3), all through the console entry p
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -163,3 +164,75 @@ def test_a_line_cut_short_by_a_killed_shard_is_ours_even_in_the_middle(batch, tm
     assert code == 0, err
     lines = manifest.read_text().splitlines()
     assert len(lines) == 2 and all(json.loads(line)["tool"] == "fluxmusic" for line in lines)
+
+
+# -- 3. an edit never writes over its own input ------------------------------------------------
+
+EDITS = [
+    ("remix", []),
+    ("repaint", ["--region", "1:2"]),
+    ("extend", ["--add", "1"]),
+    ("loop", ["--seam", "0.32"]),
+]
+
+
+@pytest.fixture
+def edit(monkeypatch, run_cli, tiny_bundle, tmp_path, load_counts):
+    monkeypatch.chdir(tmp_path)
+    tone(tmp_path / "song.wav", seconds=3.0)
+
+    def _edit(command, *args):
+        """(exit code, stdout, stderr, models loaded by this call)"""
+        before = dict(load_counts)
+        code, out, err = run_cli([command, *args, *tiny_bundle.cli_args(), "--steps", "2", *ENGINE])
+        return code, out, err, {k: load_counts[k] - before[k] for k in before}
+
+    return _edit
+
+
+@pytest.mark.parametrize("command, args", EDITS)
+def test_force_never_lets_an_edit_write_over_its_input(edit, tmp_path, command, args):
+    before = (tmp_path / "song.wav").read_bytes()
+    code, _, err, loads = edit(command, "song.wav", "x", *args, "-o", "song.wav", "--force")
+    assert code == 2, err
+    assert "song.wav is the input" in err
+    assert loads == {"transformer": 0, "decoder": 0}
+    assert (tmp_path / "song.wav").read_bytes() == before
+
+
+def test_an_edit_into_another_format_keeps_the_inputs_record_and_latent(edit, tmp_path):
+    code, _, err, _ = edit("remix", "song.wav", "x", "-o", "first.wav", "--save-latent")
+    assert code == 0, err
+    os.replace(tmp_path / "first.wav", tmp_path / "song.wav")
+    os.replace(tmp_path / "first.json", tmp_path / "song.json")
+    os.replace(tmp_path / "first.latent.safetensors", tmp_path / "song.latent.safetensors")
+    kept = {p.name: p.read_bytes() for p in tmp_path.glob("song.*")}
+    for latent in ([], ["--save-latent"]):
+        code, _, err, loads = edit("remix", "song.wav", "-o", "song.flac", "--force", *latent)
+        assert code == 2, err
+        assert "song.json is the record of the input recording song.wav" in err
+        assert loads == {"transformer": 0, "decoder": 0}
+    os.unlink(tmp_path / "song.json")
+    code, _, err, loads = edit("remix", "song.wav", "x", "-o", "song.flac", "--save-latent")
+    assert code == 2 and "song.latent.safetensors is the latent of the input" in err, err
+    kept.pop("song.json")
+    assert {p.name: p.read_bytes() for p in tmp_path.glob("song.*")} == kept
+
+
+def test_an_edit_into_a_folder_whose_default_name_is_the_input_is_refused(edit, tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "song-remix-s4.wav").symlink_to(tmp_path / "song.wav")
+    before = (tmp_path / "song.wav").read_bytes()
+    code, _, err, _ = edit("remix", "song.wav", "x", "--seed", "4", "-o", "out/", "--force")
+    assert code == 2 and "is the input" in err, err
+    assert (tmp_path / "song.wav").read_bytes() == before
+
+
+def test_vary_never_writes_a_remix_cell_over_its_input(vary, tmp_path):
+    (tmp_path / "grid").mkdir()
+    cell = tone(tmp_path / "grid" / "seed1_cfg3.5_steps2_both_str0.5.wav")
+    before = cell.read_bytes()
+    code, _, err = vary("-o", "grid", "--steps", "2", "--guidance", "3.5", "--input", str(cell),
+                        "--strength", "0.5", "--force")  # fmt: skip
+    assert code == 2 and "is the input recording" in err, err
+    assert cell.read_bytes() == before
