@@ -9,7 +9,8 @@ removed on any error or Ctrl-C. The temporary name carries its writer's process 
 
 so a later run removes a temporary file only when the process that owns it is gone, and two
 runs on one folder never delete each other's files in flight. `write_together` writes
-several files (an audio file and its record) so that a full disk leaves both or neither.
+several files (an audio file and its record) so that a full disk leaves both or neither;
+`creating` never replaces: it fails when the final name appeared while the file was written.
 
 OS errors become one sentence (`OutputError`): a full disk says how much space is left.
 """
@@ -158,6 +159,59 @@ def write_bytes(final: Path, data: bytes) -> Path:
 
 def write_text(final: Path, text: str) -> Path:
     return write_bytes(final, text.encode("utf-8"))
+
+
+@contextlib.contextmanager
+def creating(final: Path) -> Iterator[Path]:
+    """As `writing`, but `final` is only ever created, never replaced: when a file of that name
+    exists by the time the temporary file is whole, `FileExistsError` is raised and nothing
+    changes (the temporary file is removed)."""
+    final = Path(final)
+    tmp = temp_path(final)
+    try:
+        yield tmp
+        _sync(tmp)
+        _create(tmp, final)
+    except FileExistsError:
+        _discard(tmp)
+        raise
+    except OSError as exc:
+        _discard(tmp)
+        raise os_error(exc, final) from None
+    except BaseException:
+        _discard(tmp)
+        raise
+
+
+def write_new(final: Path, data: bytes) -> Path:
+    """Write `data` to `final` atomically; `FileExistsError` when `final` exists."""
+    with creating(final) as tmp:
+        tmp.write_bytes(data)
+    return Path(final)
+
+
+# A hard link fails on an existing name in one step; file systems without hard links (FAT,
+# some network and FUSE mounts) answer one of these, and the name is then checked just before
+# the rename instead.
+_NO_LINKS = frozenset(
+    {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK, errno.EXDEV}
+)
+
+
+def _create(tmp: Path, final: Path) -> None:
+    """Give the whole file `tmp` the name `final` unless that name exists."""
+    try:
+        os.link(tmp, final)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno not in _NO_LINKS:
+            raise
+        if os.path.lexists(final):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(final)) from None
+        os.replace(tmp, final)
+        return
+    _discard(tmp)
 
 
 def write_together(files: Sequence[tuple[Path, bytes]]) -> list[Path]:

@@ -2,8 +2,15 @@
 
 Lines are appended with one `write` on an O_APPEND descriptor under an exclusive lock and
 flushed to disk, so shards sharing a folder keep whole lines. A process killed mid-write
-leaves its last line cut short: every reader skips such a line (with a note), and a batch
-rerun rewrites the manifest without it (`repair`).
+leaves its line cut short (the last line, or a middle one when another shard appended after
+it): every reader skips such a line (with a note), and a batch rerun rewrites the manifest
+without it (`repair`).
+
+A manifest is the tool's when each line is one of its entries (`is_entry`: a record with
+"tool": "fluxmusic", the clip's "name" and "path") or a line of one cut short. Any other line
+(a user's notes, JSON of another shape) makes it foreign: it is never appended to or
+rewritten, and a run into its folder is refused, unless `--force`, which rewrites it with the
+tool's entries only.
 """
 
 from __future__ import annotations
@@ -17,19 +24,39 @@ from typing import Any
 
 from fluxmusic_cli import atomic, notices
 from fluxmusic_cli.errors import UsageError
+from fluxmusic_cli.ownership import TOOL
 
 MANIFEST = "manifest.jsonl"
+# Every line the tool writes starts so ("name" is an entry's first field).
+_LINE_START = '{"name": '
 
 
 @dataclass
 class Lines:
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    bad: list[int] = field(default_factory=list)  # 1-based numbers of skipped lines
+    rows: list[dict[str, Any]] = field(default_factory=list)  # every JSON object, in order
+    bad: list[int] = field(default_factory=list)  # 1-based numbers of lines that are not JSON
+    cut: list[int] = field(default_factory=list)  # of those, the lines a stopped run cut short
+    foreign: list[int] = field(default_factory=list)  # lines the tool did not write
+
+    @property
+    def entries(self) -> list[dict[str, Any]]:
+        """The tool's own entries."""
+        return [row for row in self.rows if is_entry(row)]
 
 
-def read_lines(path: Path, *, strict: bool = False) -> Lines:
-    """The JSON objects of a manifest, in order. A torn last line (no newline, not JSON) is
-    skipped with a note; another bad line is skipped too, or refused when `strict`."""
+def is_entry(row: Any) -> bool:
+    """Whether a manifest line is one the tool writes: a record of its own, naming a clip."""
+    return (
+        isinstance(row, dict)
+        and row.get("tool") == TOOL
+        and isinstance(row.get("name"), str)
+        and isinstance(row.get("path"), str)
+    )
+
+
+def scan(path: Path) -> Lines:
+    """Every line of a manifest, sorted into JSON objects, lines cut short, other lines that
+    are not JSON, and lines the tool did not write; says nothing."""
     path = Path(path)
     try:
         text = path.read_bytes().decode("utf-8", errors="replace")
@@ -44,33 +71,69 @@ def read_lines(path: Path, *, strict: bool = False) -> Lines:
             continue
         try:
             row = json.loads(line)
-        except ValueError as exc:
-            torn = number == len(lines) and not line.endswith("\n")
-            if strict and not torn:
-                raise UsageError(f"{path}:{number} is not valid JSON ({exc}).") from None
+        except ValueError:
             out.bad.append(number)
-            notices.note(
-                f"{path}:{number} was cut short by a stopped run; that line is skipped."
-                if torn
-                else f"{path}:{number} is not valid JSON; that line is skipped."
-            )
+            body = line.rstrip("\r\n")
+            ours = body.startswith(_LINE_START) or _LINE_START.startswith(body)
+            if ours or (number == len(lines) and not line.endswith("\n")):
+                out.cut.append(number)
+            if not ours:
+                out.foreign.append(number)
             continue
         if isinstance(row, dict):
             out.rows.append(row)
+        if not is_entry(row):
+            out.foreign.append(number)
     return out
 
 
+def read_lines(path: Path, *, strict: bool = False) -> Lines:
+    """The JSON objects of a manifest, in order. A line cut short is skipped with a note;
+    another line that is not JSON is skipped too, or refused when `strict`."""
+    path = Path(path)
+    found = scan(path)
+    if strict:
+        for number in found.bad:
+            if number not in found.cut:
+                raise UsageError(f"{path}:{number} is not valid JSON; fix or remove that line.")
+    _note_skipped(path, found)
+    return found
+
+
+def _note_skipped(path: Path, found: Lines) -> None:
+    for number in found.bad:
+        notices.note(
+            f"{path}:{number} was cut short by a stopped run; that line is skipped."
+            if number in found.cut
+            else f"{path}:{number} is not valid JSON; that line is skipped."
+        )
+
+
 def read_manifest(out_dir: Path) -> dict[str, dict[str, Any]]:
-    """Finished items by name (the last line of a name wins)."""
-    entries: dict[str, dict[str, Any]] = {}
-    for entry in read_lines(Path(out_dir) / MANIFEST).rows:
-        if isinstance(entry.get("name"), str):
-            entries[entry["name"]] = entry
-    return entries
+    """The tool's finished items by name (the last line of a name wins)."""
+    return {entry["name"]: entry for entry in read_lines(Path(out_dir) / MANIFEST).entries}
 
 
-def repair(out_dir: Path) -> bool:
-    """Rewrite the manifest without lines cut short or damaged; True when it was rewritten.
+def check_ours(out_dir: Path, *, force: bool) -> None:
+    """Refuse a run into `out_dir` when its manifest holds lines the tool did not write (it
+    would append to a user's file), unless `force`."""
+    path = Path(out_dir) / MANIFEST
+    if not force and path.is_file():
+        _refuse_foreign(path, scan(path))
+
+
+def _refuse_foreign(path: Path, found: Lines) -> None:
+    if found.foreign:
+        raise UsageError(
+            f"{path} was not written by fluxmusic (line {found.foreign[0]} is not one of its "
+            "records); pass --force to replace it with this run's manifest, or choose another "
+            "output folder."
+        )
+
+
+def repair(out_dir: Path, *, force: bool = False) -> bool:
+    """Rewrite the manifest without lines cut short; True when it was rewritten. A foreign
+    manifest is refused (`check_ours`), or with `force` rewritten with the tool's entries only.
 
     Done under the manifest's lock, and appenders reopen the file when it was replaced, so a
     shard appending meanwhile loses no line.
@@ -79,10 +142,20 @@ def repair(out_dir: Path) -> bool:
     if not path.is_file():
         return False
     with _locked(path):
-        found = read_lines(path)
-        if not found.bad:
+        found = scan(path)
+        if not force:
+            _refuse_foreign(path, found)
+        if not (found.bad or found.foreign):
             return False
-        text = "".join(json.dumps(r, default=str, ensure_ascii=False) + "\n" for r in found.rows)
+        _note_skipped(path, found)
+        dropped = len(set(found.foreign) - set(found.bad))
+        if dropped:
+            notices.note(
+                f"--force: {path} held {dropped} line(s) fluxmusic did not write; "
+                "it is rewritten without them."
+            )
+        entries = found.entries
+        text = "".join(json.dumps(r, default=str, ensure_ascii=False) + "\n" for r in entries)
         atomic.write_text(path, text)
     return True
 

@@ -1,13 +1,23 @@
-"""From a generated clip to a file: check, normalise, resample, tag, write atomically, record.
+"""Where a command's files go: the one rule every written file follows, and the one clip writer.
 
-Shared by `generate`, `batch` and `vary`, so every output is checked and recorded the same way.
+The rule (`check_file` before any model loads, `writing` / `write_file` when the file is
+written): a file that exists is never replaced without `--force` ("X already exists"), except a
+file the tool itself wrote into a folder it fills (a vary page a rerun redraws), recognised by
+`ours`; a missing folder is refused, never created, unless the command documents making it (an
+output folder given as `-o DIR/`); the file appears whole under its name or not at all
+(`atomic`). Clips add their checks (extension, encodable rate, the record and latent beside
+them) and never write over the recording an edit reads.
+
+A clip goes from samples to file here: checked, normalised, resampled, tagged, written with its
+record, by `generate`, the edits, `batch` and `vary` alike.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -57,6 +67,78 @@ def output_folder(output: Path | None, argv: list[str] | None = None) -> bool:
     return True
 
 
+# Whether the tool wrote an existing file, which a rerun may then replace.
+Owner = Callable[[Path], bool]
+
+
+def check_file(
+    path: Path, *, force: bool, also: Sequence[Path] = (), ours: Owner | None = None
+) -> None:
+    """The rule for any file a command writes, checked before any model loads: a folder is not a
+    file; without `force` neither `path` nor the files written with it (`also`) may exist,
+    unless `ours` says the tool wrote it; its folder must exist and be writable."""
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{path} is a folder; give a file name.")
+    if not force:
+        refuse_taken([path, *also], ours=ours)
+    check_folder(path.parent if str(path.parent) else Path("."))
+
+
+def refuse_taken(paths: Iterable[Path], *, ours: Owner | None = None) -> None:
+    """Refuse the first of `paths` that exists (a dangling link counts), unless `ours` says the
+    tool wrote it."""
+    for taken in paths:
+        if os.path.lexists(taken) and (ours is None or not ours(Path(taken))):
+            raise UsageError(_taken(Path(taken), ours))
+
+
+def _taken(path: Path, ours: Owner | None) -> str:
+    if ours is None:
+        return f"{path} already exists; pass --force to overwrite it."
+    return f"{path} already exists and was not written by fluxmusic; pass --force to replace it."
+
+
+def check_folder(folder: Path) -> None:
+    """Refuse a folder to write into that is missing (it is not created), not a folder, or not
+    writable."""
+    if not folder.exists():
+        raise UsageError(f"Folder {folder} does not exist; create it first or choose another.")
+    if not folder.is_dir():
+        raise UsageError(f"{folder} is not a folder.")
+    if not os.access(folder, os.W_OK):
+        raise UsageError(f"Folder {folder} is not writable.")
+
+
+@contextlib.contextmanager
+def writing(path: Path, *, force: bool, ours: Owner | None = None) -> Iterator[Path]:
+    """Yield a temporary path to write `path` through, by the rule: the file appears whole or
+    not at all, and without `force` it never replaces a file the tool did not write, even one
+    that appeared after `check_file` (the work between may have taken minutes)."""
+    from fluxmusic_cli import atomic
+
+    path = Path(path)
+    exists = os.path.lexists(path)
+    if force or (exists and ours is not None and ours(path)):
+        with atomic.writing(path) as tmp:
+            yield tmp
+        return
+    if exists:
+        refuse_taken([path], ours=ours)
+    try:
+        with atomic.creating(path) as tmp:
+            yield tmp
+    except FileExistsError:
+        raise UsageError(_taken(path, None)) from None
+
+
+def write_file(path: Path, data: bytes, *, force: bool, ours: Owner | None = None) -> Path:
+    """Write `data` to `path` by the rule of `writing`."""
+    with writing(path, force=force, ours=ours) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
 def check_target(
     path: Path, *, force: bool, sample_rate: int | None = None, save_latent: bool = False
 ) -> None:
@@ -70,23 +152,51 @@ def check_target(
         )
     if sample_rate is not None:
         check_encodable(path.suffix.lower().lstrip("."), sample_rate)
-    if not force:
-        refuse_existing(path, save_latent=save_latent)
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise UsageError(f"Folder {parent} does not exist.")
-    if not os.access(parent, os.W_OK):
-        raise UsageError(f"Folder {parent} is not writable.")
+    check_file(path, force=force, also=companions(path, save_latent=save_latent))
+
+
+def companions(path: Path, *, save_latent: bool) -> list[Path]:
+    """The files written with the clip `path`: its record, and with `save_latent` its latent."""
+    found = [metadata.sidecar_path(path)]
+    if save_latent:
+        found.append(latents.sidecar_path(path))
+    return found
 
 
 def refuse_existing(path: Path, *, save_latent: bool) -> None:
     """Refuse to replace an audio file, its record or (with `save_latent`) its latent."""
-    taken_paths = [path, metadata.sidecar_path(path)]
-    if save_latent:
-        taken_paths.append(latents.sidecar_path(path))
-    for taken in taken_paths:
-        if taken.exists():
-            raise UsageError(f"{taken} already exists; pass --force to overwrite it.")
+    refuse_taken([path, *companions(path, save_latent=save_latent)])
+
+
+def refuse_own_input(path: Path, source: Path, *, save_latent: bool) -> None:
+    """Refuse to write the clip `path` (its record, its latent) over the recording `source` it
+    is made from, or over the record or latent beside that recording: `--force` replaces a
+    user's other files, never the one being edited. Checked as files (links, other spellings,
+    case-insensitive file systems), before any model loads."""
+    source = Path(source)
+    inputs = [source, *companions(source, save_latent=True)]
+    for written in [Path(path), *companions(path, save_latent=save_latent)]:
+        for read in inputs:
+            if not _same_file(written, read):
+                continue
+            if read == source:
+                same = "" if Path(path) == source else f" ({source})"
+                raise UsageError(
+                    f"{path} is the input recording{same}; write the edit to another name: "
+                    "--force never replaces the input."
+                )
+            kind = "record" if read.suffix == ".json" else "latent"
+            raise UsageError(
+                f"{written} is the {kind} of the input recording {source}; writing {path} "
+                "would replace it, so give the edit another name."
+            )
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist
+        return False
 
 
 def check_encodable(fmt: str, sample_rate: int) -> None:

@@ -51,18 +51,27 @@ def figure(width: float, height: float, layout: str | None = None):
 
 
 def write_spectrogram_png(path: Path, db: np.ndarray, duration: float, fmax: float) -> Path:
-    """One spectrogram, 320 x 160 pixels, no axes."""
+    """One spectrogram, 320 x 160 pixels, no axes, written atomically."""
+    from fluxmusic_cli import atomic
+
+    return atomic.write_bytes(path, spectrogram_png(db, duration, fmax))
+
+
+def spectrogram_png(
+    db: np.ndarray, duration: float, fmax: float, *, metadata: dict[str, str] | None = None
+) -> bytes:
+    """One spectrogram as PNG bytes, 320 x 160 pixels, no axes; `metadata` as text chunks."""
     fig = figure(3.2, 1.6)
     ax = fig.add_axes((0, 0, 1, 1))
     ax.imshow(db, origin="lower", aspect="auto", cmap="magma", extent=(0, duration, 0, fmax))
     ax.set_axis_off()
-    save_png(fig, path)
-    return path
+    return png_bytes(fig, metadata=metadata)
 
 
-def save_png(fig, path: Path) -> None:
-    """Write `fig` as a PNG atomically."""
-    from fluxmusic_cli import atomic
+def png_bytes(fig, *, metadata: dict[str, str] | None = None) -> bytes:
+    """`fig` as PNG bytes, with `metadata` as text chunks."""
+    import io
 
-    with atomic.writing(path) as tmp:
-        fig.savefig(tmp, format="png")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", metadata=metadata)
+    return buffer.getvalue()

@@ -145,9 +145,10 @@ def _prompt_of_input(input_path: str, data: bytes | None) -> str:
 
 
 def _target(output: Path | None, input_path: str, operation: str, seed: int, out) -> Path:
-    """The output file, checked (extension, existing files, folder) before any model loads."""
+    """The output file, checked (not the input, extension, existing files, folder) before any
+    model loads."""
     from fluxmusic_cli import atomic
-    from fluxmusic_cli.output import check_target, output_folder
+    from fluxmusic_cli.output import check_target, output_folder, refuse_own_input
 
     stem = "recording" if input_path == "-" else Path(input_path).stem
     name = f"{stem}-{operation}-s{seed}.wav"
@@ -158,6 +159,8 @@ def _target(output: Path | None, input_path: str, operation: str, seed: int, out
         path = output / name
     else:
         path = output
+    if input_path != "-":
+        refuse_own_input(path, Path(input_path), save_latent=out.save_latent)
     check_target(path, force=out.force, sample_rate=out.sample_rate, save_latent=out.save_latent)
     return path
 

@@ -58,13 +58,26 @@ def _print_table(report: Any) -> None:
     out.print(f"Resampling: {report.resampler}")
 
 
-def _write_per_file(path: Path, report: Any, quiet: bool) -> None:
+def _check_per_file(path: Path, force: bool) -> None:
+    """Refuse, before anything is scored, an audio file name (CSV would replace the clip), an
+    existing file without --force, or a folder that does not exist."""
+    from fluxmusic_cli.formats import SUPPORTED_SUFFIXES
+    from fluxmusic_cli.output import check_file
+
+    if path.suffix.lower() in SUPPORTED_SUFFIXES:
+        raise UsageError(
+            f"--per-file {path} names an audio file; the per-file scores are CSV, so give a "
+            "name ending in .csv."
+        )
+    check_file(path, force=force)
+
+
+def _write_per_file(path: Path, report: Any, quiet: bool, force: bool) -> None:
+    from fluxmusic_cli.output import writing
+
     existed = path.exists()
     fields = [f.name for f in dataclasses.fields(report.per_file[0])] if report.per_file else []
-    from fluxmusic_cli import atomic
-
-    atomic.make_folder(path.parent)
-    with atomic.writing(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+    with writing(path, force=force) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
         for row in report.per_file:
@@ -183,6 +196,9 @@ def eval_command(
             help=f"Write one row per clip ({', '.join(PER_FILE_COLUMNS)}) to this CSV.",
         ),
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", "-f", help="Replace an existing --per-file CSV.")
+    ] = False,
     json_output: Json = False,
     quiet: Quiet = False,
 ) -> None:
@@ -194,6 +210,8 @@ def eval_command(
         raise UsageError(
             f"--fad-embedder must be {' or '.join(FAD_EMBEDDERS)}, not {fad_embedder!r}."
         )
+    if per_file is not None:
+        _check_per_file(per_file, force)
     request = EvalRequest(
         generated=generated,
         reference=reference,
@@ -219,7 +237,7 @@ def eval_command(
         for note in report.notes:
             info(f"[dim]note:[/dim] {note}")
     if per_file is not None:
-        _write_per_file(per_file, report, quiet)
+        _write_per_file(per_file, report, quiet, force)
     if json_output:
         from fluxmusic_cli import __version__
 

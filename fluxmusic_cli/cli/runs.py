@@ -18,6 +18,7 @@ def run_plan(
 
     from fluxmusic_cli.cli.progress import step_bars
     from fluxmusic_cli.cli.setup import make_engine
+    from fluxmusic_cli.manifest import check_ours
     from fluxmusic_cli.output import check_encodable
     from fluxmusic_cli.runs.folder import FolderRun
     from fluxmusic_cli.runs.service import RunService
@@ -27,6 +28,7 @@ def run_plan(
     settings.clip.check()
     engine_options.check_clip(settings.clip)
     check_encodable(settings.fmt, settings.writer.sample_rate)
+    check_ours(plan.out_dir, force=out.force)  # a manifest of the user's is not appended to
     engine_options = dataclasses.replace(engine_options, forward_batch=batch_size)
     quiet = out.quiet or out.json_out
     with step_bars(quiet) as bars:

@@ -148,6 +148,8 @@ def vary(
         writer=shared.output.clip_writer(),
     )
     plan = grid.plan_vary(prompt, output, axes, settings, source)
+    force = shared.output.force
+    grid.check_files(plan, force=force, source=None if input_path is None else Path(input_path))
     engine_options = shared.engine.engine_options(encoders=axes.encoders[0])
     failure: PartialFailure | None = None
     try:
@@ -163,7 +165,7 @@ def vary(
         "conditioning": engine.conditioning,
     }
     index, picture = grid.render_page(
-        plan, axes, read_manifest(plan.out_dir), title_settings=page_settings
+        plan, axes, read_manifest(plan.out_dir), title_settings=page_settings, force=force
     )
     if shared.output.json_out:
         emit_json_line({"event": "page", "index": str(index), "grid": str(picture)})

@@ -79,7 +79,7 @@ def _open_url(url: str) -> BinaryIO:
 
 def download(spec: WeightFile, dest: Path, progress: Progress | None = None) -> Path:
     """Fetch `spec.url` to `dest`; a file whose SHA-256 (or MD5) differs is refused."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    atomic.make_folder(dest.parent)
     sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
     done = 0
     with atomic.writing(dest) as part:

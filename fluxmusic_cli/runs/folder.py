@@ -312,7 +312,7 @@ class FolderRun:
             raise UsageError(f"Folder {out_dir} is not writable.")
         self._lock.acquire()
         remove_leftovers(self.plan)
-        manifest.repair(out_dir)
+        manifest.repair(out_dir, force=self.force)
         sorted_ = sort_items(self.plan, engine_identity(self.engine), force=self.force)
         events: list[RunEvent] = [
             ItemFailed(failure)

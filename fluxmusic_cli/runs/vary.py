@@ -2,7 +2,9 @@
 
 `plan_vary` turns the axes into batch items (so `vary` shares the manifest, resuming and the
 run loop with `batch`); `render_page` draws a mel spectrogram per clip, an `index.html` that
-plays every clip offline, and `grid.png` with all spectrograms in one labelled picture.
+plays every clip offline, and `grid.png` with all spectrograms in one labelled picture. Each
+carries the tool's mark (`ownership`), so a rerun redraws them and never replaces a user's own
+file of the same name without `--force` (`check_files`, before any model loads).
 numpy at module level; scipy and matplotlib load inside the functions that draw.
 """
 
@@ -21,10 +23,12 @@ from fluxmusic_cli.engine.conditioning import ENCODER_SUBSETS
 from fluxmusic_cli.engine.requests import MAX_GUIDANCE, MAX_SEED, MAX_STEPS
 from fluxmusic_cli.errors import UsageError
 from fluxmusic_cli.formats import FORMATS
+from fluxmusic_cli.manifest import MANIFEST
+from fluxmusic_cli.output import refuse_own_input, refuse_taken, write_file
+from fluxmusic_cli.ownership import html_mark, is_ours, png_mark
 from fluxmusic_cli.runs.plan import Edit, Item, Plan, Settings, unique_names
 from fluxmusic_cli.spectrogram import figure as _figure
-from fluxmusic_cli.spectrogram import mel_spectrogram, write_spectrogram_png
-from fluxmusic_cli.spectrogram import save_png as _save
+from fluxmusic_cli.spectrogram import mel_spectrogram, png_bytes, spectrogram_png
 
 INDEX = "index.html"
 GRID = "grid.png"
@@ -204,11 +208,43 @@ class Cell:
     record: dict[str, Any] | None
 
 
-def render_page(
-    plan: Plan, axes: Axes, manifest: dict[str, dict[str, Any]], *, title_settings: dict[str, Any]
-) -> tuple[Path, Path]:
-    """Spectrogram PNGs, `index.html` and `grid.png` for the finished cells of `plan`."""
+def page_files(plan: Plan) -> list[Path]:
+    """The files `render_page` writes beside the clips."""
     out_dir = plan.out_dir
+    return [out_dir / INDEX, out_dir / GRID, *(out_dir / _image(i) for i in plan.items)]
+
+
+def check_files(plan: Plan, *, force: bool, source: Path | None = None) -> None:
+    """Refuse, before any model loads, a page file in the folder that the tool did not write
+    (a user's own index.html) unless `force`, and a cell that would be the remixed recording
+    `source` (or its record) even with `force`."""
+    if source is not None:
+        for item in plan.items:
+            refuse_own_input(item.path, source, save_latent=False)
+    if not force:
+        refuse_taken(page_files(plan), ours=is_ours)
+
+
+def _image(item: Item) -> str:
+    return f"{item.name}.mel.png"
+
+
+def render_page(
+    plan: Plan,
+    axes: Axes,
+    manifest: dict[str, dict[str, Any]],
+    *,
+    title_settings: dict[str, Any],
+    force: bool = False,
+) -> tuple[Path, Path]:
+    """Spectrogram PNGs, `index.html` and `grid.png` for the finished cells of `plan`, each
+    marked as the tool's; a file of one of those names that is not the tool's is replaced only
+    with `force`."""
+    out_dir = plan.out_dir
+
+    def write(name: str, data: bytes) -> Path:
+        return write_file(out_dir / name, data, force=force, ours=is_ours)
+
     cells: dict[str, Cell] = {}
     spectra: dict[str, tuple[np.ndarray, float, float]] = {}
     for item in plan.items:
@@ -221,13 +257,11 @@ def render_page(
         db, fmax = mel_spectrogram(data, rate)
         duration = data.shape[0] / rate
         spectra[item.name] = (db, duration, fmax)
-        image = f"{item.name}.mel.png"
-        write_spectrogram_png(out_dir / image, db, duration, fmax)
+        image = _image(item)
+        write(image, spectrogram_png(db, duration, fmax, metadata=png_mark(MANIFEST)))
         cells[item.name] = Cell(item, item.path.name, image, entry)
-    index = out_dir / INDEX
-    _write_atomically(index, _page_html(plan, axes, cells, title_settings))
-    grid = out_dir / GRID
-    _write_grid(grid, plan, axes, spectra, title_settings)
+    index = write(INDEX, _page_html(plan, axes, cells, title_settings).encode("utf-8"))
+    grid = write(GRID, _grid_png(plan, axes, spectra, title_settings))
     return index, grid
 
 
@@ -249,6 +283,7 @@ def _page_html(plan: Plan, axes: Axes, cells: dict[str, Cell], settings: dict[st
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
+        html_mark(MANIFEST),
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{esc(prompt)} · fluxmusic vary</title>",
         f"<style>{_CSS}</style></head><body>",
@@ -270,8 +305,8 @@ def _page_html(plan: Plan, axes: Axes, cells: dict[str, Cell], settings: dict[st
         parts.append("</tbody></table>")
     parts.append(
         f'<p class="foot">Spectrograms: 64-band mel, 0 to 8 kHz. Every clip has its generation '
-        f'record beside it (NAME.json); all of them are in <a href="manifest.jsonl">'
-        f'manifest.jsonl</a>. The grid as one picture: <a href="{GRID}">{GRID}</a>.</p>'
+        f'record beside it (NAME.json); all of them are in <a href="{MANIFEST}">'
+        f'{MANIFEST}</a>. The grid as one picture: <a href="{GRID}">{GRID}</a>.</p>'
     )
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
@@ -308,13 +343,12 @@ _CSS = (
 )
 
 
-def _write_grid(
-    path: Path,
+def _grid_png(
     plan: Plan,
     axes: Axes,
     spectra: dict[str, tuple[np.ndarray, float, float]],
     settings: dict[str, Any],
-) -> None:
+) -> bytes:
     import textwrap
 
     lookup = _lookup(plan)
@@ -348,10 +382,4 @@ def _write_grid(
     title = textwrap.shorten(plan.items[0].prompt, 2 * chars, placeholder=" ...")
     lines = textwrap.wrap(title, chars) + textwrap.wrap(_settings_line(settings), chars)
     fig.suptitle("\n".join(lines), fontsize=9)
-    _save(fig, path)
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    from fluxmusic_cli import atomic
-
-    atomic.write_text(path, text)
+    return png_bytes(fig, metadata=png_mark(MANIFEST))

@@ -103,7 +103,7 @@ def test_quiet_keeps_the_scores_and_warnings_but_drops_the_notes(models, tmp_pat
     code, out, err = run_cli(args)
     assert code == 0, err
     assert "note:" in err and "Per-file scores written" in err
-    code, out, err = run_cli([*args, "--quiet", "--device", "auto"])
+    code, out, err = run_cli([*args, "--quiet", "--device", "auto", "--force"])
     assert code == 0, err
     assert "IS" in out and "Generated: 2 clips" in out
     assert "not the published" in err  # warnings stay

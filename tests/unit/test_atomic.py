@@ -38,3 +38,19 @@ def test_writing_leaves_the_final_file_only_and_nothing_on_error(tmp_path):
     except RuntimeError:
         pass
     assert [p.name for p in tmp_path.iterdir()] == ["clip.json"]
+
+
+def test_creating_never_replaces_a_file_that_appeared_while_it_was_written(tmp_path):
+    final = tmp_path / "scores.csv"
+    try:
+        with atomic.creating(final) as tmp:
+            tmp.write_text("ours")
+            final.write_text("theirs")  # a user's file, made meanwhile
+    except FileExistsError:
+        pass
+    else:
+        raise AssertionError("creating replaced a file")
+    assert final.read_text() == "theirs"
+    assert [p.name for p in tmp_path.iterdir()] == ["scores.csv"]
+    atomic.write_new(tmp_path / "new.csv", b"ours")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new.csv", "scores.csv"]

@@ -77,3 +77,41 @@ def test_the_clip_writer_sends_one_tagged_wav_to_stdout_and_no_file(tmp_path, mo
     (tmp_path / "piped.wav").write_bytes(sent[0])
     assert metadata.read_record(tmp_path / "piped.wav").seed == 5
     assert sorted(p.name for p in tmp_path.iterdir()) == ["piped.wav"]
+
+
+def test_a_file_is_replaced_only_when_forced_or_marked_as_the_tools(tmp_path):
+    from fluxmusic_cli import ownership
+
+    page = tmp_path / "index.html"
+    page.write_text("<p>mine</p>")
+    with pytest.raises(UsageError, match="index.html already exists; pass --force"):
+        output.write_file(page, b"new", force=False)
+    with pytest.raises(UsageError, match="not written by fluxmusic; pass --force to replace it"):
+        output.write_file(page, b"new", force=False, ours=ownership.is_ours)
+    assert page.read_text() == "<p>mine</p>"
+    marked = f"<html><head>{ownership.html_mark('manifest.jsonl')}</head></html>".encode()
+    output.write_file(page, marked, force=True)
+    output.write_file(page, marked + b"<!-- again -->", force=False, ours=ownership.is_ours)
+    assert page.read_bytes().endswith(b"<!-- again -->")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["index.html"]
+
+
+def test_pngs_carry_the_tools_mark_and_others_do_not(tmp_path):
+    from fluxmusic_cli import ownership
+    from fluxmusic_cli.spectrogram import spectrogram_png
+
+    db = np.zeros((64, 10))
+    ours = tmp_path / "ours.png"
+    ours.write_bytes(spectrogram_png(db, 1.0, 8000.0, metadata=ownership.png_mark("m.jsonl")))
+    plain = tmp_path / "plain.png"
+    plain.write_bytes(spectrogram_png(db, 1.0, 8000.0))
+    assert ownership.is_ours(ours) and not ownership.is_ours(plain)
+    assert ownership.png_text(ours.read_bytes())["Source"] == "m.jsonl"
+
+
+def test_a_missing_folder_is_refused_and_not_created(tmp_path):
+    with pytest.raises(UsageError, match="nowhere does not exist"):
+        output.check_file(tmp_path / "nowhere" / "x.csv", force=True)
+    with pytest.raises(UsageError, match="is a folder"):
+        output.check_file(tmp_path, force=True)
+    assert list(tmp_path.iterdir()) == []

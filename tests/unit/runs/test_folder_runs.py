@@ -117,17 +117,45 @@ def test_forward_batches_group_shared_settings_and_respect_the_size():
     assert [[i.prompt for i in b] for b in batches] == [["a", "c"], ["d"], ["b", "e"]]
 
 
+def _entry(name: str, size: int) -> dict:
+    return {"name": name, "path": f"{name}.wav", "bytes": size, "tool": "fluxmusic"}
+
+
 def test_manifest_survives_a_line_cut_short_by_a_killed_process(tmp_path):
-    append_manifest(tmp_path, {"name": "a", "bytes": 1})
+    append_manifest(tmp_path, _entry("a", 1))
     with open(tmp_path / manifest.MANIFEST, "a") as f:
         f.write('{"name": "b", "byt')  # what a kill mid-write leaves
-    append_manifest(tmp_path, {"name": "c", "bytes": 3})
-    append_manifest(tmp_path, {"name": "a", "bytes": 4})
+    append_manifest(tmp_path, _entry("c", 3))
+    append_manifest(tmp_path, _entry("a", 4))
     entries = read_manifest(tmp_path)
     assert set(entries) == {"a", "c"}
     assert entries["a"]["bytes"] == 4  # the last line of a name wins
     lines = (tmp_path / manifest.MANIFEST).read_text().splitlines()
-    assert len(lines) == 4 and json.loads(lines[2]) == {"name": "c", "bytes": 3}
+    assert len(lines) == 4 and json.loads(lines[2]) == _entry("c", 3)
+    assert manifest.repair(tmp_path)  # the line cut short is ours: dropped, the rest kept
+    kept = (tmp_path / manifest.MANIFEST).read_text().splitlines()
+    assert [json.loads(line)["bytes"] for line in kept] == [1, 3, 4]
+
+
+@pytest.mark.parametrize(
+    "theirs",
+    [
+        '{"name": "take1", "path": "take1.wav"}\n',  # JSON, but not one of the tool's records
+        "my notes\n",
+        "[1, 2]\n",
+        '{"tak',  # cut short, but not a line the tool writes
+    ],
+)
+def test_a_manifest_with_lines_the_tool_did_not_write_is_not_rewritten(tmp_path, theirs):
+    path = tmp_path / manifest.MANIFEST
+    path.write_text(json.dumps(_entry("a", 1)) + "\n" + theirs)
+    with pytest.raises(UsageError, match="not written by fluxmusic.*--force"):
+        manifest.check_ours(tmp_path, force=False)
+    with pytest.raises(UsageError, match="not written by fluxmusic"):
+        manifest.repair(tmp_path)
+    assert path.read_text() == json.dumps(_entry("a", 1)) + "\n" + theirs
+    assert manifest.repair(tmp_path, force=True)
+    assert [json.loads(line) for line in path.read_text().splitlines()] == [_entry("a", 1)]
 
 
 def test_only_leftovers_of_this_plan_whose_writer_is_gone_are_removed(tmp_path):
