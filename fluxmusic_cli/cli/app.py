@@ -29,7 +29,7 @@ app = typer.Typer(
 # Each module defines `register(app)`; the list is the single place commands are added.
 COMMAND_MODULES: tuple[str, ...] = (
     "generate", "remix", "repaint", "extend", "loop", "batch", "vary", "eval", "models", "doctor",
-    "train",
+    "train", "serve",
 )  # fmt: skip
 
 

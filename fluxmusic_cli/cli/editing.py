@@ -56,7 +56,7 @@ def run_edit(
     seed = values["seed"] if values["seed"] is not None else secrets.randbelow(2**31)
 
     # 2. The request, checked with the recording's length before any model loads.
-    request = _request(operation, source, prompt, seed, values)
+    request = edit_request(operation, source, prompt, seed, values)
     from fluxmusic_cli.engine.edit_plan import plan_edit
 
     plan_edit(request)
@@ -101,7 +101,8 @@ def _prompt_of_input(input_path: str, data: bytes | None) -> str:
     return str(record["prompt"])
 
 
-def _request(operation: str, source, prompt: str, seed: int, values: dict[str, Any]):
+def edit_request(operation: str, source, prompt: str, seed: int, values: dict[str, Any]):
+    """The EditRequest of an operation from its option values (by parameter name)."""
     from fluxmusic_cli.engine.editing import EditRequest, parse_region
 
     fields: dict[str, Any] = dict(
