@@ -151,7 +151,7 @@ def serve(
         host=host,
         port=port,
         data_dir=data_dir if data_dir is not None else cfg.default_data_dir(),
-        token=api_token or "",
+        token=cfg.check_token(api_token),
         max_queue=max_queue,
         max_upload_bytes=max_upload_mb * MIB,
         keep_alive=cfg.parse_duration(keep_alive),

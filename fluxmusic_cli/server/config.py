@@ -89,6 +89,15 @@ def check_host_name(name: str) -> str:
     return value.strip("[]")
 
 
+def check_token(token: str | None) -> str:
+    """A --token / FLUXMUSIC_TOKEN as a Bearer header carries it ("" when none was given)."""
+    if token is None:
+        return ""
+    if not token or any(c.isspace() or not c.isprintable() for c in token):
+        raise UsageError("--token must be printable, without spaces or line breaks.")
+    return token
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     host: str = DEFAULT_HOST

@@ -39,50 +39,50 @@ def run_server(
     from fluxmusic_cli.server.service import JobService
     from fluxmusic_cli.server.worker import Worker
 
-    # 1. The data folder, ours alone while we run, and the token.
-    lock = _hold(config.data_dir)
-    config = replace(config, token=_token(config))
+    with contextlib.ExitStack() as held:
+        # 1. The data folder, ours alone while we run, and the token.
+        held.enter_context(_hold(config.data_dir))
+        config = replace(config, token=_token(config))
 
-    # 2. The job store, after a stop: what ran is interrupted, what waited runs.
-    store = st.JobStore(config.db_path)
-    service = JobService(store, config, engine_options=engine_options, engine_info={})
-    interrupted = service.recover()
-    if interrupted:
-        log(f"{len(interrupted)} job(s) were running when the server stopped: now interrupted.")
+        # 2. The job store, after a stop: what ran is interrupted, what waited runs.
+        store = st.JobStore(config.db_path)
+        held.callback(store.close)
+        service = JobService(store, config, engine_options=engine_options, engine_info={})
+        interrupted = service.recover()
+        if interrupted:
+            log(f"{len(interrupted)} job(s) were running when the server stopped: interrupted.")
 
-    # 3. The socket (port 0: a free one), then the engine, its weights on disk.
-    warning = network_warning(config.host)
-    if warning:
-        warn(warning)
-    sock = http.bind(config.host, config.port)
-    worker = Worker(
-        service, lambda progress: Engine(engine_options, progress=progress),
-        keep_alive=config.keep_alive, max_batch=config.max_batch,
-    )  # fmt: skip
-    engine = worker.engine()
-    check_downloads(engine)
-    service.engine_info = {**describe(engine), "max_batch": config.max_batch}
+        # 3. The socket (port 0: a free one), then the engine, its weights on disk.
+        warning = network_warning(config.host)
+        if warning:
+            warn(warning)
+        sock = held.enter_context(http.bind(config.host, config.port))
+        worker = Worker(
+            service, lambda progress: Engine(engine_options, progress=progress),
+            keep_alive=config.keep_alive, max_batch=config.max_batch,
+        )  # fmt: skip
+        engine = worker.engine()
+        check_downloads(engine)
+        service.engine_info = {**describe(engine), "max_batch": config.max_batch}
 
-    # 4. Say where, then serve.
-    port = sock.getsockname()[1]
-    url = config.url(port)
-    _write_server_json(config, url)
-    shown = config.host if ":" not in config.host else f"[{config.host}]"
-    say(f"fluxmusic serving on http://{shown}:{port}")
-    say(f"token: in {config.server_json} (send it as 'Authorization: Bearer TOKEN')")
-    sessions = Sessions()
-    say(f"login link for a browser (works once): {url}/login?code={sessions.new_code()}")
-    service.subscribe(_job_log(service, log))
-    worker.start()
-    try:
-        http.run(create_app(service, config, sessions), sock, service.request_stop)
-    finally:
-        service.request_stop()
-        if not worker.join(STOP_WAIT_S):
-            warn("the running job did not reach its next step in time; stopping anyway.")
-        store.close()
-        sock.close()
-        lock.close()
+        # 4. Say where, then serve until a stop signal.
+        port = sock.getsockname()[1]
+        url = config.url(port)
+        _write_server_json(config, url)
+        shown = config.host if ":" not in config.host else f"[{config.host}]"
+        say(f"fluxmusic serving on http://{shown}:{port}")
+        say(f"token: in {config.server_json} (send it as 'Authorization: Bearer TOKEN')")
+        sessions = Sessions()
+        say(f"login link for a browser (works once): {url}/login?code={sessions.new_code()}")
+        service.subscribe(_job_log(service, log))
+        worker.start()
+        try:
+            http.run(create_app(service, config, sessions), sock, service.request_stop)
+        finally:
+            # 5. No new jobs; the running one stops at its next step (interrupted).
+            service.request_stop()
+            if not worker.join(STOP_WAIT_S):
+                warn("the running job did not reach its next step in time; stopping anyway.")
 
 
 def _hold(data_dir: Path):
@@ -115,8 +115,6 @@ def _hold(data_dir: Path):
 def _token(config: ServerConfig) -> str:
     """--token / FLUXMUSIC_TOKEN, else the one kept in server.json, else a new one."""
     if config.token:
-        if config.token != config.token.strip() or any(c.isspace() for c in config.token):
-            raise UsageError("--token must not contain spaces or line breaks.")
         return config.token
     try:
         kept = json.loads(config.server_json.read_text(encoding="utf-8")).get("token")

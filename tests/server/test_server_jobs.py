@@ -286,3 +286,14 @@ def test_serving_on_loopback_prints_where_and_no_network_warning(server):
     assert str(server.data_dir / "server.json") in server.lines[1]
     assert "/login?code=" in server.lines[2]
     assert "reachable from the network" not in server.stderr
+
+
+def test_no_cors_headers_without_cors_origin(server):
+    api = server.client()
+    for origin in ("http://localhost:3000", server.url, "null"):
+        for reply in (
+            api.get("/v1/jobs", headers={"Origin": origin}),
+            api.request("OPTIONS", "/v1/jobs", headers={
+                "Origin": origin, "Access-Control-Request-Method": "POST"}),
+        ):  # fmt: skip
+            assert not any(k.startswith("access-control-") for k in reply.headers)
