@@ -44,8 +44,11 @@ class BadJson(FluxMusicError):
     """A body that is not JSON (400)."""
 
 
-def create_app(service: JobService, config: ServerConfig, sessions: Sessions | None = None):
-    """The API over `service`, behind the Host, cross-site and token checks."""
+def create_app(
+    service: JobService, config: ServerConfig, sessions: Sessions | None = None
+) -> FastAPI:
+    """The API over `service`, behind the Host, cross-site and token checks (every route added
+    to the returned app later, a page's included, is behind them too)."""
     sessions = sessions or Sessions()
     app = FastAPI(
         title="fluxmusic",
@@ -58,7 +61,8 @@ def create_app(service: JobService, config: ServerConfig, sessions: Sessions | N
     _errors(app)
     _routes(app, service, config, sessions)
     _document(app)
-    return Guard(app, config, sessions)
+    app.add_middleware(Guard, config=config, sessions=sessions)
+    return app
 
 
 def _errors(app: FastAPI) -> None:

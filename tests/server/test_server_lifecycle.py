@@ -85,6 +85,24 @@ def test_compatible_queued_jobs_share_a_forward_pass_and_the_models_go_when_idle
     assert api.get("/v1/engine").json()["loaded"] is False
 
 
+def test_a_job_that_fails_says_why_and_the_server_goes_on(busy):
+    """An edit whose input job is deleted while it waits fails with that sentence; the next
+    job runs."""
+    api = busy.client()
+    source = api.submit(prompt="to be deleted", **SHORT)
+    assert api.wait(source)["status"] == "succeeded"
+    blocker = api.submit(**LONG)
+    api.wait_for_step(blocker, 1)
+    edit = api.submit(command="remix", input=f"job:{source}", steps=2)
+    assert api.request("DELETE", f"/v1/jobs/{source}").status == 204
+    api.request("DELETE", f"/v1/jobs/{blocker}")
+    view = api.wait(edit)
+    assert view["status"] == "failed"
+    assert view["error"] == f"input job:{source} is not a job on this server."
+    after = api.submit(prompt="after a failure", **SHORT)
+    assert api.wait(after)["status"] == "succeeded"
+
+
 def test_kill_9_then_restart_interrupts_the_running_job_and_runs_the_queued_one(
     tiny_bundle, tmp_path
 ):
