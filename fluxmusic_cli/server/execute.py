@@ -126,11 +126,17 @@ def _prepare_edit(job_id: str, job: JobRequest, resolve: Resolve) -> Prepared:
 
 @dataclass
 class Outcome:
-    """What became of one job of a run: its written clip, or the sentence it failed with."""
+    """What became of one job of a run: the record of its written clip (JSON), or the
+    sentence it failed with."""
 
-    written: Any = None  # output.WrittenClip
+    record: dict[str, Any] | None = None
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
+
+
+def _as_json(record: Any) -> dict[str, Any]:
+    """A written clip's record as JSON, whether the writer hands it typed or already JSON."""
+    return dict(record) if isinstance(record, dict) else record.to_json()
 
 
 def run_jobs(
@@ -159,7 +165,7 @@ def _generate(engine, jobs: Sequence[Prepared], targets: Sequence[Path], on_outc
     """As `fluxmusic generate` runs its clips: items through the run loop, one writer."""
     from fluxmusic_cli.batchrun import Item, RunLoop
     from fluxmusic_cli.cli.generate import CHUNK, LOOP_KEYS
-    from fluxmusic_cli.output import ClipWriter, WrittenClip
+    from fluxmusic_cli.output import ClipWriter
 
     o = jobs[0].options
     items = [
@@ -171,8 +177,8 @@ def _generate(engine, jobs: Sequence[Prepared], targets: Sequence[Path], on_outc
     def collect(event) -> None:
         k = event.row - 1
         if event.kind == "item_done":
-            written = WrittenClip(Path(event.path), event.record, list(event.warnings))
-            on_outcome(k, Outcome(written, warnings=list(run.summary.warnings)))
+            warnings = [*run.summary.warnings, *event.warnings]
+            on_outcome(k, Outcome(_as_json(event.record), warnings=warnings))
         elif event.kind == "item_failed":
             on_outcome(k, Outcome(error=event.reason, warnings=list(run.summary.warnings)))
 
@@ -195,7 +201,8 @@ def _edit(engine, job: Prepared, target: Path) -> Outcome:
     writer = ClipWriter(sample_rate=o["sample_rate"], peak_normalize=o["peak_normalize"],
                         save_latent=o["save_latent"])  # fmt: skip
     written = writer.write(result.clips[0], target)
-    return Outcome(written, warnings=[*job.notes, *result.warnings, *written.warnings])
+    warnings = [*job.notes, *result.warnings, *written.warnings]
+    return Outcome(_as_json(written.record), warnings=warnings)
 
 
 @contextlib.contextmanager

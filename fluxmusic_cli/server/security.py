@@ -132,10 +132,15 @@ class Guard:
 
 
 def _cross_site(headers: dict[str, str], origin: str | None, host: str | None) -> bool:
+    """Whether a browser says the request comes from another site: Sec-Fetch-Site, or an
+    Origin whose host and port are not the Host (http, or https behind a TLS proxy)."""
     fetch_site = headers.get("sec-fetch-site")
     if fetch_site is not None and fetch_site.lower() not in ("same-origin", "none"):
         return True
-    return origin is not None and origin.lower() != f"http://{(host or '').lower()}"
+    if origin is None:
+        return False
+    scheme, _, netloc = origin.lower().partition("://")
+    return scheme not in ("http", "https") or netloc != (host or "").lower()
 
 
 def _headers(scope: Scope) -> dict[str, str]:

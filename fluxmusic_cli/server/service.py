@@ -91,7 +91,16 @@ class JobService:
         rows = self.store.recover()
         for row in rows:
             self._remove_files(row.id)
+        self._remove_orphan_uploads()
         return [r.id for r in rows]
+
+    def _remove_orphan_uploads(self) -> None:
+        """Upload files the store does not list (a kill between keeping one and listing it)."""
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(self.config.uploads_dir):
+                if is_id(entry.name) and self.store.upload(entry.name) is None:
+                    with contextlib.suppress(OSError):
+                        os.unlink(entry.path)
 
     def request_stop(self) -> None:
         """Take no more jobs; the running one stops at its next step. Only sets flags, so a
@@ -112,20 +121,25 @@ class JobService:
 
         if self.stopping:
             raise Stopping("The server is stopping and takes no new jobs.")
+        limit = self.config.max_queue + self.workers
+        if self.store.unfinished() >= limit:  # before reading an edit's input for nothing
+            raise self._full()
         job = parse_job(body, self.defaults())
         job_id = new_id()
         prepared = prepare(job_id, job, self.engine_options, self.resolve_input)
-        limit = self.config.max_queue + self.workers
         row = self.store.add(job_id, job.command, prepared.job.to_json(), limit=limit)
         if row is None:
-            raise QueueFull(
-                f"{self.config.max_queue} jobs wait already (--max-queue); try again later.",
-                retry_after=self.retry_after(),
-            )
+            raise self._full()
         self._changed(row.id, row.status)
         with self._work:
             self._work.notify_all()
         return row.view(self.store.position(row))
+
+    def _full(self) -> QueueFull:
+        return QueueFull(
+            f"{self.config.max_queue} jobs wait already (--max-queue); try again later.",
+            retry_after=self.retry_after(),
+        )
 
     def retry_after(self) -> int:
         """Seconds until a place in the queue is likely free: a recent job's duration."""

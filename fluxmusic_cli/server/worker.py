@@ -134,8 +134,7 @@ class Worker:
                 self.service.finish(job_id, st.FAILED, error=outcome.error,
                                     warnings=outcome.warnings)  # fmt: skip
                 return
-            record = dict(outcome.written.record)
-            record["output"] = f"job:{job_id}"  # the server's path is its own business
+            record = {**outcome.record, "output": f"job:{job_id}"}  # the path is the server's
             self.service.finish(
                 job_id, st.SUCCEEDED, record=record, output=Path(targets[k]).name,
                 warnings=outcome.warnings,

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+
 import pytest
+from installed import FLUXMUSIC, needs_script
 
 
 @pytest.mark.parametrize(
@@ -47,3 +51,19 @@ def test_keep_alive_durations(text, seconds):
     from fluxmusic_cli.server.config import parse_duration
 
     assert parse_duration(text) == seconds
+
+
+@needs_script
+def test_completion_offers_serve_and_its_options():
+    """The shipped scripts ask fluxmusic itself, so serve completes without regenerating them."""
+
+    def complete(words: str, cword: str) -> list[str]:
+        env = {**os.environ, "_FLUXMUSIC_COMPLETE": "complete_bash", "COMP_WORDS": words,
+               "COMP_CWORD": cword}  # fmt: skip
+        proc = subprocess.run([str(FLUXMUSIC)], env=env, capture_output=True, text=True,
+                              timeout=60)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.split()
+
+    assert "serve" in complete("fluxmusic se", "1")
+    assert complete("fluxmusic serve --keep", "2") == ["--keep-alive"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import signal
 import time
+import uuid
 
 import pytest
 from installed import needs_script
@@ -122,8 +123,11 @@ def test_kill_9_then_restart_interrupts_the_running_job_and_runs_the_queued_one(
     finally:
         stopped(first)
 
+    orphan = data / "uploads" / str(uuid.uuid4())  # kept by a kill before it was listed
+    orphan.write_bytes(b"RIFF")
     second = start(tiny_bundle, data, home)
     try:
+        assert not orphan.exists()
         api = second.client()
         assert api.wait(queued)["status"] == "succeeded"
         view = api.job(killed)

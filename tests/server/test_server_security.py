@@ -114,10 +114,12 @@ def test_the_bound_address_localhost_and_allowed_hosts_are_answered(guarded, hos
     "headers",
     [{"Origin": "http://evil.example"}, {"Origin": "null"}, {"Origin": "http://localhost:3001"},
      {"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"},
-     {"Origin": "http://evil.example", "Sec-Fetch-Site": "same-origin"}],
+     {"Origin": "http://evil.example", "Sec-Fetch-Site": "same-origin"},
+     {"Origin": "ftp://127.0.0.1:{port}"}, {"Origin": "http://127.0.0.1:{port}.evil.example"}],
 )  # fmt: skip
 def test_a_cross_site_change_is_refused(guarded, finished, headers):
     api = guarded.client()
+    headers = {k: v.format(port=port_of(guarded)) for k, v in headers.items()}
     changes = [("POST", "/v1/jobs"), ("PUT", "/v1/uploads"), ("DELETE", f"/v1/jobs/{finished}"),
                ("POST", "/v1/login-links")]  # fmt: skip
     for method, path in changes:
@@ -133,6 +135,7 @@ def test_a_same_origin_or_configured_origin_change_passes_the_check(guarded):
         {"Sec-Fetch-Site": "same-origin"},
         {"Sec-Fetch-Site": "none"},
         {"Origin": CORS, "Sec-Fetch-Site": "cross-site"},
+        {"Origin": guarded.url.replace("http://", "https://")},  # the page behind a TLS proxy
     ]
     for headers in allowed:
         reply = api.request("POST", "/v1/jobs", headers=headers, json_body=NOT_A_JOB)
