@@ -94,7 +94,7 @@ async def _json_body(request: Request, limit: int) -> Any:
 
 
 def _routes(app: FastAPI, service: JobService, config: ServerConfig, sessions: Sessions) -> None:
-    job_id_doc = {"404": {"description": "Unknown job"}}
+    job_id_doc = {404: {"description": "Unknown job"}}
 
     @app.get("/v1/health", summary="Whether the server is up (needs no token)")
     def health() -> dict[str, Any]:

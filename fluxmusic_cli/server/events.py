@@ -48,11 +48,11 @@ async def job_events(service, job_id: str, after: int = 0) -> AsyncIterator[str]
         quiet = 0.0
         while True:
             changed.clear()
-            row = service.store.get(job_id)
+            row = service.find(job_id)
             if row is None:
                 return
             if row.version > sent:
-                yield frame(row.version, row.view(service.store.position(row)))
+                yield frame(row.version, service.view(row))
                 sent = row.version
                 quiet = 0.0
             if row.final or service.stopping:

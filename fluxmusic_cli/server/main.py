@@ -143,7 +143,7 @@ def _job_log(service, log: Callable[[str], None]):
     def listener(job_id: str, status: str) -> None:
         if status not in st.FINAL:
             return
-        row = service.store.get(job_id)
+        row = service.find(job_id)
         if row is None:
             return
         error = f": {row.error}" if row.error and status != st.SUCCEEDED else ""

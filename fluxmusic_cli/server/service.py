@@ -148,17 +148,23 @@ class JobService:
         return max(1, round(sum(self._durations) / len(self._durations)))
 
     def jobs(self) -> list[dict[str, Any]]:
-        return [row.view(self.store.position(row)) for row in self.store.jobs()]
+        return [self.view(row) for row in self.store.jobs()]
+
+    def find(self, job_id: str) -> st.JobRow | None:
+        return self.store.get(job_id) if is_id(job_id) else None
 
     def row(self, job_id: str) -> st.JobRow:
-        row = self.store.get(job_id) if is_id(job_id) else None
+        row = self.find(job_id)
         if row is None:
             raise UnknownJob(f"No job {job_id!r} on this server.")
         return row
 
-    def job(self, job_id: str) -> dict[str, Any]:
-        row = self.row(job_id)
+    def view(self, row: st.JobRow) -> dict[str, Any]:
+        """A job as the API shows it (with its place in the queue while it waits)."""
         return row.view(self.store.position(row))
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return self.view(self.row(job_id))
 
     def delete(self, job_id: str) -> Deleted:
         """A queued job is dropped (cancelled), a running one stops at its next step, a

@@ -72,10 +72,8 @@ class Worker:
     # -- the loop ----------------------------------------------------------------------------------
 
     def _loop(self) -> None:
-        import torch
-
-        # OpenMP's thread count is per thread: this one computes with the engine's.
-        torch.set_num_threads(torch.get_num_threads())
+        # torch gives this thread the engine's CPU thread count itself (checked: the samples
+        # equal the command line's, which runs on the main thread).
         idle_since = time.monotonic()
         try:
             while not self.service.stopping:
@@ -167,7 +165,7 @@ class Worker:
         finally:
             self._running = []
             for job_id in ids:  # a run that ended without a word about a job
-                row = self.service.store.get(job_id)
+                row = self.service.find(job_id)
                 if row is not None and row.status == st.RUNNING:
                     self.service.finish(job_id, st.FAILED, error="The job ended without its clip.")
 
