@@ -39,6 +39,11 @@ def run_server(
     from fluxmusic_cli.server.service import JobService
     from fluxmusic_cli.server.worker import Worker
 
+    # A job encodes its prompt and negative prompt together, as a command's first run does,
+    # whatever is cached: the text encoders round a prompt encoded alone (its negative found in
+    # the prompt cache) differently in the last bit, so the cache would make a job's samples
+    # depend on which jobs came before it.
+    engine_options = replace(engine_options, prompt_cache=False)
     with contextlib.ExitStack() as held:
         # 1. The data folder, ours alone while we run, and the token.
         held.enter_context(_hold(config.data_dir))

@@ -16,11 +16,3 @@ def server(tiny_bundle, tmp_path_factory):
     finally:
         stopped(srv)
 
-
-@pytest.fixture
-def same_cache(monkeypatch, server):
-    """Local runs share the server's embedding cache, as a user's commands and server do: a
-    prompt's cached embedding is what both start from, so their samples can be compared
-    bit for bit."""
-    monkeypatch.setenv("FLUXMUSIC_CACHE", str(server.home / "fluxmusic-cache"))
-    monkeypatch.setenv("OMP_NUM_THREADS", "2")

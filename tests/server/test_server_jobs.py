@@ -21,15 +21,15 @@ GEN_ARGS = ["slow piano", "--seed", "3", "--steps", "2", "--duration", "1.0"]
 
 @pytest.fixture(scope="module")
 def generated(server, tiny_bundle, tmp_path_factory):
-    """A generate job with its latent saved, and the same command run locally (sharing the
-    server's embedding cache, as a user's commands and server do)."""
+    """A generate job with its latent saved, and the same command run locally (on a first run:
+    nothing in its prompt cache)."""
     api = server.client()
     job_id = api.submit(command="generate", save_latent=True, **GEN)
     folder = tmp_path_factory.mktemp("local")
     local = folder / "local.wav"
     args = ["generate", *GEN_ARGS, "--save-latent", "-o", str(local), "-q",
             *tiny_bundle.cli_args(), *ENGINE]  # fmt: skip
-    assert run_in_process(args, server_env(server.home)) == 0
+    assert run_in_process(args, server_env(folder / "home")) == 0
     view = api.wait(job_id)
     assert view["status"] == "succeeded", view
     return job_id, local
@@ -65,7 +65,7 @@ EDITS = [
 
 @pytest.mark.parametrize("command, fields, flags", EDITS, ids=[e[0] for e in EDITS])
 def test_an_edit_of_a_job_gives_the_samples_of_the_command_on_its_file(
-    server, generated, tiny_bundle, tmp_path, run_cli, same_cache, command, fields, flags
+    server, generated, tiny_bundle, tmp_path, run_cli, command, fields, flags
 ):
     """input "job:ID" starts from the job's exact latent, as the command starts from the
     latent sidecar beside the file; the prompt comes from the input's record in both."""
@@ -86,7 +86,7 @@ def test_an_edit_of_a_job_gives_the_samples_of_the_command_on_its_file(
 
 @pytest.mark.parametrize("command, fields, flags", EDITS, ids=[e[0] for e in EDITS])
 def test_an_edit_of_an_upload_gives_the_samples_of_the_command_on_the_file(
-    server, tiny_bundle, tmp_path, run_cli, same_cache, command, fields, flags
+    server, tiny_bundle, tmp_path, run_cli, command, fields, flags
 ):
     take = tmp_path / "take.wav"
     api = server.client()
