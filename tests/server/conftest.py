@@ -15,4 +15,3 @@ def server(tiny_bundle, tmp_path_factory):
         yield srv
     finally:
         stopped(srv)
-

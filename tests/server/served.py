@@ -220,18 +220,24 @@ def start(
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     try:
-        first = got.get(timeout=START_S)
-    except queue.Empty:
-        proc.kill()
+        try:
+            first = got.get(timeout=START_S)
+        except queue.Empty:
+            raise AssertionError(
+                f"no first line in {START_S} s: {stderr_path.read_text()}"
+            ) from None
+        if first is None:
+            proc.wait(timeout=30)
+            raise AssertionError(f"serve exited {proc.returncode}: {stderr_path.read_text()}")
+        for _ in range(2):  # the token and login lines follow at once
+            got.get(timeout=30)
+        url = first.removeprefix("fluxmusic serving on ")
+        token = json.loads((data_dir / "server.json").read_text())["token"]
+    except BaseException:
+        if proc.poll() is None:
+            proc.kill()
         proc.wait(timeout=30)
-        raise AssertionError(f"no first line in {START_S} s: {stderr_path.read_text()}") from None
-    if first is None:
-        proc.wait(timeout=30)
-        raise AssertionError(f"serve exited {proc.returncode}: {stderr_path.read_text()}")
-    for _ in range(2):  # the token and login lines follow at once
-        got.get(timeout=30)
-    url = first.removeprefix("fluxmusic serving on ")
-    token = json.loads((data_dir / "server.json").read_text())["token"]
+        raise
     return Server(proc, data_dir, url, token, lines, stderr_path, home, reader)
 
 
