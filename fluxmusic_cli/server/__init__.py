@@ -12,6 +12,7 @@ the process.
     security  Host, token or cookie, cross-site checks
     app       create_app(service, config): the routes, thin
     http      binding the socket and running uvicorn until SIGTERM or Ctrl-C
+    main      a server's life in order: data folder, store, engine, socket, serving, stop
 
 Data flows one way: HTTP -> service -> store / worker -> execute -> engine; the worker sends
 job changes up to the service, which hands them to whoever subscribed (an event stream).
