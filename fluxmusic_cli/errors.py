@@ -69,6 +69,13 @@ class PartialFailure(FluxMusicError):
     exit_code = 6
 
 
+class Cancelled(FluxMusicError):
+    """A run was asked to stop (a server job cancelled, or the server stopping); it stops at
+    its next denoising step and writes nothing."""
+
+    exit_code = 130
+
+
 class Interrupted(FluxMusicError):
     """The user pressed Ctrl-C; nothing half-written was left behind."""
 

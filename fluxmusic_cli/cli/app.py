@@ -39,6 +39,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "models",
     "doctor",
     "train",
+    "serve",
 )
 
 

@@ -32,11 +32,14 @@ class ItemStarted:
 
 @dataclass(frozen=True)
 class ItemDone:
-    """A clip written whole; `listed` is its manifest line when a folder run listed it."""
+    """A clip written whole; `run_warnings` are what the engine call that made it said (the
+    clip's own are the written clip's); `listed` is its manifest line when a folder run listed
+    it."""
 
     kind: ClassVar[str] = "item_done"
     item: Item
     written: WrittenClip
+    run_warnings: tuple[str, ...] = ()
     listed: dict[str, Any] | None = None
 
     @property

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -336,7 +336,7 @@ class FolderRun:
                     # The manifest line last: a clip is finished once its files and line exist.
                     entry = _entry(event.item, event.written.path, event.written.record)
                     append_manifest(self.plan.out_dir, entry)
-                    event = ItemDone(event.item, event.written, entry)
+                    event = replace(event, listed=entry)
                 self._emit(event, on_event)
 
             made = service.run(todo, listed)

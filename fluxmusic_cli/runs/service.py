@@ -119,7 +119,7 @@ class _Run:
             return
         self.summary.warn(result.warnings)
         for item, clip in zip(chunk, result.clips, strict=True):
-            self._write(item, clip)
+            self._write(item, clip, result.warnings)
 
     def _edit(self, item: Item) -> None:
         """An edit of a recording: one clip, one engine call."""
@@ -129,12 +129,12 @@ class _Run:
             self._fail([item], exc)
             return
         self.summary.warn(result.warnings)
-        self._write(item, result.clips[0])
+        self._write(item, result.clips[0], result.warnings)
 
-    def _write(self, item: Item, clip) -> None:
+    def _write(self, item: Item, clip, warnings: list[str]) -> None:
         try:
             written = item.writer.write(clip, item.path)
         except (BadAudioError, UsageError) as exc:
             self._fail([item], exc)
             return
-        self._emit(ItemDone(item, written))
+        self._emit(ItemDone(item, written, run_warnings=tuple(warnings)))

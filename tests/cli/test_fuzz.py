@@ -99,6 +99,8 @@ def _base(command: str) -> list[str]:
         "vary": [command, "x", "-o", "outdir", "--seeds", "1", "--guidance", "2", "-d", "0.48"],
         "eval": [command, "clips"],
         "train": [command, "data", "-o", "run", "--steps", "1", "--save-every", "0"],
+        # Every bad value stops serve before it starts (a good one would serve).
+        "serve": [command, "--data-dir", "served"],
     }[command]
 
 
@@ -121,7 +123,7 @@ def test_a_bad_number_is_one_sentence_and_writes_nothing(
 ):
     before = _files(workdir)
     bundle = [] if command == "eval" else tiny_bundle.cli_args()
-    engine = ["--device", "cpu"] if command == "eval" else FAST if command != "train" else ENGINE
+    engine = {"eval": ["--device", "cpu"], "train": ENGINE, "serve": ENGINE}.get(command, FAST)
     code, _, err = run_cli([*_base(command), *bundle, *engine, f"{flag}={value}"])
     _refused(code, err)
     assert _files(workdir) == before
