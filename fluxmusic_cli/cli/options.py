@@ -20,7 +20,7 @@ from fluxmusic_cli.engine.conditioning import ENCODER_SUBSETS, MODES
 from fluxmusic_cli.engine.devices import DEVICE_NAMES, DTYPE_NAMES
 from fluxmusic_cli.engine.perf import max_threads
 from fluxmusic_cli.engine.placement import TEXT_DEVICES
-from fluxmusic_cli.engine.requests import MAX_SEED, MAX_STEPS, MEMORY_POLICIES
+from fluxmusic_cli.engine.requests import MAX_SEED, MAX_STEPS, MEMORY_POLICIES, PREFERRED_SEAM
 from fluxmusic_cli.formats import BUNDLED_FORMATS, suffix_list
 
 
@@ -338,13 +338,14 @@ Crossfade = Annotated[
     ),
 ]
 Seam = Annotated[
-    float,
+    float | None,
     number_option(
         "--seam",
         metavar="SECONDS",
         help="Seconds regenerated around the loop point (a multiple of 0.16, at most half the "
         "loop).",
         rich_help_panel=EDITING,
+        show_default=f"auto: {PREFERRED_SEAM:.2f} s, or at most half of a shorter clip",
     ),
 ]
 InputAudio = Annotated[

@@ -35,7 +35,9 @@ OPERATIONS: tuple[str, ...] = ("remix", "repaint", "extend", "loop")
 DEFAULT_STRENGTH = 0.5
 DEFAULT_CROSSFADE = 0.1
 DEFAULT_CONTEXT = sampling.DEFAULT_CONTEXT_FRAMES * sampling.FRAME_SECONDS  # 5.12 s
-DEFAULT_SEAM = sampling.DEFAULT_SEAM_FRAMES * sampling.FRAME_SECONDS  # 2.56 s
+PREFERRED_SEAM = sampling.DEFAULT_SEAM_FRAMES * sampling.FRAME_SECONDS  # 2.56 s
+# None: chosen per loop, PREFERRED_SEAM where it fits, else the longest seam that does.
+DEFAULT_SEAM: float | None = None
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,7 @@ class GenerateSettings(ClipSettings):
 
     duration: float = sampling.TRAINED_SECONDS
     loop: bool = False  # make the clip a seamless loop, a whole latent long
-    seam: float = DEFAULT_SEAM  # loop seam, seconds
+    seam: float | None = DEFAULT_SEAM  # loop seam, seconds; None: chosen to fit
     context: float = DEFAULT_CONTEXT  # long-form: seconds each window continues from
 
     @property
@@ -188,6 +190,11 @@ class EditSource:
     latent_file: str | None = None
 
     @property
+    def shown(self) -> str:
+        """The recording as messages name it."""
+        return "the recording on stdin" if self.path == "-" else self.path
+
+    @property
     def duration(self) -> float:
         """Seconds the edit works on: the audio's, or the latent's when starting from one."""
         if self.latent is not None:
@@ -208,7 +215,7 @@ class EditRequest(ClipSettings):
     add: float | None = None  # extend: seconds to add ...
     to: float | None = None  # ... or the total length
     context: float = DEFAULT_CONTEXT  # extend
-    seam: float = DEFAULT_SEAM  # loop
+    seam: float | None = DEFAULT_SEAM  # loop; None: chosen to fit
     crossfade: float = DEFAULT_CROSSFADE
     conditioning: str | None = None
 
