@@ -60,12 +60,14 @@ class ModelInput:
     length: int  # samples before padding
 
 
-def read_recording(path: Path | str, data: bytes | None = None) -> Recording:
+def read_recording(
+    path: Path | str, data: bytes | None = None, *, max_seconds: float | None = None
+) -> Recording:
     """Decode `path` (or `data`, the bytes of stdin), mix to mono by the mean, resample to
-    16 kHz."""
+    16 kHz. A recording longer than `max_seconds` is refused from its header, unread."""
     from fluxmusic_cli.audio import read_audio, resample
 
-    decoded = read_audio(path, data)
+    decoded = read_audio(path, data, max_seconds=max_seconds)
     if data is None:
         try:
             data = Path(path).read_bytes()
