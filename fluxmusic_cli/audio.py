@@ -520,7 +520,8 @@ def check_clip(samples: np.ndarray, sample_rate: int) -> AudioReport:
     magnitude = np.abs(data)
     peak = float(magnitude.max()) if data.size else 0.0
     rms = float(np.sqrt(np.mean(np.square(data, dtype=np.float64)))) if data.size else 0.0
-    clipped = float(np.mean(magnitude >= 1.0)) if data.size else 0.0
+    clipped_count = int(np.count_nonzero(magnitude >= 1.0))
+    clipped = clipped_count / data.size if data.size else 0.0
     silent = peak < SILENCE_PEAK
     report = AudioReport(
         peak=peak,
@@ -534,12 +535,27 @@ def check_clip(samples: np.ndarray, sample_rate: int) -> AudioReport:
         report.warnings.append(
             f"The clip is silent (peak {_dbfs(peak)}); the model or its weights may be wrong."
         )
-    if clipped > 0:
+    if clipped_count:
         report.warnings.append(
-            f"{clipped:.2%} of samples reach full scale and will be clipped when written; "
-            "peak normalisation avoids it."
+            f"{_count(clipped_count, 'sample')} of {data.size} ({_percent(clipped)}) "
+            f"{'reaches' if clipped_count == 1 else 'reach'} full scale and will be clipped when "
+            "written; peak normalisation avoids it."
         )
     return report
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _percent(fraction: float) -> str:
+    """A share as a percentage that shows two significant digits when small, so a share above
+    zero never reads as 0.00%."""
+    percent = 100 * fraction
+    if percent >= 1 or percent <= 0:
+        return f"{percent:.1f}%"
+    decimals = 1 - math.floor(math.log10(percent))
+    return f"{percent:.{decimals}f}%"
 
 
 def _dbfs(value: float) -> str:
