@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import os
 import re
 import unicodedata
@@ -244,12 +245,16 @@ class DecodedAudio:
         return int(self.samples.shape[1])
 
 
-def read_audio(path: Path | str, data: bytes | None = None) -> DecodedAudio:
+def read_audio(
+    path: Path | str, data: bytes | None = None, *, max_seconds: float | None = None
+) -> DecodedAudio:
     """Decode an audio file (or its bytes in `data`, for stdin), any format a user may have.
 
     libsndfile reads WAV, FLAC, OGG and MP3 itself; anything it refuses goes through pydub and
-    ffmpeg. Raises UsageError with one sentence for a missing file, a non-audio file, or a
-    format that needs ffmpeg when ffmpeg is not installed.
+    ffmpeg. A file longer than `max_seconds` is refused from its header, before it is decoded
+    (and the decoding is bounded, for headers that do not say). Raises UsageError with one
+    sentence for a missing file, a file that is not audio, one that is too long, or a format
+    that needs ffmpeg when ffmpeg is not installed.
     """
     name = str(path)
     if data is None:
@@ -260,18 +265,79 @@ def read_audio(path: Path | str, data: bytes | None = None) -> DecodedAudio:
             raise UsageError(f"{path} is a folder, not an audio file.")
     suffix = Path(name).suffix.lower()
     if suffix not in FFMPEG_INPUT_SUFFIXES:
-        decoded = _read_sndfile(path, data)
+        decoded = _read_sndfile(path, data, max_seconds)
         if decoded is not None:
             return decoded
+    looks_like_audio = _looks_like_audio(_head(path, data))
     if not ffmpeg_available():
+        if not looks_like_audio:
+            raise UsageError(_not_audio(name))
         if suffix in FFMPEG_INPUT_SUFFIXES:
             require_ffmpeg(name, "Reading")
         raise UsageError(
-            f"Cannot read {name}: it is not audio that libsndfile reads (WAV, FLAC, OGG, MP3), "
-            "and other formats need ffmpeg, which is not installed.",
+            f"Reading {name} needs ffmpeg, which is not installed: it looks like audio, but not "
+            "audio that libsndfile reads (WAV, FLAC, OGG, MP3).",
             hint=FFMPEG_HINT,
         )
-    return _read_ffmpeg(name, data)
+    return _read_ffmpeg(name, data, max_seconds, looks_like_audio)
+
+
+def _not_audio(name: str) -> str:
+    return f"Cannot read {name}: there is no audio in it (it is not a sound file of any kind)."
+
+
+def _too_long(name: str, seconds: float | None, limit: float) -> str:
+    if seconds is None:  # known only from decoding at most the limit and a little more
+        return f"{name} is longer than {limit:g} s, the limit."
+    return f"{name} is {seconds:.1f} s long; the limit is {limit:g} s."
+
+
+# How the formats a user may hand the tool begin: (offset, bytes).
+_AUDIO_SIGNATURES = (
+    (0, b"RIFF"),  # WAV, and AVI-like RIFF files ffmpeg may read
+    (0, b"RF64"),
+    (0, b"BW64"),
+    (0, b"FORM"),  # AIFF, AIFC
+    (0, b"fLaC"),
+    (0, b"OggS"),  # Vorbis, Opus, FLAC in Ogg
+    (0, b"ID3"),  # MP3 (or AAC) with a tag in front
+    (0, b"caff"),
+    (0, b".snd"),  # Sun/NeXT AU
+    (0, b"#!AMR"),
+    (0, b"\x1aE\xdf\xa3"),  # Matroska, WebM
+    (0, b"0&\xb2u\x8ef\xcf\x11"),  # ASF: WMA
+    (0, b"\x0bw"),  # AC-3
+    (0, b"ADIF"),  # AAC
+    (0, b"wvpk"),  # WavPack
+    (0, b"MAC "),  # Monkey's Audio
+    (0, b"TTA1"),
+    (0, b"MPCK"),  # Musepack
+    (0, b"DSD "),
+    (0, b"Creative Voice File"),
+    (4, b"ftyp"),  # MP4, M4A, MOV, 3GP
+    (4, b"moov"),  # older QuickTime
+    (4, b"mdat"),
+    (4, b"wide"),
+    (4, b"free"),
+)
+
+
+def _head(path, data: bytes | None, size: int = 64) -> bytes:
+    if data is not None:
+        return data[:size]
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(size)
+    except OSError as exc:
+        raise UsageError(f"Cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _looks_like_audio(head: bytes) -> bool:
+    """Whether a file's first bytes are those of a sound file (a container or codec signature,
+    or an MPEG audio frame); an empty file, text or an image is not."""
+    if any(head[at : at + len(sig)] == sig for at, sig in _AUDIO_SIGNATURES):
+        return True
+    return len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0  # MPEG / ADTS sync
 
 
 @contextlib.contextmanager
@@ -292,30 +358,60 @@ def _quiet_native_stderr():
         os.close(saved)
 
 
-def _read_sndfile(path, data: bytes | None) -> DecodedAudio | None:
+def _read_sndfile(path, data: bytes | None, max_seconds: float | None) -> DecodedAudio | None:
+    """The file through libsndfile, or None when libsndfile cannot read it. Its length is
+    checked from the header before any sample is decoded."""
     import soundfile as sf
 
+    source = io.BytesIO(data) if data is not None else str(path)
     try:
-        with _quiet_native_stderr():
-            samples, rate = sf.read(
-                io.BytesIO(data) if data is not None else str(path),
-                dtype="float64",
-                always_2d=True,
-            )
+        with _quiet_native_stderr(), sf.SoundFile(source) as fh:
+            rate, stated = int(fh.samplerate), fh.frames / fh.samplerate
+            if max_seconds is not None and stated > max_seconds:
+                raise UsageError(_too_long(str(path), stated, max_seconds))
+            # A header may undercount (an MP3 without one): read at most one frame too many.
+            frames = -1 if max_seconds is None else math.floor(max_seconds * rate) + 1
+            samples = fh.read(frames, dtype="float64", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
         return None
     except OSError as exc:
         raise UsageError(f"Cannot read {path}: {exc.strerror or exc}") from None
-    return DecodedAudio(samples, int(rate), "libsndfile")
+    if max_seconds is not None and samples.shape[0] > max_seconds * rate:
+        raise UsageError(_too_long(str(path), None, max_seconds))
+    return DecodedAudio(samples, rate, "libsndfile")
 
 
-def _read_ffmpeg(name: str, data: bytes | None) -> DecodedAudio:
+def _ffprobe_seconds(name: str, data: bytes | None) -> float | None:
+    """The length ffprobe reads from the container's header; None when it does not say."""
+    from pydub.utils import mediainfo_json
+
+    try:
+        info = mediainfo_json(io.BytesIO(data) if data is not None else name)
+        seconds = float(info.get("format", {}).get("duration", "nan"))
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    return seconds if math.isfinite(seconds) else None
+
+
+def _read_ffmpeg(
+    name: str, data: bytes | None, max_seconds: float | None, looks_like_audio: bool
+) -> DecodedAudio:
     from pydub import AudioSegment
     from pydub.exceptions import CouldntDecodeError
 
+    bound = None
+    if max_seconds is not None:
+        seconds = _ffprobe_seconds(name, data)
+        if seconds is not None and seconds > max_seconds:
+            raise UsageError(_too_long(name, seconds, max_seconds))
+        bound = max_seconds + 1  # decode no more than that, whatever the header said
     try:
-        segment = AudioSegment.from_file(io.BytesIO(data) if data is not None else name)
+        segment = AudioSegment.from_file(
+            io.BytesIO(data) if data is not None else name, duration=bound
+        )
     except (CouldntDecodeError, OSError, IndexError, ValueError) as exc:
+        if not looks_like_audio:
+            raise UsageError(_not_audio(name)) from None
         raise UsageError(
             f"Cannot read {name}: ffmpeg found no audio in it ({_last_line(exc)})."
         ) from None
@@ -327,6 +423,8 @@ def _read_ffmpeg(name: str, data: bytes | None) -> DecodedAudio:
     frames = raw.reshape(-1, segment.channels) / float(2 ** (8 * width - 1))
     if frames.shape[0] == 0:
         raise UsageError(f"Cannot read {name}: it holds no audio samples.")
+    if max_seconds is not None and frames.shape[0] > max_seconds * segment.frame_rate:
+        raise UsageError(_too_long(name, None, max_seconds))
     return DecodedAudio(frames, int(segment.frame_rate), "ffmpeg")
 
 
@@ -422,7 +520,8 @@ def check_clip(samples: np.ndarray, sample_rate: int) -> AudioReport:
     magnitude = np.abs(data)
     peak = float(magnitude.max()) if data.size else 0.0
     rms = float(np.sqrt(np.mean(np.square(data, dtype=np.float64)))) if data.size else 0.0
-    clipped = float(np.mean(magnitude >= 1.0)) if data.size else 0.0
+    clipped_count = int(np.count_nonzero(magnitude >= 1.0))
+    clipped = clipped_count / data.size if data.size else 0.0
     silent = peak < SILENCE_PEAK
     report = AudioReport(
         peak=peak,
@@ -436,12 +535,27 @@ def check_clip(samples: np.ndarray, sample_rate: int) -> AudioReport:
         report.warnings.append(
             f"The clip is silent (peak {_dbfs(peak)}); the model or its weights may be wrong."
         )
-    if clipped > 0:
+    if clipped_count:
         report.warnings.append(
-            f"{clipped:.2%} of samples reach full scale and will be clipped when written; "
-            "peak normalisation avoids it."
+            f"{_count(clipped_count, 'sample')} of {data.size} ({_percent(clipped)}) "
+            f"{'reaches' if clipped_count == 1 else 'reach'} full scale and will be clipped when "
+            "written; peak normalisation avoids it."
         )
     return report
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _percent(fraction: float) -> str:
+    """A share as a percentage that shows two significant digits when small, so a share above
+    zero never reads as 0.00%."""
+    percent = 100 * fraction
+    if percent >= 1 or percent <= 0:
+        return f"{percent:.1f}%"
+    decimals = 1 - math.floor(math.log10(percent))
+    return f"{percent:.{decimals}f}%"
 
 
 def _dbfs(value: float) -> str:

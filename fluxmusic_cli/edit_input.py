@@ -16,8 +16,9 @@ def load_source(path: str, data: bytes | None = None) -> tuple[Any, list[str]]:
     from fluxmusic_cli import latents
     from fluxmusic_cli.engine.audio_in import read_recording
     from fluxmusic_cli.engine.requests import EditSource
+    from fluxmusic_cli.engine.sampling import MAX_SECONDS
 
-    rec = read_recording(path, data)
+    rec = read_recording(path, data, max_seconds=MAX_SECONDS)
     notes: list[str] = []
     latent, latent_file = None, None
     if path != "-":

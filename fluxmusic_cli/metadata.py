@@ -379,10 +379,16 @@ def new_records(
 
 
 def long_form_fields(
-    *, loop: bool, long_form: bool, windows: int, context: float, seam: float
+    *,
+    loop: bool,
+    long_form: bool,
+    windows: int,
+    context: float,
+    seam: float | None,
+    seam_auto: bool = False,
 ) -> dict[str, Any]:
     """What a generation's record says of long-form windows and loop seams (nothing for
-    one window)."""
+    one window): the seam used, and whether the tool chose it."""
     if not (loop or long_form):
         return {}
     out: dict[str, Any] = {"windows": windows, "loop": loop}
@@ -390,6 +396,7 @@ def long_form_fields(
         out["context"] = context
     if loop:
         out["seam"] = seam
+        out["seam_auto"] = seam_auto
     return out
 
 

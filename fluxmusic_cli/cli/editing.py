@@ -32,7 +32,7 @@ class EditOptions:
     add: float | None = None
     to: float | None = None
     context: float = DEFAULT_CONTEXT
-    seam: float = DEFAULT_SEAM
+    seam: float | None = DEFAULT_SEAM  # None: chosen to fit the loop
     crossfade: float = DEFAULT_CROSSFADE
 
     def edit(self, operation: str, source):
@@ -117,7 +117,7 @@ def run_edit(ctx: typer.Context, call: EditCall, shared: Shared) -> None:
         writer=out.clip_writer(overwrite=out.force, stdout=write_stdout),
         edit=options.edit(call.operation, source),
     )
-    plan_edit(item.edit_request())
+    notes += plan_edit(item.edit_request()).notes
     engine_options = shared.engine.engine_options()
     engine_options.check_clip(item.settings)
     if not to_stdout:

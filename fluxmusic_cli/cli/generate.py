@@ -48,7 +48,7 @@ class Shape:
     duration: float = TRAINED_SECONDS
     context: float = DEFAULT_CONTEXT
     loop: bool = False
-    seam: float = DEFAULT_SEAM
+    seam: float | None = DEFAULT_SEAM  # None: chosen to fit the loop
 
 
 @shared_options("sampling", "engine", "output")

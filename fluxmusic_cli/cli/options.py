@@ -26,6 +26,7 @@ from fluxmusic_cli.engine.requests import (
     MAX_SEED,
     MAX_STEPS,
     MEMORY_POLICIES,
+    PREFERRED_SEAM,
 )
 from fluxmusic_cli.engine.sampling import MAX_SECONDS, TRAINED_SECONDS
 from fluxmusic_cli.formats import BUNDLED_FORMATS, suffix_list
@@ -350,15 +351,15 @@ Crossfade = Annotated[
     ),
 ]
 Seam = Annotated[
-    float,
+    float | None,
     number_option(
         "--seam",
-        above=0,
         maximum=MAX_SECONDS,
         metavar="SECONDS",
         help="Seconds regenerated around the loop point (a multiple of 0.16, at most half the "
         "loop).",
         rich_help_panel=EDITING,
+        show_default=f"auto: {PREFERRED_SEAM:.2f} s, or at most half of a shorter clip",
     ),
 ]
 InputAudio = Annotated[

@@ -60,12 +60,14 @@ class ModelInput:
     length: int  # samples before padding
 
 
-def read_recording(path: Path | str, data: bytes | None = None) -> Recording:
+def read_recording(
+    path: Path | str, data: bytes | None = None, *, max_seconds: float | None = None
+) -> Recording:
     """Decode `path` (or `data`, the bytes of stdin), mix to mono by the mean, resample to
-    16 kHz."""
+    16 kHz. A recording longer than `max_seconds` is refused from its header, unread."""
     from fluxmusic_cli.audio import read_audio, resample
 
-    decoded = read_audio(path, data)
+    decoded = read_audio(path, data, max_seconds=max_seconds)
     if data is None:
         try:
             data = Path(path).read_bytes()
@@ -82,10 +84,7 @@ def read_recording(path: Path | str, data: bytes | None = None) -> Recording:
 def prepare(samples: np.ndarray, *, name: str = "the recording") -> ModelInput:
     """Centre, scale to peak 0.5 and pad to the 80 ms grid; refuse silence and < 80 ms."""
     x = np.asarray(samples, dtype=np.float64)
-    if x.shape[0] < GRID_SAMPLES:
-        raise UsageError(
-            f"{name} is {x.shape[0] / SAMPLE_RATE * 1000:.0f} ms long; at least 80 ms is needed."
-        )
+    check_length(x.shape[0], name=name)
     centred = x - x.mean()
     peak = float(np.max(np.abs(centred)))
     if float(np.max(np.abs(x))) < SILENT_PEAK or peak < SILENT_PEAK:
@@ -95,6 +94,14 @@ def prepare(samples: np.ndarray, *, name: str = "the recording") -> ModelInput:
     out = np.zeros(padded, dtype=np.float32)
     out[: x.shape[0]] = centred * gain
     return ModelInput(out, gain, int(x.shape[0]))
+
+
+def check_length(samples: int, *, name: str = "the recording") -> None:
+    """Refuse a recording shorter than one step of the latent grid (80 ms)."""
+    if samples < GRID_SAMPLES:
+        raise UsageError(
+            f"{name} is {samples / SAMPLE_RATE * 1000:.0f} ms long; at least 80 ms is needed."
+        )
 
 
 def padded_length(samples: int) -> int:

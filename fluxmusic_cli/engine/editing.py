@@ -48,24 +48,48 @@ def context_frames(seconds: float) -> int:
     return frames
 
 
-def seam_frames(seconds: float, length: int) -> int:
-    """Loop seam in latent frames: a positive multiple of 4 (160 ms), at most half the loop."""
+def seam_frames(seconds: float | None, length: int) -> int:
+    """Loop seam in latent frames for a loop of `length` frames: a positive multiple of 4
+    (0.16 s), at most half the loop. None chooses it: the default 2.56 s where it fits, else
+    the longest seam that does."""
+    longest = _longest_seam(length)
+    if seconds is None:
+        return min(sampling.DEFAULT_SEAM_FRAMES, longest)
+    fits = f"the longest that fits this {_s(length)} s loop is {_s(longest)} s"
     frames = sampling.seconds_to_frames(seconds) if math.isfinite(seconds) else -1
     if frames <= 0:
-        raise UsageError(f"Seam {seconds:g} s must be a positive length (e.g. 2.56).")
-    if frames % 4:
-        lo = max(4, frames - frames % 4)
-        hi = frames - frames % 4 + 4
+        raise UsageError(f"Seam {seconds:g} s must be a positive length; {fits}.")
+    if frames > longest:
         raise UsageError(
-            f"Seam {seconds:g} s is not a multiple of 0.16 s; the nearest valid ones are "
-            f"{lo * sampling.FRAME_SECONDS:.2f} and {hi * sampling.FRAME_SECONDS:.2f} s."
+            f"Seam {seconds:g} s is longer than half the loop ({_s(length / 2)} s); {fits}."
         )
-    if 2 * frames > length:
+    if frames % 4:
+        below = frames - frames % 4
+        nearest = [f for f in (below, below + 4) if f >= 4]  # below + 4 <= longest here
+        shown = " and ".join(_s(f) for f in nearest)
+        ones = "ones are" if len(nearest) > 1 else "one is"
         raise UsageError(
-            f"Seam {seconds:g} s is longer than half the loop "
-            f"({length * sampling.FRAME_SECONDS / 2:g} s); use a shorter --seam."
+            f"Seam {seconds:g} s is not a multiple of 0.16 s; the nearest valid {ones} {shown} s."
         )
     return frames
+
+
+def _longest_seam(length: int) -> int:
+    """The longest seam a loop of `length` frames takes; refuses a loop too short for any."""
+    longest = 4 * (length // 8)
+    if longest < 4:
+        shortest = 2 * 4  # twice the shortest seam, 0.16 s
+        raise UsageError(
+            f"Too short for a loop: it is {_s(length)} s on the 80 ms grid, and a loop needs at "
+            f"least {_s(shortest)} s (twice the shortest seam, 0.16 s), so anything longer than "
+            f"{_s(shortest - 2)} s works."
+        )
+    return longest
+
+
+def _s(frames: float) -> str:
+    """Latent frames as seconds, as messages show them."""
+    return f"{frames * sampling.FRAME_SECONDS:.2f}"
 
 
 def remix_start(strength: float, steps: int) -> int:

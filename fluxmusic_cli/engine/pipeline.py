@@ -357,7 +357,8 @@ class Engine:
                 long_form=length > sampling.WINDOW_FRAMES,
                 windows=windows,
                 context=request.context,
-                seam=request.seam,
+                seam=_seam_seconds(request, length),
+                seam_auto=request.seam is None,
             ),
         )
         pairs = zip(request.prompts, request.seeds)
@@ -440,7 +441,7 @@ class Engine:
         if key in self._recordings:  # a grid of remixes encodes its recording once
             return self._recordings[key]
         samples = source.samples if cut_samples is None else source.samples[:cut_samples]
-        prepared = audio_in.prepare(samples, name=_display(source.path))
+        prepared = audio_in.prepare(samples, name=source.shown)
         self._emit("encode", 0, 1, "recording")
         try:
             latent = audio_in.encode(self.store.decoder(), prepared)
@@ -490,6 +491,13 @@ class Engine:
         }
 
 
+def _seam_seconds(request: GenerationRequest, length: int) -> float | None:
+    """The seam a loop of `length` frames was made with (the one chosen when none was given)."""
+    if not request.loop:
+        return None
+    return round(editing.seam_frames(request.seam, length) * sampling.FRAME_SECONDS, 2)
+
+
 def _splice_recording(request: EditRequest, plan, decoded, generated):
     """The decoded audio where frames were generated, the recording itself where they were
     kept, blended linearly over the crossfade inside the kept part."""
@@ -536,10 +544,6 @@ class _StepCounter:
     def __call__(self) -> None:
         self.done += 1
         self._emit("denoise", self.done, self.total)
-
-
-def _display(path: str) -> str:
-    return "the recording on stdin" if path == "-" else path
 
 
 def _chunks(n: int, size: int) -> list[tuple[int, int]]:

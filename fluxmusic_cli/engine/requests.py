@@ -37,7 +37,9 @@ OPERATIONS: tuple[str, ...] = ("remix", "repaint", "extend", "loop")
 DEFAULT_STRENGTH = 0.5
 DEFAULT_CROSSFADE = 0.1
 DEFAULT_CONTEXT = sampling.DEFAULT_CONTEXT_FRAMES * sampling.FRAME_SECONDS  # 5.12 s
-DEFAULT_SEAM = sampling.DEFAULT_SEAM_FRAMES * sampling.FRAME_SECONDS  # 2.56 s
+PREFERRED_SEAM = sampling.DEFAULT_SEAM_FRAMES * sampling.FRAME_SECONDS  # 2.56 s
+# None: chosen per loop, PREFERRED_SEAM where it fits, else the longest seam that does.
+DEFAULT_SEAM: float | None = None
 
 
 @dataclass(frozen=True)
@@ -135,7 +137,7 @@ class GenerateSettings(ClipSettings):
 
     duration: float = sampling.TRAINED_SECONDS
     loop: bool = False  # make the clip a seamless loop, a whole latent long
-    seam: float = DEFAULT_SEAM  # loop seam, seconds
+    seam: float | None = DEFAULT_SEAM  # loop seam, seconds; None: chosen to fit
     context: float = DEFAULT_CONTEXT  # long-form: seconds each window continues from
 
     @property
@@ -154,6 +156,9 @@ class GenerateSettings(ClipSettings):
             from fluxmusic_cli.engine.editing import seam_frames
 
             seam_frames(self.seam, length)
+        elif self.seam is not None and not (math.isfinite(self.seam) and self.seam > 0):
+            # Unused without --loop, but a value that could never work is still refused.
+            raise UsageError(f"Seam {self.seam:g} s must be a positive length.")
 
     @property
     def generate_settings(self) -> GenerateSettings:
@@ -194,6 +199,11 @@ class EditSource:
     latent_file: str | None = None
 
     @property
+    def shown(self) -> str:
+        """The recording as messages name it."""
+        return "the recording on stdin" if self.path == "-" else self.path
+
+    @property
     def duration(self) -> float:
         """Seconds the edit works on: the audio's, or the latent's when starting from one."""
         if self.latent is not None:
@@ -214,7 +224,7 @@ class EditRequest(ClipSettings):
     add: float | None = None  # extend: seconds to add ...
     to: float | None = None  # ... or the total length
     context: float = DEFAULT_CONTEXT  # extend
-    seam: float = DEFAULT_SEAM  # loop
+    seam: float | None = DEFAULT_SEAM  # loop; None: chosen to fit
     crossfade: float = DEFAULT_CROSSFADE
     conditioning: str | None = None
 

@@ -32,9 +32,15 @@ DEFAULT_SEAM_FRAMES = 64  # 2.56 s loop seam
 
 
 def latent_length(seconds: float) -> int:
-    """Latent frames for a duration, rounded up to the 80 ms grid (the length must be even)."""
+    """Latent frames for a duration, rounded up to the 80 ms grid (the length must be even);
+    refuses less than one step of the grid."""
     if not math.isfinite(seconds) or seconds <= 0:
         raise UsageError(f"Duration must be a positive number of seconds, got {seconds}.")
+    if seconds < GRID_SECONDS - 1e-9:
+        raise UsageError(
+            f"Duration {seconds:g} s is shorter than one step of the 80 ms latent grid; the "
+            f"shortest clip is {GRID_SECONDS:g} s."
+        )
     if seconds > MAX_SECONDS:
         raise UsageError(
             f"Duration {seconds:g} s is over the {MAX_SECONDS:g} s limit; the model was trained "

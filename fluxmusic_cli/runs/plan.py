@@ -49,7 +49,7 @@ class Edit:
     add: float | None = None
     to: float | None = None
     context: float = DEFAULT_CONTEXT
-    seam: float = DEFAULT_SEAM
+    seam: float | None = DEFAULT_SEAM  # None: chosen to fit the loop
     crossfade: float = DEFAULT_CROSSFADE
 
 

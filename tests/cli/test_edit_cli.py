@@ -112,7 +112,29 @@ def test_extend_keeps_the_recording_and_continues_it_in_windows(cli, tmp_path):
     assert record["operation"] == "extend" and record["windows"] == 2
     assert record["context_frames"] == 32 and record["input"]["used_samples"] == 32000
     data, _ = sf.read(tmp_path / "long.flac")
-    assert data.shape[0] == 32000 + 160000
+    assert data.shape[0] == 32800 + 160000  # the whole input plus the 10 s asked for
+
+
+def test_an_extension_is_the_input_plus_what_was_asked_never_shorter(cli, tmp_path):
+    recording(tmp_path / "in.wav", seconds=3.0)  # 37.5 x 80 ms: cut to 2.96 s first
+    code, _, err = cli("extend", "in.wav", "more", "--add", "0.01", "--seed", "5", "-o",
+                       "e.wav", *FAST)  # fmt: skip
+    assert code == 0, err
+    src, _ = sf.read(tmp_path / "in.wav", dtype="int16")
+    out, _ = sf.read(tmp_path / "e.wav", dtype="int16")
+    assert out.shape[0] == 48000 + 160  # 3.01 s, not 2.97 s
+    assert np.array_equal(out[: 47360 - 1600 - 1], src[: 47360 - 1600 - 1])  # before the fade
+    said = " ".join(err.split())
+    assert "3.01 s in all (3.00 s + 0.01 s)" in said and "first 2.96 s" in said
+    assert "0.05 s generated" in said
+    record = json.loads((tmp_path / "e.json").read_text())
+    assert record["add"] == 0.01 and record["generated"] == 0.05 and record["duration"] == 3.01
+    code, _, err = cli("extend", "in.wav", "more", "--to", "2.98", "-o", "f.wav", *FAST)
+    assert code == 2 and "not longer than the recording (3.00 s)" in err
+    code, _, err = cli("extend", "in.wav", "more", "--to", "3.05", "--seed", "5", "-o",
+                       "g.wav", *FAST)  # fmt: skip
+    assert code == 0, err
+    assert sf.info(tmp_path / "g.wav").frames == 48800
 
 
 def test_long_form_generate_is_windowed_and_loops_wrap_without_a_jump(cli, tmp_path):
@@ -140,6 +162,67 @@ def test_loop_of_a_recording_is_a_period_long_and_keeps_its_middle(cli, tmp_path
     middle = slice(round(0.4 * 16000), round(2.6 * 16000))  # seam of 0.32 s each end + fade
     assert np.array_equal(out[middle], src[middle])
     assert abs(int(out[0]) - int(out[-1])) <= np.percentile(np.abs(np.diff(out.astype(int))), 99)
+
+
+def test_loop_chooses_a_seam_that_fits_a_short_clip_and_replays_it(cli, tmp_path):
+    recording(tmp_path / "in.wav", seconds=3.0)  # 3.04 s on the grid: 2.56 s is too long
+    code, _, err = cli("loop", "in.wav", "groove", "--seed", "2", "-o", "a.wav", *FAST)
+    assert code == 0, err
+    assert "seam 1.44 s, the longest that fits this 3.04 s loop" in " ".join(err.split())
+    record = json.loads((tmp_path / "a.json").read_text())
+    assert record["seam"] == 1.44 and record["seam_frames"] == 36 and record["seam_auto"] is True
+    code, _, err = cli("loop", "--from-record", "a.json", "-o", "b.wav")
+    assert code == 0, err
+    assert np.array_equal(sf.read(tmp_path / "a.wav")[0], sf.read(tmp_path / "b.wav")[0])
+    recording(tmp_path / "long.wav", seconds=6.0)  # 2.56 s fits: kept, still chosen
+    code, _, err = cli("loop", "long.wav", "groove", "--seed", "2", "-o", "c.wav", *FAST)
+    assert code == 0, err
+    record = json.loads((tmp_path / "c.json").read_text())
+    assert record["seam"] == 2.56 and record["seam_auto"] is True and "seam" not in err
+
+
+def test_generate_loop_takes_the_same_seam_rule(cli, tmp_path):
+    code, out, err = cli("generate", "pulse", "-d", "1", "--seed", "6", "--loop", "-o",
+                         "loop.wav", "--json", *FAST)  # fmt: skip
+    assert code == 0, err
+    record = json.loads(out)["outputs"][0]["record"]
+    assert record["seam"] == 0.48 and record["seam_auto"] is True  # 1.04 s: half is 0.52
+    code, out, err = cli("generate", "pulse", "-d", "1", "--seed", "6", "--loop", "--seam",
+                         "0.32", "-o", "loop2.wav", "--json", *FAST)  # fmt: skip
+    assert code == 0, err
+    record = json.loads(out)["outputs"][0]["record"]
+    assert record["seam"] == 0.32 and record["seam_auto"] is False
+    code, _, err = cli("generate", "pulse", "-d", "0.2", "--loop", "-o", "x.wav", *FAST)
+    assert code == 2 and "a loop needs at least 0.32 s" in " ".join(err.split())
+
+
+def test_seam_default_is_shown_as_chosen_in_help(run_cli):
+    for command in ("loop", "generate"):
+        code, out, _ = run_cli([command, "--help"])
+        assert code == 0
+        assert "auto: 2.56 s, or at most half of a shorter clip" in " ".join(out.split())
+
+
+@pytest.mark.parametrize(
+    "seconds, args, words",
+    [
+        (2.0, ["--seam", "1.6"], "longer than half the loop (1.00 s); the longest that fits "
+                                 "this 2.00 s loop is 0.96 s"),
+        (2.0, ["--seam", "0.1"], "not a multiple of 0.16 s; the nearest valid one is 0.16 s."),
+        (2.0, ["--seam", "0.9"], "the nearest valid ones are 0.80 and 0.96 s."),
+        (2.0, ["--seam", "0"], "must be a positive length"),
+        (0.01, [], "10 ms long; at least 80 ms is needed"),
+        (0.01, ["--seam", "0.16"], "10 ms long; at least 80 ms is needed"),
+        (0.2, [], "a loop needs at least 0.32 s"),
+    ],
+)  # fmt: skip
+def test_loop_refusals_name_the_lengths_that_work(cli, tmp_path, seconds, args, words):
+    recording(tmp_path / "in.wav", seconds=seconds)
+    code, _, err = cli("loop", "in.wav", "groove", "-o", "out.wav", *FAST, *args)
+    said = " ".join(err.split())
+    assert code == 2 and words in said, said
+    assert "0.16 and 0.16" not in said and "use a shorter --seam" not in said
+    assert not (tmp_path / "out.wav").exists()
 
 
 def test_replaying_an_edit_reproduces_it_and_refuses_another_input(cli, tmp_path):

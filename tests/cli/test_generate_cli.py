@@ -94,6 +94,8 @@ def test_info_prints_the_record_as_json(gen, run_cli, tmp_path):
         (["tune", "--guidance", "-1"], 2, "guidance"),
         (["tune", "--duration", "0"], 2, "Duration"),
         (["tune", "--duration", "400"], 2, "limit"),
+        (["tune", "--duration", "0.001"], 2, "the shortest clip is 0.08 s"),
+        (["tune", "--duration", "0.079"], 2, "the shortest clip is 0.08 s"),
     ],
 )
 def test_bad_input_gets_a_sentence_and_the_usage_exit_code(gen, args, code, words):

@@ -7,11 +7,13 @@ import io
 import json
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
 import soundfile as sf
-from installed import fluxmusic, needs_script
+from installed import FLUXMUSIC, fluxmusic, needs_script, script_env
+from sparse_audio import sparse_wav
 
 pytestmark = [pytest.mark.e2e, needs_script]
 
@@ -75,3 +77,33 @@ def test_a_format_that_needs_ffmpeg_says_how_to_install_it(tiny_bundle, tmp_path
                      *FAST, cwd=tmp_path, env=env)  # fmt: skip
     assert proc.returncode == 2 and b"needs ffmpeg" in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["take.m4a"]
+
+
+# Runs a command and prints the peak resident memory of it (its only child) when it ends.
+PEAK_RSS = """
+import resource, subprocess, sys
+proc = subprocess.run(sys.argv[1:], capture_output=True)
+sys.stderr.buffer.write(proc.stderr)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+sys.exit(proc.returncode)
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="measures memory with the resource module")
+@pytest.mark.parametrize("name", ["hour.wav", pytest.param("hour.mka", marks=needs_ffmpeg)])
+def test_a_recording_over_the_limit_is_refused_without_decoding_it(tiny_bundle, tmp_path, name):
+    """An hour (decoded: 460 MB of float64) costs no more memory to refuse than 301 s (10 MB);
+    a .mka goes through ffmpeg, whose ffprobe reads the length from the header."""
+    peaks = {}
+    for path, seconds in ((name, 3600), ("over.wav", 301)):
+        sparse_wav(tmp_path / path, seconds)
+        proc = subprocess.run(
+            [sys.executable, "-c", PEAK_RSS, str(FLUXMUSIC), "loop", path, "x", "-o", "o.wav",
+             *tiny_bundle.cli_args(), *FAST],
+            cwd=tmp_path, capture_output=True, env=script_env(), timeout=300,
+        )  # fmt: skip
+        assert proc.returncode == 2, proc.stderr.decode()
+        assert f"{path} is {seconds}.0 s long; the limit is 300 s." in proc.stderr.decode()
+        peaks[path] = int(proc.stdout) * (1 if sys.platform == "darwin" else 1024)  # bytes
+    assert peaks[name] < peaks["over.wav"] + 100 * 2**20
+    assert not (tmp_path / "o.wav").exists()

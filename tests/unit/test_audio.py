@@ -174,6 +174,15 @@ def test_full_scale_samples_are_reported_as_clipping():
     assert any("clipped" in w for w in report.warnings)
 
 
+@pytest.mark.parametrize("count, shown", [(1, "1 sample of 160000 (0.00063%) reaches"),
+                                          (3, "3 samples of 160000 (0.0019%) reach")])  # fmt: skip
+def test_a_few_clipped_samples_are_counted_never_shown_as_zero_percent(count, shown):
+    x = sine(amp=0.5, seconds=10.0)
+    x[:count] = 1.0
+    (warning,) = audio.check_clip(x, SR).warnings
+    assert shown in warning and "0.00%" not in warning
+
+
 def test_resample_16k_to_44k_keeps_length_and_pitch():
     x = sine(freq=1000.0, seconds=1.0)
     y = audio.resample(x, 16000, 44100)
