@@ -136,18 +136,8 @@ def writing(final: Path) -> Iterator[Path]:
     On any error or Ctrl-C the temporary file is removed and `final` is untouched; an OS
     error comes out as an `OutputError` sentence.
     """
-    final = Path(final)
-    tmp = temp_path(final)
-    try:
+    with _published(final, os.replace) as tmp:
         yield tmp
-        _sync(tmp)
-        os.replace(tmp, final)
-    except OSError as exc:
-        _discard(tmp)
-        raise os_error(exc, final) from None
-    except BaseException:
-        _discard(tmp)
-        raise
 
 
 def write_bytes(final: Path, data: bytes) -> Path:
@@ -166,12 +156,21 @@ def creating(final: Path) -> Iterator[Path]:
     """As `writing`, but `final` is only ever created, never replaced: when a file of that name
     exists by the time the temporary file is whole, `FileExistsError` is raised and nothing
     changes (the temporary file is removed)."""
+    with _published(final, _create) as tmp:
+        yield tmp
+
+
+@contextlib.contextmanager
+def _published(final: Path, publish) -> Iterator[Path]:
+    """A temporary path to write; once whole it is flushed and `publish(tmp, final)` gives it
+    its name. On any error the temporary file goes: a FileExistsError from `publish` as it is,
+    another OS error as an `OutputError` sentence."""
     final = Path(final)
     tmp = temp_path(final)
     try:
         yield tmp
         _sync(tmp)
-        _create(tmp, final)
+        publish(tmp, final)
     except FileExistsError:
         _discard(tmp)
         raise

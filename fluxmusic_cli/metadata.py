@@ -9,10 +9,11 @@ compares before it counts a clip on disk as finished.
 
 from __future__ import annotations
 
+import copy
 import json
 import platform
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
@@ -179,6 +180,9 @@ class GenerationRecord:
                 out[option] = data[key]
         if out.get("to") is not None:  # an extension asked for by its total length
             out.pop("add", None)
+        if isinstance(out.get("guidance_interval"), list):  # [lo, hi] -> the LO:HI it takes
+            lo, hi = out["guidance_interval"]
+            out["guidance_interval"] = f"{lo!r}:{hi!r}"
         if "region" in out:  # [[start, end or None], ...] -> the --region values
             out["region"] = [f"{a!r}:{'' if b is None else repr(b)}" for a, b in out["region"]]
         model = self.model or {}
@@ -354,20 +358,7 @@ def new_records(
         conditioning=made.conditioning,
         latent_frames=made.latent_frames,
         sample_rate=made.sample_rate,
-        model=dict(provenance.model),
-        loras=list(provenance.loras),
-        t5=provenance.t5,
-        clap=provenance.clap,
-        vae_vocoder=provenance.vae_vocoder,
-        device=provenance.device,
-        text_device=provenance.text_device,
-        dtype=provenance.dtype,
-        dtype_reason=provenance.dtype_reason,
-        memory_policy=provenance.memory_policy,
-        forward_batch=provenance.forward_batch,
-        threads=provenance.threads,
-        compile=provenance.compile,
-        compile_scope=provenance.compile_scope,
+        **copy.deepcopy(asdict(provenance)),  # its fields are the record's, by name
         guidance_interval=list(interval) if interval else None,
         cache=settings.cache,
         timings={k: round(v, 3) for k, v in made.timings.items()},

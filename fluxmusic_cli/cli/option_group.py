@@ -63,24 +63,20 @@ class EngineGroup:
     yes: bool = option(opt.Yes, False)
 
     def engine_options(self, **overrides: Any) -> EngineOptions:
-        values = dict(
-            model=self.model,
-            t5=self.t5,
-            clap=self.clap,
-            vae_vocoder=self.vae_vocoder,
-            encoders=self.encoders,
-            conditioning=self.conditioning,
-            device=self.device,
-            dtype=self.dtype,
-            memory=self.memory,
-            token=self.token,
-            compile=self.compile_model,
-            threads=self.threads,
-            loras=opt.loras(self.lora),
-            text_device=self.text_device,
-        )
+        """The engine's options from these values (fields of the same name, but the renamed
+        and parsed ones below; `yes` is the command's, not the engine's)."""
+        values = {
+            _ENGINE_FIELD.get(f.name, f.name): getattr(self, f.name)
+            for f in fields(self)
+            if f.name not in ("yes", "lora")
+        }
+        values["loras"] = opt.loras(self.lora)
         values.update(overrides)
         return EngineOptions(**values)
+
+
+# EngineOptions fields whose option has another name.
+_ENGINE_FIELD = {"compile_model": "compile"}
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ DEFAULT_GUIDANCE = 7.0
 MAX_STEPS = 1000
 MAX_SEED = 2**63 - 1
 MAX_GUIDANCE = 100.0  # the paper samples at 3.5, the published script at 7
-MAX_CACHE = 1.0  # a First-Block Cache threshold is a relative change
+MAX_CACHE = 1e9  # a threshold above any relative change a step makes: every later step reuses
 
 MemoryPolicy = Literal["auto", "sequential", "resident"]
 MEMORY_POLICIES: tuple[str, ...] = ("auto", "sequential", "resident")
@@ -119,7 +119,9 @@ class ClipSettings:
             )
         if self.encoders is not None:
             _check_choice("encoder subset", self.encoders, ENCODER_SUBSETS)
-        if self.cache is not None and not (math.isfinite(self.cache) and 0 <= self.cache <= 1):
+        if self.cache is not None and not (
+            math.isfinite(self.cache) and 0 <= self.cache <= MAX_CACHE
+        ):
             raise UsageError(
                 f"Cache threshold must be a number from 0 to {MAX_CACHE:g}, got {self.cache}."
             )
