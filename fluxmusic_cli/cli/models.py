@@ -69,6 +69,7 @@ def download(
         typer.Argument(
             help="Variants (small, base, large, giant, giant-full) and/or components (t5, "
             "clap, vae-vocoder). Default: the small variant's whole setup.",
+            metavar="WHAT",
             show_default=False,
         ),
     ] = None,
@@ -269,6 +270,7 @@ def cache_rm(
         typer.Argument(
             help="Entry names from `cache list`, or short names: a variant (its conversions), "
             "fluxmusic (the released .pt files), t5-city96, t5-sd3, clap, vae-vocoder.",
+            metavar="NAME",
             show_default=False,
         ),
     ] = None,

@@ -21,7 +21,7 @@ from fluxmusic_cli.engine.devices import DEVICE_NAMES, DTYPE_NAMES
 from fluxmusic_cli.engine.perf import max_threads
 from fluxmusic_cli.engine.placement import TEXT_DEVICES
 from fluxmusic_cli.engine.requests import MAX_SEED, MAX_STEPS, MEMORY_POLICIES
-from fluxmusic_cli.formats import BUNDLED_FORMATS, suffix_list
+from fluxmusic_cli.formats import SUPPORTED_FORMATS, suffix_list
 
 
 def choice(name: str, values: Iterable[str]) -> type[Enum]:
@@ -35,7 +35,7 @@ DeviceChoice = choice("DeviceChoice", DEVICE_NAMES)
 TextDeviceChoice = choice("TextDeviceChoice", TEXT_DEVICES)
 DtypeChoice = choice("DtypeChoice", DTYPE_NAMES)
 MemoryChoice = choice("MemoryChoice", MEMORY_POLICIES)
-FormatChoice = choice("FormatChoice", BUNDLED_FORMATS)
+FormatChoice = choice("FormatChoice", SUPPORTED_FORMATS)
 
 MODELS = "Model"
 SAMPLING = "Sampling"
@@ -46,6 +46,7 @@ Model = Annotated[
     typer.Option(
         "--model",
         "-m",
+        metavar="NAME|FILE",
         help="Variant (small, base, large, giant, giant-full) or a .pt/.safetensors file.",
         rich_help_panel=MODELS,
     ),
@@ -54,6 +55,7 @@ T5 = Annotated[
     str,
     typer.Option(
         "--t5",
+        metavar="NAME|REPO|DIR",
         help="T5-XXL source: t5-city96 (not gated), t5-sd3 (gated), a hub repo id, or a local "
         "folder in that repo's layout.",
         rich_help_panel=MODELS,
@@ -62,13 +64,17 @@ T5 = Annotated[
 Clap = Annotated[
     str,
     typer.Option(
-        "--clap", help="CLAP source: hub repo id or local folder.", rich_help_panel=MODELS
+        "--clap",
+        metavar="REPO|DIR",
+        help="CLAP source: hub repo id or local folder.",
+        rich_help_panel=MODELS,
     ),
 ]
 VaeVocoder = Annotated[
     str,
     typer.Option(
         "--vae-vocoder",
+        metavar="REPO|DIR",
         help="Hub repo id or local folder holding vae/ and vocoder/ (AudioLDM 2's).",
         rich_help_panel=MODELS,
     ),
@@ -174,6 +180,7 @@ Token = Annotated[
     typer.Option(
         "--token",
         envvar="HF_TOKEN",
+        metavar="TOKEN",
         help="Hugging Face token for gated repos (default: $HF_TOKEN).",
         rich_help_panel=MODELS,
         show_default=False,
@@ -206,6 +213,7 @@ Negative = Annotated[
     str,
     typer.Option(
         "--negative-prompt",
+        metavar="PROMPT",
         help='Negative prompt; "" uses the empty-prompt embedding (the paper\'s setting).',
         rich_help_panel=SAMPLING,
     ),
@@ -275,6 +283,7 @@ OutputPath = Annotated[
     typer.Option(
         "--output",
         "-o",
+        metavar="FILE|DIR|-",
         help=f"File ({suffix_list()}), '-' for WAV on stdout, or a folder (a path without "
         "an extension). Default: <prompt-slug>-s<seed>.wav here.",
         rich_help_panel=OUTPUT,
@@ -361,7 +370,7 @@ EditPrompt = Annotated[
     typer.Argument(
         help="What the music should become; left out, the prompt in INPUT's fluxmusic record "
         "is used.",
-        metavar="[PROMPT]",
+        metavar="PROMPT",
         show_default=False,
     ),
 ]
@@ -369,6 +378,7 @@ FromRecord = Annotated[
     Path | None,
     typer.Option(
         "--from-record",
+        metavar="RECORD",
         help="Replay a generation record (NAME.json or a tagged audio file); explicit flags win.",
         show_default=False,
     ),
@@ -378,6 +388,7 @@ EditOutput = Annotated[
     typer.Option(
         "--output",
         "-o",
+        metavar="FILE|DIR|-",
         help=f"File ({suffix_list()}), '-' for WAV on stdout, or a folder (a path "
         "without an extension). Default: <input>-<command>-s<seed>.wav here.",
         rich_help_panel=OUTPUT,
@@ -394,6 +405,7 @@ OutDir = Annotated[
     typer.Option(
         "--output",
         "-o",
+        metavar="DIR",
         help="Folder for the clips, their records and manifest.jsonl.",
         rich_help_panel=OUTPUT,
         show_default=False,
@@ -401,7 +413,11 @@ OutDir = Annotated[
 ]
 Format = Annotated[
     FormatChoice,
-    typer.Option("--format", help="Audio format of every clip.", rich_help_panel=OUTPUT),
+    typer.Option(
+        "--format",
+        help="Audio format of every clip (m4a needs ffmpeg).",
+        rich_help_panel=OUTPUT,
+    ),
 ]
 BatchSize = Annotated[
     int,

@@ -64,7 +64,9 @@ def train(
     data: Annotated[
         Path,
         typer.Argument(
-            help="Folder of audio + NAME.txt captions, or a CSV/JSONL table.", show_default=False
+            help="Folder of audio + NAME.txt captions, or a CSV/JSONL table.",
+            metavar="DATA",
+            show_default=False,
         ),
     ],
     output: Annotated[
@@ -72,6 +74,7 @@ def train(
         typer.Option(
             "--output",
             "-o",
+            metavar="RUN_DIR",
             help="Run folder (created; holds everything the run writes).",
             rich_help_panel=RUN,
             show_default=False,
@@ -81,6 +84,7 @@ def train(
         Path | None,
         typer.Option(
             "--audio-dir",
+            metavar="DIR",
             help="Where a table's recordings are (MusicCaps: YTID.wav; default: beside the table).",
             show_default=False,
         ),
@@ -255,6 +259,7 @@ def train(
         list[str] | None,
         typer.Option(
             "--sample-prompt",
+            metavar="PROMPT",
             help="A prompt to render (repeatable).",
             rich_help_panel=RUN,
             show_default=False,
