@@ -11,10 +11,10 @@ from typing import Annotated, Any
 
 import typer
 
+from fluxmusic_cli.cli import config
 from fluxmusic_cli.cli.console import emit_json, err, info, warn
 from fluxmusic_cli.cli.numbers import number_option
 from fluxmusic_cli.cli.options import DeviceChoice, DeviceOpt, Json, Quiet
-from fluxmusic_cli.engine import registry
 from fluxmusic_cli.errors import UsageError
 from fluxmusic_cli.evaluation.scores import FAD_EMBEDDERS, METRICS, PER_FILE_COLUMNS
 
@@ -179,9 +179,9 @@ def eval_command(
             "--clap-model",
             metavar="REPO|DIR",
             help="CLAP for the CLAP score: hub repo id or local folder (the source generate's "
-            "--clap takes).",
+            "--clap takes; default also from $FLUXMUSIC_CLAP or the config file).",
         ),
-    ] = registry.CLAP.repo_id,
+    ] = config.Default("clap"),
     no_cache: Annotated[
         bool,
         typer.Option(

@@ -41,13 +41,16 @@ MODELS = "Model"
 SAMPLING = "Sampling"
 OUTPUT = "Output"
 
+# The weight sources' defaults come from cli/config.py: $FLUXMUSIC_MODEL, ..., then the config
+# file, then the built-in; `[default: ...]` in --help says which.
 Model = Annotated[
     str,
     typer.Option(
         "--model",
         "-m",
         metavar="NAME|FILE",
-        help="Variant (small, base, large, giant, giant-full) or a .pt/.safetensors file.",
+        help="Variant (small, base, large, giant, giant-full) or a .pt/.safetensors file. Default "
+        "also from $FLUXMUSIC_MODEL or the config file.",
         rich_help_panel=MODELS,
     ),
 ]
@@ -57,7 +60,7 @@ T5 = Annotated[
         "--t5",
         metavar="NAME|REPO|DIR",
         help="T5-XXL source: t5-city96 (not gated), t5-sd3 (gated), a hub repo id, or a local "
-        "folder in that repo's layout.",
+        "folder in that repo's layout. Default also from $FLUXMUSIC_T5 or the config file.",
         rich_help_panel=MODELS,
     ),
 ]
@@ -66,7 +69,8 @@ Clap = Annotated[
     typer.Option(
         "--clap",
         metavar="REPO|DIR",
-        help="CLAP source: hub repo id or local folder.",
+        help="CLAP source: hub repo id or local folder. Default also from $FLUXMUSIC_CLAP or the "
+        "config file.",
         rich_help_panel=MODELS,
     ),
 ]
@@ -75,7 +79,8 @@ VaeVocoder = Annotated[
     typer.Option(
         "--vae-vocoder",
         metavar="REPO|DIR",
-        help="Hub repo id or local folder holding vae/ and vocoder/ (AudioLDM 2's).",
+        help="Hub repo id or local folder holding vae/ and vocoder/ (AudioLDM 2's). Default also "
+        "from $FLUXMUSIC_VAE_VOCODER or the config file.",
         rich_help_panel=MODELS,
     ),
 ]
