@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from fluxmusic_cli.cli import config
+from fluxmusic_cli.cli import config, tiny
 from fluxmusic_cli.cli.console import emit_json, err, info, warn
 from fluxmusic_cli.cli.numbers import number_option
 from fluxmusic_cli.cli.options import DeviceChoice, DeviceOpt, Json, Quiet
@@ -182,6 +182,17 @@ def eval_command(
             "--clap takes; default also from $FLUXMUSIC_CLAP or the config file).",
         ),
     ] = config.Default("clap"),
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            metavar="tiny",
+            help="tiny: random stand-ins for VGGish, PANNs and CLAP, made on first use, to try "
+            "eval without downloading (the scores mean nothing). Default: the published models "
+            "(tiny when $FLUXMUSIC_MODEL or the config file says tiny).",
+            show_default=False,
+        ),
+    ] = None,
     no_cache: Annotated[
         bool,
         typer.Option(
@@ -218,6 +229,9 @@ def eval_command(
     from fluxmusic_cli.evaluation.request import EvalRequest
     from fluxmusic_cli.evaluation.runner import run_eval
 
+    vggish_weights, panns_weights, clap_model = tiny.eval_sources(
+        model, vggish_weights, panns_weights, clap_model
+    )
     if fad_embedder not in FAD_EMBEDDERS:
         raise UsageError(
             f"--fad-embedder must be {' or '.join(FAD_EMBEDDERS)}, not {fad_embedder!r}."

@@ -211,7 +211,8 @@ def models(json_out: Json = False) -> None:
     _print_table(table)
     info(
         f"Default: {registry.DEFAULT_VARIANT} with {registry.DEFAULT_T5}; fetch with "
-        "`fluxmusic download [VARIANT]`."
+        "`fluxmusic download [VARIANT]`. To try any command without downloading, add "
+        "--model tiny (random weights: the audio is noise)."
     )
 
 
@@ -270,7 +271,7 @@ def cache_rm(
         list[str] | None,
         typer.Argument(
             help="Entry names from `cache list`, or short names: a variant (its conversions), "
-            "fluxmusic (the released .pt files), t5-city96, t5-sd3, clap, vae-vocoder.",
+            "fluxmusic (the released .pt files), t5-city96, t5-sd3, clap, vae-vocoder, tiny.",
             metavar="NAME",
             show_default=False,
         ),

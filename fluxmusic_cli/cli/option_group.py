@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, fields
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from fluxmusic_cli.cli import config
+from fluxmusic_cli.cli import config, tiny
 from fluxmusic_cli.cli import options as opt
 from fluxmusic_cli.engine.requests import (
     DEFAULT_GUIDANCE,
@@ -83,10 +83,21 @@ class EngineGroup:
             "vae_vocoder": self.vae_vocoder,
         }
 
+    def engine_sources(self) -> dict[str, str]:
+        """The sources the engine loads: `--model tiny` becomes the tiny bundle's four (written
+        to the tool cache on first use, and said to make noise)."""
+        if self.model != tiny.NAME:
+            return self.sources
+        return tiny.engine_sources(self.sources)
+
     def use_flags(self, model: str | None = None) -> str:
         """The flags that point another command at these weights (with `model`, e.g. a
         fine-tuned file, as the transformer): --model and every source that is not built in."""
         sources = self.sources
+        if sources["model"] == tiny.NAME:
+            if model is None:
+                return "--model tiny"
+            sources = tiny.bundle_sources()  # a tiny-width model needs the tiny encoders
         if model is not None:
             sources["model"] = model
         flags = [("--model", sources["model"])]
@@ -99,7 +110,7 @@ class EngineGroup:
 
     def engine_options(self, **overrides: Any) -> EngineOptions:
         values = dict(
-            **self.sources,
+            **self.engine_sources(),
             encoders=self.encoders,
             conditioning=self.conditioning,
             device=self.device,

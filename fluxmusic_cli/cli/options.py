@@ -49,8 +49,9 @@ Model = Annotated[
         "--model",
         "-m",
         metavar="NAME|FILE",
-        help="Variant (small, base, large, giant, giant-full) or a .pt/.safetensors file. Default "
-        "also from $FLUXMUSIC_MODEL or the config file.",
+        help="Variant (small, base, large, giant, giant-full), a .pt/.safetensors file, or tiny: "
+        "random weights made on first use, to try any command in seconds without downloading "
+        "(the audio is noise). Default also from $FLUXMUSIC_MODEL or the config file.",
         rich_help_panel=MODELS,
     ),
 ]
