@@ -8,7 +8,9 @@
 steps of small and base against the matmul roofline, with both bf16 attention paths;
 `--only t5-8bit` (opt-in) times T5-XXL layers in bf16 against 8-bit torchao/quanto weights.
 `--only longform` (opt-in) compares 30 s and 60 s long-form windows with one long window and
-checks the 5-minute memory target. `--only compile` (opt-in) times the bf16 step under
+checks the 5-minute memory target. `--only help` (opt-in) times `fluxmusic --help` alone
+(what `startup` reports first, without the full-size first step). `--only compile` (opt-in)
+times the bf16 step under
 torch.compile on the CPU. `--only load-released`
 (opt-in) writes large, giant-full and giant at real size (up to 17 GB), times loading, deletes
 them. `--only t5xxl`
@@ -36,6 +38,7 @@ MODULES = {
     "step": "step",
     "compile": "step",
     "startup": "startup",
+    "help": "startup",
     "load": "startup",
     "load-released": "startup",
     "clip": "clip",

@@ -234,7 +234,11 @@ def _add_row(
     name = name or None
     try:
         prompt = values.get("prompt")
-        if not isinstance(prompt, str) or not prompt.strip():
+        if prompt is None:
+            raise ValueError("no prompt: the row has no prompt (or caption) field")
+        if not isinstance(prompt, str):
+            raise ValueError(f"bad prompt {prompt!r}: not text (put it in quotes)")
+        if not prompt.strip():
             raise ValueError("empty prompt")
         fields: dict[str, Any] = {}
         for column in OVERRIDE_COLUMNS:

@@ -17,7 +17,9 @@ def _isolated_dirs(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(root / "config"))
     monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.delenv("FLUXMUSIC_DEBUG", raising=False)
+    # Defaults a developer may have set (weight sources, debug output) must not reach a test.
+    for name in ("DEBUG", "MODEL", "T5", "CLAP", "VAE_VOCODER"):
+        monkeypatch.delenv(f"FLUXMUSIC_{name}", raising=False)
     monkeypatch.setenv("NO_COLOR", "1")
     monkeypatch.setenv("COLUMNS", "120")
     for name in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE"):

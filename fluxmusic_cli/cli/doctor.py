@@ -10,11 +10,16 @@ from typing import Any
 
 import typer
 
+from fluxmusic_cli.cli import config, tiny
 from fluxmusic_cli.cli import options as opt
 from fluxmusic_cli.cli.console import emit_json, err
-from fluxmusic_cli.errors import BadAudioError
+from fluxmusic_cli.errors import BadAudioError, FluxMusicError
 
 HELP = """Check the installation: torch, devices, memory, disk, cache and hub reachability.
+
+It shows where each weight source comes from when no flag names it: $FLUXMUSIC_MODEL,
+$FLUXMUSIC_T5, $FLUXMUSIC_CLAP, $FLUXMUSIC_VAE_VOCODER, then the config file (keys model, t5,
+clap, vae_vocoder), then the built-in defaults.
 
 Then it generates one short clip with a tiny random-weight bundle written to a temporary
 folder, through the same loading and generation code as the real models. That clip is noise:
@@ -142,6 +147,24 @@ def _hub_reachability() -> str:
     return f"reachable ({url})"
 
 
+def _sources() -> dict[str, Any]:
+    """Each weight source's default, where it came from, and whether it can be used."""
+    from fluxmusic_cli.engine.sources import parse_ref
+
+    out: dict[str, Any] = {}
+    for key, found in config.resolve_all().items():
+        problem = None
+        if key == "model" and found.value == tiny.NAME:
+            pass  # written to the tool cache on first use
+        else:
+            try:
+                parse_ref(config.SOURCES[key].kind, found.value)
+            except FluxMusicError as exc:
+                problem = exc.message
+        out[key] = {"value": found.value, "from": found.described, "problem": problem}
+    return out
+
+
 def _smoke_generation() -> dict[str, Any]:
     from fluxmusic_cli import audio
     from fluxmusic_cli.engine.pipeline import Engine
@@ -176,12 +199,21 @@ def _smoke_generation() -> dict[str, Any]:
 
 
 def doctor(json_out: opt.Json = False) -> None:
+    sources = _sources()  # a broken config file is one sentence before anything else
+    config_path = config.config_file()
     with err.status("checking the environment"):
         env = _environment()
     with err.status("generating a clip with a tiny random-weight bundle"):
         smoke = _smoke_generation()
     if json_out:
-        emit_json({"environment": env, "tiny_generation": smoke})
+        emit_json(
+            {
+                "environment": env,
+                "config_file": {"path": str(config_path), "exists": config_path.is_file()},
+                "sources": sources,
+                "tiny_generation": smoke,
+            }
+        )
         return
     dev = env["devices"]
     lines = [
@@ -210,11 +242,18 @@ def doctor(json_out: opt.Json = False) -> None:
             env["ffmpeg"] or "not installed: WAV, FLAC, OGG and MP3 still work",
         ),
         ("cached", _cached_summary(env["cached"])),
+        ("config file", f"{config_path} ({'read' if config_path.is_file() else 'none'})"),
     ]
+    for key, found in sources.items():
+        problem = f" [red]problem:[/red] {found['problem']}" if found["problem"] else ""
+        lines.append(
+            (f"{config.SOURCES[key].flag} default", f"{found['value']} ({found['from']}){problem}")
+        )
     for name, value in lines:
         err.print(f"[bold]{name}:[/bold] {value}")
     err.print(
         f"[green]tiny generation OK[/green] in {smoke['seconds']} s: {smoke['samples']} samples "
         f"at {smoke['sample_rate']} Hz, written and read back. Its audio is noise from random "
-        "weights; it only proves that loading and generation work on this installation."
+        "weights; it only proves that loading and generation work on this installation. "
+        "Every command runs on such weights with --model tiny (no download; noise out)."
     )

@@ -11,10 +11,10 @@ from typing import Annotated, Any
 
 import typer
 
+from fluxmusic_cli.cli import config, tiny
 from fluxmusic_cli.cli.console import emit_json, err, info, warn
 from fluxmusic_cli.cli.numbers import number_option
 from fluxmusic_cli.cli.options import DeviceChoice, DeviceOpt, Json, Quiet
-from fluxmusic_cli.engine import registry
 from fluxmusic_cli.errors import UsageError
 from fluxmusic_cli.evaluation.scores import FAD_EMBEDDERS, METRICS, PER_FILE_COLUMNS
 
@@ -119,17 +119,22 @@ def _progress_hooks(quiet: bool) -> Iterator[Any]:
 
 
 def eval_command(
-    generated: Annotated[Path, typer.Argument(help="Folder of generated clips.")],
+    generated: Annotated[
+        Path, typer.Argument(help="Folder of generated clips.", metavar="GENERATED_DIR")
+    ],
     reference: Annotated[
         Path | None,
         typer.Option(
-            "--reference", "-r", help="Folder of reference recordings (needed for FAD and KL)."
+            "--reference",
+            metavar="DIR",
+            help="Folder of reference recordings (needed for FAD and KL).",
         ),
     ] = None,
     prompts: Annotated[
         Path | None,
         typer.Option(
             "--prompts",
+            metavar="FILE",
             help="CSV/JSONL with an id column (name/id/ytid/file) and a prompt "
             "column (prompt/caption/text); wins over manifest and sidecar prompts.",
         ),
@@ -138,12 +143,17 @@ def eval_command(
         str | None,
         typer.Option(
             "--metrics",
+            metavar="METRICS",
             help=f"Comma list of {','.join(METRICS)} (default: all the inputs allow).",
         ),
     ] = None,
     fad_embedder: Annotated[
         str,
-        typer.Option("--fad-embedder", help="Embeddings for FAD: vggish (as the paper) or clap."),
+        typer.Option(
+            "--fad-embedder",
+            metavar="vggish|clap",
+            help="Embeddings for FAD: vggish (as the paper) or clap.",
+        ),
     ] = "vggish",
     fad_inf: Annotated[
         bool,
@@ -161,15 +171,41 @@ def eval_command(
     ] = False,
     vggish_weights: Annotated[
         Path | None,
-        typer.Option("--vggish-weights", help="Local vggish-10086976.pth (skips the download)."),
+        typer.Option(
+            "--vggish-weights",
+            metavar="FILE",
+            help="Local vggish-10086976.pth (skips the download).",
+        ),
     ] = None,
     panns_weights: Annotated[
         Path | None,
-        typer.Option("--panns-weights", help="Local Cnn14_16k_mAP=0.438.pth (skips the download)."),
+        typer.Option(
+            "--panns-weights",
+            metavar="FILE",
+            help="Local Cnn14_16k_mAP=0.438.pth (skips the download).",
+        ),
     ] = None,
     clap_model: Annotated[
-        str, typer.Option("--clap-model", help="CLAP model folder or hub repo id.")
-    ] = registry.CLAP.repo_id,
+        str,
+        typer.Option(
+            "--clap",
+            "--clap-model",
+            metavar="REPO|DIR",
+            help="CLAP for the CLAP score: hub repo id or local folder (the source generate's "
+            "--clap takes; default also from $FLUXMUSIC_CLAP or the config file).",
+        ),
+    ] = config.Default("clap"),
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            metavar="tiny",
+            help="tiny: random stand-ins for VGGish, PANNs and CLAP, made on first use, to try "
+            "eval without downloading (the scores mean nothing). Default: the published models "
+            "(tiny when $FLUXMUSIC_MODEL or the config file says tiny).",
+            show_default=False,
+        ),
+    ] = None,
     no_cache: Annotated[
         bool,
         typer.Option(
@@ -186,13 +222,16 @@ def eval_command(
     ] = False,
     is_splits: Annotated[
         int,
-        number_option("--is-splits", whole=True, minimum=1, maximum=1000, help="IS splits."),
+        number_option(
+            "--is-splits", whole=True, minimum=1, maximum=1000, metavar="N", help="IS splits."
+        ),
     ] = 10,
     device: DeviceOpt = DeviceChoice.auto,
     per_file: Annotated[
         Path | None,
         typer.Option(
             "--per-file",
+            metavar="CSV",
             help=f"Write one row per clip ({', '.join(PER_FILE_COLUMNS)}) to this CSV.",
         ),
     ] = None,
@@ -206,6 +245,9 @@ def eval_command(
     from fluxmusic_cli.evaluation.request import EvalRequest
     from fluxmusic_cli.evaluation.runner import run_eval
 
+    vggish_weights, panns_weights, clap_model = tiny.eval_sources(
+        model, vggish_weights, panns_weights, clap_model
+    )
     if fad_embedder not in FAD_EMBEDDERS:
         raise UsageError(
             f"--fad-embedder must be {' or '.join(FAD_EMBEDDERS)}, not {fad_embedder!r}."

@@ -58,6 +58,7 @@ def generate(
         str | None,
         typer.Argument(
             help="What the music should be; '-' reads one prompt per line from stdin.",
+            metavar="PROMPT",
             show_default=False,
         ),
     ] = None,
@@ -191,7 +192,9 @@ def _targets(
 
 
 def info(
-    path: Annotated[Path, typer.Argument(help="Audio file or its NAME.json record.")],
+    path: Annotated[
+        Path, typer.Argument(help="Audio file or its NAME.json record.", metavar="FILE")
+    ],
     json_out: opt.Json = False,
 ) -> None:
     """Print the generation record of an audio file."""

@@ -1,9 +1,11 @@
 """One look for every command's help: flags show no value type, arguments are upper case.
 
 Typer renders a `<bool>` type beside every flag although a flag takes no value (`--force
-true` is refused), and writes usage lines with the argument's own spelling (`[prompt]`,
-`{PROMPTS_FILE}`, `{path}`). Both come from two methods of Typer's parameter classes, so
-they are adjusted there, once, for every command; a Typer without them is left as it is.
+true` is refused), a Python type beside every argument although its metavar already names it
+(`INPUT  <str>`), and writes usage lines with the argument's own spelling (`[prompt]`,
+`{PROMPTS_FILE}`, `{path}`). These come from methods of Typer's parameter classes, so they are
+adjusted there, once, for every command; a Typer without them is left as it is. (Every option
+and argument declares a metavar that says what it takes, e.g. `FILE|DIR|-` or `START:END`.)
 """
 
 from __future__ import annotations
@@ -22,6 +24,14 @@ def apply() -> None:
 
         display_type_rich._fluxmusic = True  # type: ignore[attr-defined]
         TyperOption.display_type_rich = display_type_rich
+    typed = getattr(TyperArgument, "display_type_rich", None)
+    if typed is not None and not getattr(typed, "_fluxmusic", False):
+
+        def argument_type(self, ctx):
+            return None if self.metavar else typed(self, ctx)
+
+        argument_type._fluxmusic = True  # type: ignore[attr-defined]
+        TyperArgument.display_type_rich = argument_type
     if hasattr(TyperArgument, "_usage_display_name") and not getattr(
         TyperArgument._usage_display_name, "_fluxmusic", False
     ):

@@ -14,6 +14,7 @@ import typer
 from rich import box
 from rich.table import Table
 
+from fluxmusic_cli.cli import config
 from fluxmusic_cli.cli.console import emit_json, info
 from fluxmusic_cli.cli.downloads import confirm, confirm_plan, download_refs, fetch, render_plan
 from fluxmusic_cli.cli.options import (
@@ -29,7 +30,7 @@ from fluxmusic_cli.cli.options import (
 )
 from fluxmusic_cli.engine import cache, conversion, hub, paths, preflight, registry
 from fluxmusic_cli.engine.preflight import human_bytes
-from fluxmusic_cli.engine.sources import DEFAULT_SOURCES, ComponentRef, parse_ref
+from fluxmusic_cli.engine.sources import ComponentRef, parse_ref
 from fluxmusic_cli.errors import UsageError
 
 # -- fluxmusic download -----------------------------------------------------------------------
@@ -69,13 +70,14 @@ def download(
         typer.Argument(
             help="Variants (small, base, large, giant, giant-full) and/or components (t5, "
             "clap, vae-vocoder). Default: the small variant's whole setup.",
+            metavar="WHAT",
             show_default=False,
         ),
     ] = None,
     encoders: EncodersOpt = EncodersChoice.both,
-    t5: T5 = DEFAULT_SOURCES["t5"],
-    clap: Clap = DEFAULT_SOURCES["clap"],
-    vae_vocoder: VaeVocoder = DEFAULT_SOURCES["audioldm2"],
+    t5: T5 = config.Default("t5"),
+    clap: Clap = config.Default("clap"),
+    vae_vocoder: VaeVocoder = config.Default("vae_vocoder"),
     token: Token = None,
     refresh: Annotated[
         bool, typer.Option("--refresh", help="Ask the hub for newer files even when cached.")
@@ -209,7 +211,8 @@ def models(json_out: Json = False) -> None:
     _print_table(table)
     info(
         f"Default: {registry.DEFAULT_VARIANT} with {registry.DEFAULT_T5}; fetch with "
-        "`fluxmusic download [VARIANT]`."
+        "`fluxmusic download [VARIANT]`. To try any command without downloading, add "
+        "--model tiny (random weights: the audio is noise)."
     )
 
 
@@ -268,7 +271,8 @@ def cache_rm(
         list[str] | None,
         typer.Argument(
             help="Entry names from `cache list`, or short names: a variant (its conversions), "
-            "fluxmusic (the released .pt files), t5-city96, t5-sd3, clap, vae-vocoder.",
+            "fluxmusic (the released .pt files), t5-city96, t5-sd3, clap, vae-vocoder, tiny.",
+            metavar="NAME",
             show_default=False,
         ),
     ] = None,

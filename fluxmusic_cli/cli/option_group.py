@@ -6,20 +6,24 @@ option's `Annotated` alias, its default is the option's default), so a typo in a
 is an attribute error every tool sees. A decorated command declares only its own parameters
 plus `shared: Shared`; the decorator extends its signature (which Typer reads) with the
 groups' options and hands their values to the command as one `Shared`. Defaults come from the
-engine, so `--help` shows what will run. A command can declare one of them otherwise (batch's
-`--seed`) or leave it out (vary's axes are its own); a left-out option keeps its default.
+engine, so `--help` shows what will run; the weight sources' defaults come from
+`cli/config.py` (flag > environment > config file > built-in), resolved when the command runs.
+A command can declare one of them otherwise (batch's `--seed`) or leave it out (vary's axes are
+its own); a left-out option keeps its default.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import shlex
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
+from fluxmusic_cli.cli import config, tiny
 from fluxmusic_cli.cli import options as opt
 from fluxmusic_cli.engine.requests import (
     DEFAULT_GUIDANCE,
@@ -29,7 +33,6 @@ from fluxmusic_cli.engine.requests import (
     EngineOptions,
 )
 from fluxmusic_cli.engine.sampling import TRAINED_SECONDS
-from fluxmusic_cli.engine.sources import DEFAULT_SOURCES
 
 if TYPE_CHECKING:
     from fluxmusic_cli.output import ClipWriter
@@ -37,19 +40,27 @@ if TYPE_CHECKING:
 _ENGINE = EngineOptions()
 
 
-def option(annotation: Any, default: Any) -> Any:
-    """A group field that is the command-line option `annotation` with `default`."""
-    return field(default=default, metadata={"option": annotation})
+def option(annotation: Any, default: Any, cli_default: Any = None) -> Any:
+    """A group field that is the command-line option `annotation` with `default` (on the command
+    line `cli_default`, when given: a `config.Default` resolved as the command runs)."""
+    meta = {"option": annotation, "cli_default": default if cli_default is None else cli_default}
+    return field(default=default, metadata=meta)
+
+
+def source(annotation: Any, key: str) -> Any:
+    """A weight-source field: built in when the group is made in code, from `cli/config.py`
+    (environment, config file, built-in) on the command line."""
+    return option(annotation, config.SOURCES[key].builtin, config.Default(key))
 
 
 @dataclass(frozen=True)
 class EngineGroup:
     """Which weights, where they run (fixed for an engine's life), and downloads."""
 
-    model: str = option(opt.Model, DEFAULT_SOURCES["transformer"])
-    t5: str = option(opt.T5, DEFAULT_SOURCES["t5"])
-    clap: str = option(opt.Clap, DEFAULT_SOURCES["clap"])
-    vae_vocoder: str = option(opt.VaeVocoder, DEFAULT_SOURCES["audioldm2"])
+    model: str = source(opt.Model, "model")
+    t5: str = source(opt.T5, "t5")
+    clap: str = source(opt.Clap, "clap")
+    vae_vocoder: str = source(opt.VaeVocoder, "vae_vocoder")
     encoders: str = option(opt.EncodersOpt, _ENGINE.encoders)
     conditioning: str = option(opt.ConditioningOpt, _ENGINE.conditioning)
     device: str = option(opt.DeviceOpt, _ENGINE.device)
@@ -62,14 +73,51 @@ class EngineGroup:
     text_device: str = option(opt.TextDeviceOpt, _ENGINE.text_device)
     yes: bool = option(opt.Yes, False)
 
+    @property
+    def sources(self) -> dict[str, str]:
+        """The four weight sources as given (config keys: model, t5, clap, vae_vocoder)."""
+        return {
+            "model": self.model,
+            "t5": self.t5,
+            "clap": self.clap,
+            "vae_vocoder": self.vae_vocoder,
+        }
+
+    def engine_sources(self) -> dict[str, str]:
+        """The sources the engine loads: `--model tiny` becomes the tiny bundle's four (written
+        to the tool cache on first use, and said to make noise)."""
+        if self.model != tiny.NAME:
+            return self.sources
+        return tiny.engine_sources(self.sources)
+
+    def use_flags(self, model: str | None = None) -> str:
+        """The flags that point another command at these weights (with `model`, e.g. a
+        fine-tuned file, as the transformer): --model and every source that is not built in."""
+        sources = self.sources
+        if sources["model"] == tiny.NAME:
+            if model is None:
+                return "--model tiny"
+            sources = tiny.bundle_sources()  # a tiny-width model needs the tiny encoders
+        if model is not None:
+            sources["model"] = model
+        flags = [("--model", sources["model"])]
+        flags += [
+            (config.SOURCES[k].flag, v)
+            for k, v in sources.items()
+            if k != "model" and not config.is_builtin(k, v)
+        ]
+        return " ".join(f"{flag} {shlex.quote(value)}" for flag, value in flags)
+
     def engine_options(self, **overrides: Any) -> EngineOptions:
-        """The engine's options from these values (fields of the same name, but the renamed
-        and parsed ones below; `yes` is the command's, not the engine's)."""
+        """The engine's options from these values (fields of the same name, but the sources,
+        which `--model tiny` may change, and the renamed and parsed ones below; `yes` is the
+        command's, not the engine's)."""
         values = {
             _ENGINE_FIELD.get(f.name, f.name): getattr(self, f.name)
             for f in fields(self)
-            if f.name not in ("yes", "lora")
+            if f.name not in ("yes", "lora", *self.sources)
         }
+        values.update(self.engine_sources())
         values["loras"] = opt.loras(self.lora)
         values.update(overrides)
         return EngineOptions(**values)
@@ -146,7 +194,10 @@ def _typer_default(annotation: Any, default: Any) -> Any:
 # group -> option name -> (annotation, default), in the order --help lists them.
 GROUPS: dict[str, dict[str, tuple[Any, Any]]] = {
     name: {
-        f.name: (f.metadata["option"], _typer_default(f.metadata["option"], f.default))
+        f.name: (
+            f.metadata["option"],
+            _typer_default(f.metadata["option"], f.metadata["cli_default"]),
+        )
         for f in fields(cls)
     }
     for name, cls in GROUP_TYPES.items()

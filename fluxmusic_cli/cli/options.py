@@ -29,7 +29,7 @@ from fluxmusic_cli.engine.requests import (
     PREFERRED_SEAM,
 )
 from fluxmusic_cli.engine.sampling import MAX_SECONDS, TRAINED_SECONDS
-from fluxmusic_cli.formats import BUNDLED_FORMATS, suffix_list
+from fluxmusic_cli.formats import SUPPORTED_FORMATS, suffix_list
 
 
 def choice(name: str, values: Iterable[str]) -> type[Enum]:
@@ -43,18 +43,23 @@ DeviceChoice = choice("DeviceChoice", DEVICE_NAMES)
 TextDeviceChoice = choice("TextDeviceChoice", TEXT_DEVICES)
 DtypeChoice = choice("DtypeChoice", DTYPE_NAMES)
 MemoryChoice = choice("MemoryChoice", MEMORY_POLICIES)
-FormatChoice = choice("FormatChoice", BUNDLED_FORMATS)
+FormatChoice = choice("FormatChoice", SUPPORTED_FORMATS)
 
 MODELS = "Model"
 SAMPLING = "Sampling"
 OUTPUT = "Output"
 
+# The weight sources' defaults come from cli/config.py: $FLUXMUSIC_MODEL, ..., then the config
+# file, then the built-in; `[default: ...]` in --help says which.
 Model = Annotated[
     str,
     typer.Option(
         "--model",
         "-m",
-        help="Variant (small, base, large, giant, giant-full) or a .pt/.safetensors file.",
+        metavar="NAME|FILE",
+        help="Variant (small, base, large, giant, giant-full), a .pt/.safetensors file, or tiny: "
+        "random weights made on first use, to try any command in seconds without downloading "
+        "(the audio is noise). Default also from $FLUXMUSIC_MODEL or the config file.",
         rich_help_panel=MODELS,
     ),
 ]
@@ -62,22 +67,29 @@ T5 = Annotated[
     str,
     typer.Option(
         "--t5",
+        metavar="NAME|REPO|DIR",
         help="T5-XXL source: t5-city96 (not gated), t5-sd3 (gated), a hub repo id, or a local "
-        "folder in that repo's layout.",
+        "folder in that repo's layout. Default also from $FLUXMUSIC_T5 or the config file.",
         rich_help_panel=MODELS,
     ),
 ]
 Clap = Annotated[
     str,
     typer.Option(
-        "--clap", help="CLAP source: hub repo id or local folder.", rich_help_panel=MODELS
+        "--clap",
+        metavar="REPO|DIR",
+        help="CLAP source: hub repo id or local folder. Default also from $FLUXMUSIC_CLAP or the "
+        "config file.",
+        rich_help_panel=MODELS,
     ),
 ]
 VaeVocoder = Annotated[
     str,
     typer.Option(
         "--vae-vocoder",
-        help="Hub repo id or local folder holding vae/ and vocoder/ (AudioLDM 2's).",
+        metavar="REPO|DIR",
+        help="Hub repo id or local folder holding vae/ and vocoder/ (AudioLDM 2's). Default also "
+        "from $FLUXMUSIC_VAE_VOCODER or the config file.",
         rich_help_panel=MODELS,
     ),
 ]
@@ -183,6 +195,7 @@ Token = Annotated[
     typer.Option(
         "--token",
         envvar="HF_TOKEN",
+        metavar="TOKEN",
         help="Hugging Face token for gated repos (default: $HF_TOKEN).",
         rich_help_panel=MODELS,
         show_default=False,
@@ -216,6 +229,7 @@ Negative = Annotated[
     str,
     typer.Option(
         "--negative-prompt",
+        metavar="PROMPT",
         help='Negative prompt; "" uses the empty-prompt embedding (the paper\'s setting).',
         rich_help_panel=SAMPLING,
     ),
@@ -285,6 +299,7 @@ OutputPath = Annotated[
     typer.Option(
         "--output",
         "-o",
+        metavar="FILE|DIR|-",
         help=f"File ({suffix_list()}), '-' for WAV on stdout, or a folder (a path without "
         "an extension). Default: <prompt-slug>-s<seed>.wav here.",
         rich_help_panel=OUTPUT,
@@ -376,7 +391,7 @@ EditPrompt = Annotated[
     typer.Argument(
         help="What the music should become; left out, the prompt in INPUT's fluxmusic record "
         "is used.",
-        metavar="[PROMPT]",
+        metavar="PROMPT",
         show_default=False,
     ),
 ]
@@ -384,6 +399,7 @@ FromRecord = Annotated[
     Path | None,
     typer.Option(
         "--from-record",
+        metavar="RECORD",
         help="Replay a generation record (NAME.json or a tagged audio file); explicit flags win.",
         show_default=False,
     ),
@@ -393,6 +409,7 @@ EditOutput = Annotated[
     typer.Option(
         "--output",
         "-o",
+        metavar="FILE|DIR|-",
         help=f"File ({suffix_list()}), '-' for WAV on stdout, or a folder (a path "
         "without an extension). Default: <input>-<command>-s<seed>.wav here.",
         rich_help_panel=OUTPUT,
@@ -409,6 +426,7 @@ OutDir = Annotated[
     typer.Option(
         "--output",
         "-o",
+        metavar="DIR",
         help="Folder for the clips, their records and manifest.jsonl.",
         rich_help_panel=OUTPUT,
         show_default=False,
@@ -416,7 +434,11 @@ OutDir = Annotated[
 ]
 Format = Annotated[
     FormatChoice,
-    typer.Option("--format", help="Audio format of every clip.", rich_help_panel=OUTPUT),
+    typer.Option(
+        "--format",
+        help="Audio format of every clip (m4a needs ffmpeg).",
+        rich_help_panel=OUTPUT,
+    ),
 ]
 BatchSize = Annotated[
     int,

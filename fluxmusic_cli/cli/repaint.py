@@ -39,6 +39,7 @@ def repaint(
         typer.Option(
             "--region",
             "-r",
+            metavar="START:END",
             help="START:END in seconds to regenerate (START: to the end); repeatable.",
             rich_help_panel=opt.EDITING,
             show_default=False,

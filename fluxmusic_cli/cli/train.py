@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import time
 from enum import Enum
 from pathlib import Path
@@ -13,7 +14,7 @@ import typer
 from fluxmusic_cli.cli import options as opt
 from fluxmusic_cli.cli.console import emit_json_line, err, warn
 from fluxmusic_cli.cli.numbers import number_option
-from fluxmusic_cli.cli.option_group import Shared, shared_options
+from fluxmusic_cli.cli.option_group import EngineGroup, Shared, shared_options
 from fluxmusic_cli.engine.requests import MAX_SEED, MAX_STEPS
 
 TRAINING = "Training"
@@ -64,7 +65,9 @@ def train(
     data: Annotated[
         Path,
         typer.Argument(
-            help="Folder of audio + NAME.txt captions, or a CSV/JSONL table.", show_default=False
+            help="Folder of audio + NAME.txt captions, or a CSV/JSONL table.",
+            metavar="DATA",
+            show_default=False,
         ),
     ],
     output: Annotated[
@@ -72,6 +75,7 @@ def train(
         typer.Option(
             "--output",
             "-o",
+            metavar="RUN_DIR",
             help="Run folder (created; holds everything the run writes).",
             rich_help_panel=RUN,
             show_default=False,
@@ -81,6 +85,7 @@ def train(
         Path | None,
         typer.Option(
             "--audio-dir",
+            metavar="DIR",
             help="Where a table's recordings are (MusicCaps: YTID.wav; default: beside the table).",
             show_default=False,
         ),
@@ -255,6 +260,7 @@ def train(
         list[str] | None,
         typer.Option(
             "--sample-prompt",
+            metavar="PROMPT",
             help="A prompt to render (repeatable).",
             rich_help_panel=RUN,
             show_default=False,
@@ -357,10 +363,10 @@ def train(
     ) as report:
         result = run_training(request, options, on_event=report)
     if main_process:
-        _report(result, full=settings.full, model=options.model, quiet=quiet or json_out)
+        _report(result, full=settings.full, engine=shared.engine, quiet=quiet or json_out)
 
 
-def _report(result, *, full: bool, model: str, quiet: bool) -> None:
+def _report(result, *, full: bool, engine: EngineGroup, quiet: bool) -> None:
     """The skipped files, then (unless quiet) what was written and how to use it."""
     record = result.record
     _warn_skipped(record["data"]["skipped"])
@@ -373,8 +379,10 @@ def _report(result, *, full: bool, model: str, quiet: bool) -> None:
         f"{record['data']['segments']} segments of {record['data']['tracks']} tracks)"
     )
     err.print(f"loss curve: {result.loss_png}")
-    use = f"--model {result.output}" if full else f"--model {model} --lora {result.output}"
-    err.print(f'use it: fluxmusic generate "..." {use}')
+    # Every weight source that is not built in is named, so the line works in any shell.
+    output = str(result.output)
+    use = engine.use_flags(output) if full else f"{engine.use_flags()} --lora {shlex.quote(output)}"
+    err.print(f'use it: fluxmusic generate "..." {use}', markup=False, soft_wrap=True)
 
 
 def _warn_skipped(skipped: list[dict[str, Any]], shown: int = 20) -> None:

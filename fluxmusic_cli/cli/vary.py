@@ -34,6 +34,7 @@ Seeds = Annotated[
     str,
     typer.Option(
         "--seeds",
+        metavar="SEEDS",
         help="Rows: seeds as 1,2,3 or 1-8 (or both: 0-3,10).",
         rich_help_panel=opt.SAMPLING,
     ),
@@ -43,6 +44,7 @@ GuidanceAxis = Annotated[
     typer.Option(
         "--guidance",
         "--cfg",
+        metavar="SCALES",
         help="Columns: guidance scales, e.g. 2,3.5,7.",
         rich_help_panel=opt.SAMPLING,
     ),
@@ -51,6 +53,7 @@ StepsAxis = Annotated[
     str,
     typer.Option(
         "--steps",
+        metavar="COUNTS",
         help="Euler step counts, e.g. 25,50 (one table per value).",
         rich_help_panel=opt.SAMPLING,
     ),
@@ -59,6 +62,7 @@ EncodersAxis = Annotated[
     str,
     typer.Option(
         "--encoders",
+        metavar="SUBSETS",
         help="Encoder subsets, e.g. both,t5,clap (one table per value), to hear what "
         "each text encoder adds.",
         rich_help_panel=opt.MODELS,
@@ -70,6 +74,7 @@ InputOpt = Annotated[
     str | None,
     typer.Option(
         "--input",
+        metavar="FILE",
         help="Remix this recording instead of generating from noise (any format remix reads).",
         rich_help_panel=opt.EDITING,
         show_default=False,
@@ -79,6 +84,7 @@ StrengthAxis = Annotated[
     str,
     typer.Option(
         "--strength",
+        metavar="STRENGTHS",
         help="With --input: remix strengths, e.g. 0.3,0.6,0.9 (one table per value).",
         rich_help_panel=opt.EDITING,
     ),
@@ -102,7 +108,10 @@ def register(app: typer.Typer) -> None:
     json_out=(opt.JsonLines, False),
 )
 def vary(
-    prompt: Annotated[str, typer.Argument(help="What the music should be.", show_default=False)],
+    ctx: typer.Context,
+    prompt: Annotated[
+        str, typer.Argument(help="What the music should be.", metavar="PROMPT", show_default=False)
+    ],
     output: opt.OutDir,
     seeds: Seeds = "0-3",
     guidance: GuidanceAxis = "3.5,7",
@@ -123,6 +132,12 @@ def vary(
 
     duration = shared.length.duration
     latent_length(duration)
+    typed = ctx.get_parameter_source("strength")
+    if input_path is None and typed is not None and typed.name == "COMMANDLINE":
+        raise UsageError(
+            "--strength sets the remix strengths of a grid over a recording, so it needs "
+            "--input FILE; without one, leave --strength out."
+        )
     source = None
     if input_path is not None:
         from fluxmusic_cli.edit_input import load_source

@@ -26,7 +26,7 @@ from fluxmusic_cli.engine.requests import (
     GenerationRequest,
 )
 from fluxmusic_cli.errors import UsageError
-from fluxmusic_cli.formats import BUNDLED_SUFFIXES
+from fluxmusic_cli.formats import SUPPORTED_SUFFIXES
 from fluxmusic_cli.output import ClipWriter
 from fluxmusic_cli.prompts import PromptTable
 
@@ -155,14 +155,23 @@ def parse_shard(text: str) -> Shard:
 
 def name_problem(name: str) -> str | None:
     """Why `name` cannot be an output name inside OUT_DIR, or None when it can."""
-    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+    if name.startswith(("/", "\\")) or (len(name) > 2 and name[1] == ":" and name[2] in "/\\"):
         return f"name {name!r} is an absolute path; names must stay inside the output folder"
     if name in (".", "..") or "/" in name or "\\" in name:
         return f"name {name!r} contains a path separator or '..'; it would leave the output folder"
     if name.startswith("."):
         return f"name {name!r} starts with '.', which would make a hidden file"
-    if any(ord(c) < 32 or c in ':*?"<>|' for c in name):
-        return f"name {name!r} contains a character that file systems refuse"
+    if ":" in name:
+        drive = name[:2] if name[0].isalpha() and name[1] == ":" else None
+        drive = f" (on Windows {drive!r} names a drive)" if drive else ""
+        return (
+            f"name {name!r} contains ':', which Windows and macOS do not allow in a file name"
+            f"{drive}"
+        )
+    refused = sorted({c for c in name if ord(c) < 32 or c in '*?"<>|'})
+    if refused:
+        shown = " ".join(repr(c) for c in refused)
+        return f"name {name!r} contains {shown}, which Windows does not allow in a file name"
     if name.split(".", 1)[0].upper() in _RESERVED:
         return f"name {name!r} is reserved on Windows (a device name), so the file could not exist"
     if len(name.encode("utf-8")) > MAX_NAME_BYTES:
@@ -171,7 +180,7 @@ def name_problem(name: str) -> str | None:
 
 
 def _strip_audio_suffix(name: str) -> str:
-    for suffix in BUNDLED_SUFFIXES:
+    for suffix in SUPPORTED_SUFFIXES:
         if name.lower().endswith(suffix) and len(name) > len(suffix):
             return name[: -len(suffix)]
     return name

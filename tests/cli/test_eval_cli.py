@@ -55,7 +55,7 @@ def test_eval_json_and_per_file_csv_pair_batch_manifest_names(models, tmp_path, 
         [
             "eval",
             str(gen),
-            "-r",
+            "--reference",
             str(ref),
             "--is-splits",
             "1",
@@ -90,7 +90,8 @@ def test_eval_prints_a_table_with_counts_and_warnings(models, tmp_path, run_cli)
 def test_missing_pairs_stop_with_the_ids(models, tmp_path, run_cli):
     gen = write_set(tmp_path / "gen", ["a", "b"])
     ref = write_set(tmp_path / "ref", ["a", "c"])
-    code, out, err = run_cli(["eval", str(gen), "-r", str(ref), "--metrics", "kl", *models])
+    args = ["eval", str(gen), "--reference", str(ref), "--metrics", "kl", *models]
+    code, out, err = run_cli(args)
     assert code == 2  # a UsageError
     assert "c" in err and "--allow-missing" in err
     assert out == ""

@@ -53,7 +53,7 @@ def test_windows_reserved_names_are_refused_for_batch_rows(batch, tmp_path):
 
 def test_flags_show_no_value_type_and_usage_lines_agree(run_cli):
     for command, usage in (("generate", "[PROMPT]"), ("batch", "PROMPTS_FILE"),
-                           ("eval", "GENERATED"), ("info", "PATH")):  # fmt: skip
+                           ("eval", "GENERATED_DIR"), ("info", "FILE")):  # fmt: skip
         code, out, _ = run_cli([command, "--help"])
         assert code == 0
         assert f"fluxmusic {command} [OPTIONS] {usage}" in out

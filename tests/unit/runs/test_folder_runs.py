@@ -50,9 +50,10 @@ def test_names_come_from_the_name_column_else_a_slug_and_the_row_number():
         ("sub/clip", "would leave the output folder"),
         ("sub\\clip", "would leave the output folder"),
         ("/etc/passwd", "absolute path"),
-        ("C:evil", "absolute path"),
+        ("C:evil", "on Windows 'C:' names a drive"),
+        ("C:\\evil", "absolute path"),
         (".hidden", "hidden file"),
-        ("a\x01b", "refuse"),
+        ("a\x01b", "which Windows does not allow in a file name"),
         ("x" * 201, "longer than 200 bytes"),
     ],
 )
