@@ -63,6 +63,12 @@ class BadAudioError(FluxMusicError):
     exit_code = 5
 
 
+class DivergedError(FluxMusicError):
+    """Training diverged (a NaN or infinite loss or weight) and nothing non-finite was saved."""
+
+    exit_code = 5
+
+
 class PartialFailure(FluxMusicError):
     """Some items of a batch failed; the rest were written."""
 
