@@ -38,10 +38,10 @@ class _Running:
     """A long `fluxmusic train --json` in a subprocess, its stdout and stderr in files; it is
     stopped (SIGKILL) when the block ends, whatever happened."""
 
-    def __init__(self, tiny_bundle, folder: Path) -> None:
+    def __init__(self, tiny_bundle, folder: Path, *extra: str) -> None:
         write_music(folder / "music")
         self.out, self.err = folder / "stdout.jsonl", folder / "stderr.txt"
-        self.command = [str(FLUXMUSIC), *_args(tiny_bundle, folder, *LONG)]
+        self.command = [str(FLUXMUSIC), *_args(tiny_bundle, folder, *LONG, *extra)]
         self.folder = folder
 
     def __enter__(self) -> _Running:
@@ -57,18 +57,19 @@ class _Running:
             self.proc.kill()
             self.proc.wait()
 
-    def wait_for_step(self, within_s: float = 240) -> int:
-        """The number of the first step it reports (it is then inside the training loop)."""
+    def wait_for_step(self, kind: str = "step", within_s: float = 240) -> int:
+        """The step of the first `kind` event it reports (after a "step", it is inside the
+        training loop)."""
         deadline = time.monotonic() + within_s
         while True:
             for line in self.out.read_text().splitlines():
                 event = json.loads(line) if line.endswith("}") else {}
-                if event.get("event") == "step":
+                if event.get("event") == kind:
                     return int(event["step"])
             if self.proc.poll() is not None:
-                pytest.fail(f"train ended before its first step: {self.err.read_text()}")
+                pytest.fail(f"train ended before its first {kind}: {self.err.read_text()}")
             if time.monotonic() > deadline:
-                pytest.fail(f"no step was reported within {within_s:.0f} s")
+                pytest.fail(f"no {kind} was reported within {within_s:.0f} s")
             time.sleep(0.05)
 
     def stop(self, sig: int, within_s: float = 120) -> int:
@@ -113,3 +114,24 @@ def test_a_second_train_into_a_folder_being_written_is_refused_even_with_force(
         assert running.stop(signal.SIGTERM) == 143
     assert (tmp_path / "run" / "checkpoints").is_dir()  # --force cleared nothing
     assert not list((tmp_path / "run").glob(".fluxmusic-train.lock"))  # the last one out
+
+
+def test_after_kill_9_resume_continues_from_the_last_whole_checkpoint_and_leaves_no_litter(
+    tiny_bundle, tmp_path, run_cli
+):
+    # A checkpoint after every step: the kill is likely to land while one is being written.
+    with _Running(tiny_bundle, tmp_path, "--save-every", "1") as running:
+        running.wait_for_step("checkpoint")
+        assert running.stop(signal.SIGKILL) == -signal.SIGKILL
+    run = tmp_path / "run"
+    whole = sorted(p for p in (run / "checkpoints").glob("step-*"))
+    assert whole and all((p / "state.json").is_file() for p in whole)
+    last = json.loads((whole[-1] / "state.json").read_text())["step"]
+
+    resumed = _args(tiny_bundle, tmp_path, *LONG[2:], "--steps", str(last + 2), "--resume")
+    code, out, err = run_cli(resumed)
+    assert code == 0, err
+    steps = [e["step"] for e in map(json.loads, out.splitlines()) if e["event"] == "step"]
+    assert steps == [last + 1, last + 2]
+    assert json.loads((run / "lora.json").read_text())["resumed_from"] == str(whole[-1])
+    assert list(run.rglob(".*")) == []  # no temporary file or folder, no lock file
