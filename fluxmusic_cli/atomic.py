@@ -11,14 +11,19 @@ so a later run removes a temporary file only when the process that owns it is go
 runs on one folder never delete each other's files in flight. `write_together` writes
 several files (an audio file and its record) so that a full disk leaves both or neither;
 `creating` never replaces: it fails when the final name appeared while the file was written.
+`writing_folder` writes a folder of files (a training checkpoint) whole or not at all.
 
-OS errors become one sentence (`OutputError`): a full disk says how much space is left.
+OS errors become one sentence (`OutputError`): a full disk says how much space is left, also
+when the writer is a library that turns the OS error into its own (`torch.save`'s "unexpected
+pos"), as long as it writes through `writing_stream`. Every file gets the mode a plain
+`open()` would give it under the umask, whatever its writer chose (safetensors writes 0600).
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import os
 import re
 import secrets
@@ -27,6 +32,7 @@ import socket
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from fluxmusic_cli.errors import OutputError
 
@@ -140,10 +146,85 @@ def writing(final: Path) -> Iterator[Path]:
         yield tmp
 
 
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
+
+class _Stream(io.RawIOBase):
+    """A binary file for `writing_stream`: every write goes whole to the OS (`os.write`), and
+    the first OS error is kept, whatever the caller's library makes of it."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _CLOEXEC, 0o666)
+        self.error: OSError | None = None
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        done = 0
+        try:
+            while done < len(view):
+                done += os.write(self.fd, view[done:])
+        except OSError as exc:
+            self.error = self.error or exc
+            raise
+        return done
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self.fd)
+        super().close()
+
+
+@contextlib.contextmanager
+def writing_stream(final: Path) -> Iterator[BinaryIO]:
+    """As `writing`, but yields an open binary file to write into (`torch.save(obj, f)`,
+    `f.write(data)`). An OS error met while writing (a full disk) comes out as its sentence
+    even where the library that wrote turned it into an exception of its own."""
+    with writing(final) as tmp:
+        stream = _Stream(tmp)
+        try:
+            yield stream
+        except Exception:
+            if stream.error is not None:
+                raise stream.error from None
+            raise
+        finally:
+            stream.close()
+        if stream.error is not None:  # a writer that went on after a failed write
+            raise stream.error
+
+
+@contextlib.contextmanager
+def writing_folder(final: Path) -> Iterator[Path]:
+    """Yield a temporary folder to fill; when the block succeeds it is renamed to `final` (a
+    folder of that name is removed first), so `final` never holds part of what was written.
+    On any error or Ctrl-C the temporary folder is removed; an OS error is one sentence."""
+    final = Path(final)
+    tmp = temp_path(final)
+    try:
+        tmp.mkdir(parents=True)
+        yield tmp
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise os_error(exc, final) from None
+    except OutputError as exc:  # a file inside: named as it would have been
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OutputError(exc.message.replace(str(tmp), str(final)), hint=exc.hint) from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def write_bytes(final: Path, data: bytes) -> Path:
     """Write `data` to `final` atomically."""
-    with writing(final) as tmp:
-        tmp.write_bytes(data)
+    with writing_stream(final) as stream:
+        stream.write(data)
     return Path(final)
 
 
@@ -169,6 +250,7 @@ def _published(final: Path, publish) -> Iterator[Path]:
     tmp = temp_path(final)
     try:
         yield tmp
+        _follow_umask(tmp)
         _sync(tmp)
         publish(tmp, final)
     except FileExistsError:
@@ -261,6 +343,32 @@ def make_folder(folder: Path) -> Path:
     except OSError as exc:
         raise os_error(exc, folder, "create the folder") from None
     return folder
+
+
+def writable_folder(folder: Path) -> Path:
+    """`make_folder`, then refuse a folder this process may not write in: what a command that
+    fills a folder (`batch`, `vary`, `train`) checks before any work."""
+    folder = make_folder(folder)
+    if not os.access(folder, os.W_OK):
+        raise OutputError(f"Folder {folder} is not writable.")
+    return folder
+
+
+def _umask() -> int:
+    """The process's umask (read where Linux shows it; else set and put back at once)."""
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _follow_umask(path: Path) -> None:
+    """Give a written file the mode `open()` gives a new file, as every output has."""
+    if Path(path).is_file():
+        os.chmod(path, 0o666 & ~_umask())
 
 
 def _sync(path: Path) -> None:

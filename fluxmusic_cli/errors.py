@@ -6,6 +6,8 @@ and never prints. Messages are one or two sentences a user can act on.
 
 from __future__ import annotations
 
+import signal
+
 
 def first_line(exc: BaseException) -> str:
     """The first line of a library's exception message (its class name when it has none)."""
@@ -63,6 +65,12 @@ class BadAudioError(FluxMusicError):
     exit_code = 5
 
 
+class DivergedError(FluxMusicError):
+    """Training diverged (a NaN or infinite loss or weight) and nothing non-finite was saved."""
+
+    exit_code = 5
+
+
 class PartialFailure(FluxMusicError):
     """Some items of a batch failed; the rest were written."""
 
@@ -77,6 +85,13 @@ class Cancelled(FluxMusicError):
 
 
 class Interrupted(FluxMusicError):
-    """The user pressed Ctrl-C; nothing half-written was left behind."""
+    """Stopped by Ctrl-C (SIGINT, exit 130) or SIGTERM (exit 143, as a shell reports a process
+    the signal ended); nothing half-written was left behind."""
 
     exit_code = 130
+
+    def __init__(
+        self, message: str, *, hint: str | None = None, signum: int = signal.SIGINT
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.exit_code = 128 + int(signum)

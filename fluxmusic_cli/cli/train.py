@@ -16,6 +16,7 @@ from fluxmusic_cli.cli.console import emit_json_line, err, warn
 from fluxmusic_cli.cli.numbers import number_option
 from fluxmusic_cli.cli.option_group import EngineGroup, Shared, shared_options
 from fluxmusic_cli.engine.requests import MAX_SEED, MAX_STEPS
+from fluxmusic_cli.training.loop import MAX_BATCH_SIZE, MAX_GRAD_ACCUM, MAX_LORA_ALPHA, MAX_LR
 
 TRAINING = "Training"
 MAX_TRAIN_STEPS = 10_000_000
@@ -108,9 +109,10 @@ def train(
             "--batch-size",
             whole=True,
             minimum=1,
-            maximum=4096,
+            maximum=MAX_BATCH_SIZE,
             metavar="N",
-            help="Segments per step (per process).",
+            help="Segments per step (per process; a batch whose step cannot fit the memory is "
+            "refused before anything starts).",
             rich_help_panel=TRAINING,
         ),
     ] = 1,
@@ -120,7 +122,7 @@ def train(
             "--grad-accum",
             whole=True,
             minimum=1,
-            maximum=4096,
+            maximum=MAX_GRAD_ACCUM,
             metavar="N",
             help="Micro-batches summed into each step.",
             rich_help_panel=TRAINING,
@@ -131,7 +133,7 @@ def train(
         number_option(
             "--lr",
             above=0,
-            maximum=1,
+            maximum=MAX_LR,
             metavar="RATE",
             help="AdamW learning rate (default 1e-4 for LoRA, 1e-5 with --full).",
             rich_help_panel=TRAINING,
@@ -207,7 +209,7 @@ def train(
             minimum=1,
             maximum=4096,
             metavar="R",
-            help="LoRA rank.",
+            help="LoRA rank (at most the model's width).",
             rich_help_panel=LORA,
         ),
     ] = 16,
@@ -216,7 +218,7 @@ def train(
         number_option(
             "--lora-alpha",
             above=0,
-            maximum=1e6,
+            maximum=MAX_LORA_ALPHA,
             metavar="ALPHA",
             help="LoRA alpha (default: the rank, i.e. scale 1).",
             rich_help_panel=LORA,
@@ -240,7 +242,8 @@ def train(
             minimum=0,
             maximum=MAX_TRAIN_STEPS,
             metavar="N",
-            help="Checkpoint every N steps (0: at the end only; Ctrl-C always saves one).",
+            help="Checkpoint every N steps (0: at the end only; Ctrl-C and SIGTERM always "
+            "save one).",
             rich_help_panel=RUN,
         ),
     ] = 500,
@@ -314,7 +317,7 @@ def train(
         DEFAULT_LORA_LR,
         TrainSettings,
     )
-    from fluxmusic_cli.training.run import TrainRequest, check_run_dir, run_training
+    from fluxmusic_cli.training.run import TrainRequest, preflight, run_training
     from fluxmusic_cli.training.samples import SampleSettings
 
     if sample_every and not sample_prompt:
@@ -335,9 +338,6 @@ def train(
         gradient_checkpointing=gradient_checkpointing,
     )
     settings.check()
-    main_process = os.environ.get("RANK", "0") == "0"  # under `accelerate launch`, rank 0
-    if main_process:
-        check_run_dir(output, resume=resume, force=force)  # before any download or encoding
     samples = None
     if sample_prompt:
         samples = SampleSettings(
@@ -354,9 +354,11 @@ def train(
         force=force,
     )
     options = shared.engine.engine_options()
+    main_process = os.environ.get("RANK", "0") == "0"  # under `accelerate launch`, rank 0
     if main_process:
         from fluxmusic_cli.cli.setup import make_engine
 
+        preflight(request, options)  # before any download or encoding
         make_engine(options, progress=None, yes=shared.engine.yes, quiet=quiet or json_out)
     with _TrainProgress(
         quiet=quiet or not main_process, json_out=json_out and main_process

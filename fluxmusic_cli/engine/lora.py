@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fluxmusic_cli import atomic
-from fluxmusic_cli.errors import CheckpointError, UsageError
+from fluxmusic_cli.errors import CheckpointError, DivergedError, UsageError
 
 if TYPE_CHECKING:
     import torch
@@ -125,9 +125,16 @@ def save_lora(
     info: dict[str, Any],
     targets: str = DEFAULT_TARGETS,
 ) -> Path:
-    """Write the adapter as safetensors (atomically) with the peft config diffusers reads."""
-    from safetensors.torch import save_file
+    """Write the adapter as safetensors (atomically) with the peft config diffusers reads;
+    weights that are not all finite are refused (DivergedError) and nothing is written."""
+    from safetensors.torch import save
 
+    tensors = lora_state_dict(model)
+    bad = first_nonfinite(tensors)
+    if bad is not None:
+        raise DivergedError(
+            f"The adapter's {bad} holds NaN or infinite values; {path} was not written."
+        )
     config = lora_config(rank, alpha, targets).to_dict()
     packed = {
         f"{PREFIX}.{k}": (sorted(v) if isinstance(v, set) else v)
@@ -140,9 +147,20 @@ def save_lora(
         OWN_METADATA_KEY: json.dumps(info, sort_keys=True, default=str),
     }
     atomic.make_folder(Path(path).parent)
-    with atomic.writing(Path(path)) as tmp:
-        save_file(lora_state_dict(model), str(tmp), metadata=metadata)
+    # Serialised here and written through the stream, so a full disk is a sentence.
+    with atomic.writing_stream(Path(path)) as stream:
+        stream.write(save(tensors, metadata=metadata))
     return Path(path)
+
+
+def first_nonfinite(tensors: dict[str, Any]) -> str | None:
+    """The name of the first tensor holding NaN or an infinity, or None when all are finite."""
+    import torch
+
+    for name, value in tensors.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            return name
+    return None
 
 
 def _jsonable(value: Any) -> bool:
@@ -201,6 +219,12 @@ def read_lora(path: Path) -> LoraFile:
         if ab["A"].shape[0] != ab["B"].shape[1]:
             raise CheckpointError(f"--lora {path}: the ranks of {name}'s halves differ.")
         pairs[name] = (ab["A"], ab["B"])
+    bad = first_nonfinite(tensors)
+    if bad is not None:
+        raise CheckpointError(
+            f"--lora {path}: holds NaN or infinite values ({bad}), as a diverged training "
+            "leaves; it cannot be applied."
+        )
     alpha = None
     if METADATA_KEY in meta:
         try:
@@ -210,7 +234,15 @@ def read_lora(path: Path) -> LoraFile:
         if config.get(f"{PREFIX}.use_dora"):
             raise CheckpointError(f"--lora {path}: DoRA adapters are not supported.")
         if config.get(f"{PREFIX}.lora_alpha") is not None:
-            alpha = float(config[f"{PREFIX}.lora_alpha"])
+            try:
+                alpha = float(config[f"{PREFIX}.lora_alpha"])
+            except (TypeError, ValueError):
+                alpha = math.nan
+            if not 0 < alpha < math.inf:
+                raise CheckpointError(
+                    f"--lora {path}: its lora_alpha ({config[f'{PREFIX}.lora_alpha']!r}) is not "
+                    "a positive finite number; it cannot be applied."
+                )
     try:
         info = json.loads(meta.get(OWN_METADATA_KEY, "{}"))
     except json.JSONDecodeError:
@@ -231,13 +263,25 @@ def check_fits(lora: LoraFile, model) -> None:
                 f"--lora {lora.path} is for another model: it adapts {name!r}, which this "
                 f"FluxMusic transformer does not have."
             )
-        if (a.shape[1], b.shape[0]) != (module.in_features, module.out_features):
+        sizes = {
+            "inputs": (int(a.shape[1]), module.in_features),
+            "outputs": (int(b.shape[0]), module.out_features),
+        }
+        differ = [
+            f"{theirs} {kind} where this model's has {ours}"
+            for kind, (theirs, ours) in sizes.items()
+            if theirs != ours
+        ]
+        if differ:
             trained = lora.info.get("hidden")
-            where = f"a {trained}-wide model" if trained else "another model width"
+            width_note = (
+                f" (it was trained on a {trained}-wide model; this one is {width} wide)"
+                if isinstance(trained, int) and trained != width
+                else ""
+            )
             raise CheckpointError(
-                f"--lora {lora.path} was trained for {where}; this model is {width} wide "
-                f"({name}: {tuple(b.shape[:1]) + tuple(a.shape[1:])} vs "
-                f"{(module.out_features, module.in_features)})."
+                f"--lora {lora.path} was made for another model{width_note}: its adapter of "
+                f"{name} has {' and '.join(differ)}."
             )
 
 

@@ -115,7 +115,7 @@ class ClipSettings:
             raise UsageError(f"Steps must be between 1 and {MAX_STEPS}, got {self.steps}.")
         if not math.isfinite(self.guidance) or not 0 <= self.guidance <= MAX_GUIDANCE:
             raise UsageError(
-                f"Guidance must be a number from 0 to {MAX_GUIDANCE:g}, got {self.guidance}."
+                f"Guidance must be a number >= 0 and <= {MAX_GUIDANCE:g}, got {self.guidance}."
             )
         if self.encoders is not None:
             _check_choice("encoder subset", self.encoders, ENCODER_SUBSETS)

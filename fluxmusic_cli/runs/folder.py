@@ -8,14 +8,13 @@ second run writing the same rows, and temporary files a killed run left are clea
 
 from __future__ import annotations
 
-import contextlib
-import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from fluxmusic_cli import manifest
 from fluxmusic_cli.errors import UsageError
+from fluxmusic_cli.locks import FileLocks
 from fluxmusic_cli.manifest import MANIFEST, append_manifest, read_manifest
 from fluxmusic_cli.metadata import GenerationRecord, read_record
 from fluxmusic_cli.runs.events import (
@@ -203,9 +202,8 @@ class FolderLock:
 
     A run without `--shard` holds `.fluxmusic-batch.lock` exclusively; a shard holds it shared
     plus its own `.fluxmusic-batch-K-of-N.lock` exclusively, so distinct shards work side by
-    side. The locks are the kernel's (flock): a killed run never leaves a stale one, and the
-    last run out removes the files. Where the file system refuses flock (some network
-    mounts), runs are not kept apart.
+    side. The locks are the kernel's (`fluxmusic_cli.locks`): a killed run never leaves a
+    stale one, and the last run out removes the files.
     """
 
     NAME = ".fluxmusic-batch.lock"
@@ -213,71 +211,28 @@ class FolderLock:
     def __init__(self, out_dir: Path, shard: Shard | None) -> None:
         self.out_dir = Path(out_dir)
         self.shard = shard
-        self._fds: list[tuple[int, Path]] = []
+        self._locks = FileLocks()
 
     def acquire(self) -> None:
-        try:
-            import fcntl
-        except ImportError:  # Windows
-            return
-        if self._fds:
+        if self._locks.held:
             return
         try:
-            if self.shard is None:
-                self._take(self.NAME, fcntl.LOCK_EX)
-            else:
-                self._take(self.NAME, fcntl.LOCK_SH)
-                self._take(
-                    f".fluxmusic-batch-{self.shard.index}-of-{self.shard.count}.lock", fcntl.LOCK_EX
+            free = self._locks.take(self.out_dir / self.NAME, shared=self.shard is not None)
+            if free and self.shard is not None:
+                own = f".fluxmusic-batch-{self.shard.index}-of-{self.shard.count}.lock"
+                free = self._locks.take(self.out_dir / own)
+            if not free:
+                raise UsageError(
+                    f"Another fluxmusic run is writing the same rows into {self.out_dir}; "
+                    "wait for it to finish, or give each run its own rows with --shard K/N."
                 )
         except BaseException:
             self.release()
             raise
 
-    def _take(self, name: str, mode: int) -> None:
-        import fcntl
-
-        path = self.out_dir / name
-        while True:
-            try:
-                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-            except OSError:
-                return  # an unwritable folder is reported elsewhere
-            try:
-                fcntl.flock(fd, mode | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                raise UsageError(
-                    f"Another fluxmusic run is writing the same rows into {self.out_dir}; "
-                    "wait for it to finish, or give each run its own rows with --shard K/N."
-                ) from None
-            except OSError:
-                os.close(fd)
-                return
-            # The last run out removes the file; a lock on a removed file holds nothing.
-            try:
-                same = os.fstat(fd).st_ino == os.stat(path).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                self._fds.append((fd, path))
-                return
-            os.close(fd)
-
-    def __del__(self) -> None:
-        self.release()
-
     def release(self) -> None:
         """Unlock; the last run out removes the lock file, so the folder keeps no litter."""
-        import fcntl
-
-        while self._fds:
-            fd, path = self._fds.pop()
-            with contextlib.suppress(OSError):
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # only when no one else holds it
-                os.unlink(path)
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        self._locks.release()
 
 
 class FolderRun:
@@ -307,9 +262,7 @@ class FolderRun:
         from fluxmusic_cli import atomic
 
         out_dir = self.plan.out_dir
-        atomic.make_folder(out_dir)
-        if not os.access(out_dir, os.W_OK):
-            raise UsageError(f"Folder {out_dir} is not writable.")
+        atomic.writable_folder(out_dir)
         self._lock.acquire()
         remove_leftovers(self.plan)
         manifest.repair(out_dir, force=self.force)

@@ -19,6 +19,20 @@ def atomic_path(path: Path) -> Iterator[Path]:
         yield tmp
 
 
+def write_tensors(
+    path: Path, tensors: dict[str, Any], metadata: dict[str, str] | None = None
+) -> Path:
+    """A safetensors file, whole or not at all (folder created). Written through
+    `atomic.writing_stream`, so a full disk is a sentence (safetensors' own writer reports it
+    as a SafetensorError) and the file follows the umask."""
+    from safetensors.torch import save
+
+    atomic.make_folder(Path(path).parent)
+    with atomic.writing_stream(Path(path)) as stream:
+        stream.write(save(tensors, metadata=metadata))
+    return Path(path)
+
+
 def write_json(path: Path, data: Any) -> Path:
     atomic.make_folder(Path(path).parent)
     return atomic.write_text(Path(path), json.dumps(data, indent=2, default=str) + "\n")

@@ -14,6 +14,7 @@ global batch, so the batch a step sees does not depend on how many processes sha
 from __future__ import annotations
 
 import hashlib
+import math
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -21,8 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fluxmusic_cli.engine import sampling
-from fluxmusic_cli.errors import UsageError
-from fluxmusic_cli.training.files import atomic_path, read_json, write_json
+from fluxmusic_cli.errors import DivergedError, UsageError
+from fluxmusic_cli.training.files import read_json, write_json, write_tensors
 
 if TYPE_CHECKING:
     import torch
@@ -32,6 +33,11 @@ if TYPE_CHECKING:
 LATENT_MODES = ("sample", "mean")
 DEFAULT_LORA_LR = 1e-4
 DEFAULT_FULL_LR = 1e-5
+MAX_LR = 1.0
+MAX_LORA_ALPHA = 1e6
+MAX_GRAD_ACCUM = 4096
+# Batches are bounded by the memory estimate (training/memory.py); this only keeps numbers sane.
+MAX_BATCH_SIZE = 1_000_000
 # Settings a resumed run must share with the run it continues (`steps` may grow).
 FIXED_ON_RESUME = (
     "batch_size", "grad_accum", "lr", "weight_decay", "max_grad_norm", "full", "lora_rank",
@@ -59,19 +65,31 @@ class TrainSettings:
     autocast: str = "fp32"  # compute dtype (bf16/fp16 under autocast); weights stay fp32
 
     def check(self) -> None:
+        """Refuse settings no run can use, for every caller (the CLI's parser says the same)."""
         for name in ("steps", "batch_size", "grad_accum", "lora_rank"):
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be at least 1.")
-        if not self.lr > 0:
-            raise UsageError(f"--lr must be a positive number, got {self.lr}.")
+        for name, most in (("batch_size", MAX_BATCH_SIZE), ("grad_accum", MAX_GRAD_ACCUM)):
+            if getattr(self, name) > most:
+                raise UsageError(f"--{name.replace('_', '-')} must be at most {most}.")
+        # `not 0 < x` and `not x <= m` are also true of NaN.
+        if not (0 < self.lr <= MAX_LR):
+            raise UsageError(f"--lr must be above 0 and at most {MAX_LR:g}, got {self.lr}.")
+        if self.lora_alpha is not None and not (0 < self.lora_alpha <= MAX_LORA_ALPHA):
+            raise UsageError(
+                f"--lora-alpha must be above 0 and at most {MAX_LORA_ALPHA:g}, "
+                f"got {self.lora_alpha}."
+            )
         if self.latents not in LATENT_MODES:
             raise UsageError(f"--latents must be one of {', '.join(LATENT_MODES)}.")
         if not 0 <= self.caption_dropout <= 1:
             raise UsageError("--caption-dropout must be between 0 and 1.")
         if not 0 <= self.ema_decay < 1:
             raise UsageError("--ema-decay must be at least 0 and below 1.")
-        if self.max_grad_norm <= 0:
-            raise UsageError("--max-grad-norm must be positive.")
+        if not 0 < self.max_grad_norm < math.inf:
+            raise UsageError("--max-grad-norm must be a positive number.")
+        if not 0 <= self.weight_decay < math.inf:
+            raise UsageError("--weight-decay must be a number of at least 0.")
 
     @property
     def alpha(self) -> float:
@@ -248,7 +266,17 @@ class Trainer:
                 loss = loss.mean()
                 acc.backward(loss / s.grad_accum)
             total += loss.detach()
-        acc.clip_grad_norm_(self.params, s.max_grad_norm)
+        value = float(acc.reduce(total / s.grad_accum, reduction="mean").item())
+        clipped = acc.clip_grad_norm_(self.params, s.max_grad_norm)  # the norm before clipping
+        norm = 0.0 if clipped is None else float(clipped)
+        if not (math.isfinite(value) and math.isfinite(norm)):
+            # Checked before the update, so the weights, the optimiser and the EMA stay as the
+            # last finite step left them.
+            self.optimizer.zero_grad(set_to_none=True)
+            what = f"the loss is {value}" if not math.isfinite(value) else f"the gradient is {norm}"
+            raise DivergedError(
+                f"Training diverged at step {step}: {what}, so that step was not applied."
+            )
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         if self.ema is not None:
@@ -256,7 +284,6 @@ class Trainer:
             with torch.no_grad():
                 for n, p in zip(self.names, self.params):
                     self.ema[n].mul_(d).add_(p.detach().float(), alpha=1 - d)
-        value = float(acc.reduce(total / s.grad_accum, reduction="mean").item())
         self.step = step
         self.losses.append(value)
         return value
@@ -269,34 +296,34 @@ class Trainer:
         return {n: p.detach().float().cpu().contiguous() for n, p in zip(self.names, self.params)}
 
     def save_checkpoint(self, folder: Path, extra: dict[str, Any]) -> Path:
-        """Write `folder` whole (a temporary folder, named as `atomic` names them, renamed)."""
-        import os
-        import shutil
-
+        """Write `folder` whole or not at all (`atomic.writing_folder`); weights that are not
+        all finite are refused (DivergedError) and nothing is written."""
         import torch
-        from safetensors.torch import save_file
 
         from fluxmusic_cli import atomic
+        from fluxmusic_cli.engine.lora import first_nonfinite
 
-        folder = Path(folder)
-        tmp = atomic.temp_path(folder)
-        tmp.mkdir(parents=True)
-        try:
-            save_file(self.trainable_state(), str(tmp / "trainable.safetensors"))
-            if self.ema is not None:
-                save_file(self.trainable_state(ema=True), str(tmp / "ema.safetensors"))
-            torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+        weights = {"trainable": self.trainable_state()}
+        if self.ema is not None:
+            weights["ema"] = self.trainable_state(ema=True)
+        for kind, tensors in weights.items():
+            bad = first_nonfinite(tensors)
+            if bad is not None:
+                raise DivergedError(
+                    f"The {kind} weight {bad} holds NaN or infinite values at step {self.step}; "
+                    f"no checkpoint was written."
+                )
+        with atomic.writing_folder(Path(folder)) as tmp:
+            for kind, tensors in weights.items():
+                write_tensors(tmp / f"{kind}.safetensors", tensors)
+            with atomic.writing_stream(tmp / "optimizer.pt") as stream:
+                torch.save(self.optimizer.state_dict(), stream)
             write_json(
                 tmp / "state.json",
                 {"step": self.step, "losses": self.losses, "settings": self.settings.to_dict(),
                  **extra},
             )  # fmt: skip
-            if folder.exists():
-                shutil.rmtree(folder)
-            os.replace(tmp, folder)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return folder
+        return Path(folder)
 
     def load_checkpoint(self, folder: Path) -> dict[str, Any]:
         import torch
@@ -343,20 +370,19 @@ def save_full(model, path: Path, *, info: dict[str, Any]) -> Path:
     """A full fine-tune as safetensors with the original FLUX names (`--model` reads it)."""
     import json
 
-    from safetensors.torch import save_file
-
     from fluxmusic_cli.engine.checkpoint import from_diffusers, infer_config
+    from fluxmusic_cli.engine.lora import first_nonfinite
 
     sd = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
+    bad = first_nonfinite(sd)
+    if bad is not None:
+        raise DivergedError(
+            f"The weight {bad} holds NaN or infinite values; {path} was not written."
+        )
     original = from_diffusers(sd, _config_of(model))
     infer_config(original, source=str(path))  # what `--model` will check, checked now
-    with atomic_path(Path(path)) as tmp:
-        save_file(
-            original,
-            str(tmp),
-            metadata={"format": "pt", "fluxmusic": json.dumps(info, default=str)},
-        )
-    return Path(path)
+    metadata = {"format": "pt", "fluxmusic": json.dumps(info, default=str)}
+    return write_tensors(Path(path), original, metadata)
 
 
 def _config_of(model):

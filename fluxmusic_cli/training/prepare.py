@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from fluxmusic_cli.errors import FluxMusicError, UsageError
 from fluxmusic_cli.training.data import Skipped, TrackList
-from fluxmusic_cli.training.files import atomic_path, read_json, write_json
+from fluxmusic_cli.training.files import read_json, write_json, write_tensors
 
 if TYPE_CHECKING:
     import torch
@@ -169,8 +169,6 @@ def prepare(
 
     The encoders and the VAE are released before this returns.
     """
-    from safetensors.torch import save_file
-
     data_dir = Path(data_dir)
     manifest_path = data_dir / "data.json"
     manifest = read_json(manifest_path) if manifest_path.is_file() else {}
@@ -179,8 +177,7 @@ def prepare(
     if manifest.get("audio_fingerprint") != audio_key or not latents_path.is_file():
         decoder = engine.store.decoder()
         encoded = encode_tracks(tracks, decoder, progress=progress)
-        with atomic_path(latents_path) as tmp:
-            save_file({"mean": encoded.mean, "logvar": encoded.logvar}, str(tmp))
+        write_tensors(latents_path, {"mean": encoded.mean, "logvar": encoded.logvar})
         manifest = {
             "version": PREP_VERSION,
             "source": tracks.source,
@@ -205,8 +202,7 @@ def prepare(
             progress("encode captions", 0, 1)
         rows = encode_texts(engine, captions, prompts)
         texts = rows.pop("texts")
-        with atomic_path(text_path) as tmp:
-            save_file(rows, str(tmp))
+        write_tensors(text_path, rows)
         manifest.update(
             text_fingerprint=text_key, texts=texts, encoders=opts.encoders,
             conditioning=opts.conditioning, t5=engine.refs["t5"].identity,

@@ -1,20 +1,24 @@
 """`train`: a folder of music and captions in, an adapter (or a full checkpoint) out.
 
-`run_training` reads as its steps: check the run folder, find the tracks, prepare (encode
-once, cached), load the base model, train with checkpoints, save the result and its record.
-It reports through a callback and never prints. RUN_DIR holds:
+`run_training` reads as its steps: check the memory a step needs and the run folder (locked
+against a second run), find the tracks, prepare (encode once, cached), load the base model,
+train with checkpoints, save the result and its record. It reports through a callback and
+never prints. RUN_DIR holds:
 
     run.json                  the run's record (base model, data, every setting, losses)
     data/                     prepared latents and embeddings (reused by a rerun)
     checkpoints/step-NNNNNN/  trainable weights, optimiser, EMA, step and losses
     lora.safetensors + lora.json, or model.safetensors + model.json (`--full`)
     loss.png, samples/index.html (`--sample-every`)
+    .fluxmusic-train.lock     while a run is writing (the kernel's lock; removed at the end)
 """
 
 from __future__ import annotations
 
 import platform
 import shutil
+import signal
+import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
@@ -23,7 +27,14 @@ from typing import Any
 
 from fluxmusic_cli import __version__, atomic
 from fluxmusic_cli.engine.filehash import file_sha256
-from fluxmusic_cli.errors import Interrupted, OutOfMemoryError, UsageError
+from fluxmusic_cli.errors import (
+    DivergedError,
+    Interrupted,
+    OutOfMemoryError,
+    OutputError,
+    UsageError,
+)
+from fluxmusic_cli.locks import FileLocks
 from fluxmusic_cli.training.files import read_json, write_json
 from fluxmusic_cli.training.loop import TrainSettings
 from fluxmusic_cli.training.samples import SampleSettings
@@ -32,6 +43,8 @@ RECORD = "run.json"
 CHECKPOINTS = "checkpoints"
 KEEP_CHECKPOINTS = 2
 OUTPUT_NAMES = ("lora", "model")  # lora.safetensors/.json, model.safetensors/.json
+LOCK = ".fluxmusic-train.lock"
+SIGNAL_NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
 
 
 @dataclass(frozen=True)
@@ -82,7 +95,10 @@ def check_run_dir(run_dir: Path, *, resume: bool, force: bool) -> Path | None:
         if latest is None:
             raise UsageError(
                 f"--resume: {run_dir} holds no checkpoint to continue from "
-                f"({run_dir / CHECKPOINTS} is empty or missing)."
+                f"({run_dir / CHECKPOINTS} is empty or missing).",
+                hint="A checkpoint is saved every --save-every steps, on Ctrl-C and on SIGTERM; "
+                "without one, run the same command with --force instead of --resume (the "
+                "prepared data is reused).",
             )
         return latest
     if has_run and not force:
@@ -92,7 +108,8 @@ def check_run_dir(run_dir: Path, *, resume: bool, force: bool) -> Path | None:
             f"{record.get('step', 0)}); add --resume to continue it or --force to start over "
             "(prepared data is reused when it matches)."
         )
-    if run_dir.is_dir() and not has_run and any(p.name != "data" for p in run_dir.iterdir()):
+    ours = ("data", LOCK)
+    if run_dir.is_dir() and not has_run and any(p.name not in ours for p in run_dir.iterdir()):
         raise UsageError(
             f"{run_dir} is not empty and is not a fluxmusic run folder; choose another -o."
         )
@@ -103,6 +120,69 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     folder = Path(run_dir) / CHECKPOINTS
     found = sorted(p for p in folder.glob("step-*") if (p / "state.json").is_file())
     return found[-1] if found else None
+
+
+def preflight(request: TrainRequest, options) -> None:
+    """What is refused before any download, preparation or model load, by the process that
+    writes the run folder: the settings, a run already writing into RUN_DIR, a RUN_DIR
+    holding a run (without --resume or --force), a rank above the model's width, a step that
+    cannot fit the memory, and an unwritable RUN_DIR. Creates RUN_DIR; writes nothing else."""
+    request.settings.check()
+    run_dir = Path(request.run_dir)
+    if run_dir.is_dir():
+        _lock(run_dir).release()  # only to ask whether another run holds it
+    check_run_dir(run_dir, resume=request.resume, force=request.force)
+    _, place, settings = _placement(request, options)
+    _check_fits(_model_shape(settings, options), settings, place)
+    atomic.writable_folder(run_dir)
+
+
+def _lock(run_dir: Path) -> FileLocks:
+    """The run folder's lock, or a UsageError when another run holds it."""
+    locks = FileLocks()
+    if not locks.take(Path(run_dir) / LOCK):
+        raise UsageError(
+            f"Another fluxmusic train is writing into {run_dir}; wait for it to end or stop it "
+            "(--force does not), or give this run another -o."
+        )
+    return locks
+
+
+def _placement(request: TrainRequest, options):
+    """Threads, the device and dtype, and the settings with their compute dtype."""
+    from fluxmusic_cli.engine import devices, perf
+
+    threads = perf.configure_threads(options.threads)
+    place = devices.resolve_placement(options.device, options.dtype)
+    if place.dtype == "fp16" and options.dtype == "fp16":
+        raise UsageError(
+            "--dtype fp16 cannot train (fp16 gradients underflow without loss scaling); "
+            "use bf16 or fp32."
+        )
+    settings = replace(request.settings, autocast="fp32" if place.dtype == "fp16" else place.dtype)
+    return threads, place, settings
+
+
+def _model_shape(settings: TrainSettings, options):
+    """The base model's shape (read without loading it); a rank above its width is refused."""
+    from fluxmusic_cli.engine.sources import parse_ref
+    from fluxmusic_cli.training import memory
+
+    shape = memory.model_shape(parse_ref("transformer", options.model))
+    memory.check_rank(shape, settings)
+    return shape
+
+
+def _check_fits(shape, settings: TrainSettings, place, data=None) -> None:
+    """Refuse a step that cannot fit the device's memory (`training.memory`); before
+    preparation, as if the data were one segment."""
+    from fluxmusic_cli.engine import devices
+    from fluxmusic_cli.training import memory
+
+    memory.check_fits(
+        shape, settings, dtype=settings.autocast, data=data or memory.DataSize(1, 1),
+        available=devices.available_memory_bytes(place.device), device=place.device,
+    )  # fmt: skip
 
 
 def _clear_previous(run_dir: Path) -> None:
@@ -133,6 +213,9 @@ class _Run:
     acc: Any
     emit: EventCallback
     threads: int
+    place: Any  # engine.devices.Placement
+    shape: Any  # training.memory.ModelShape
+    locks: FileLocks = field(default_factory=FileLocks)  # the run folder's, in the first process
 
     @property
     def run_dir(self) -> Path:
@@ -147,21 +230,31 @@ def run_training(
     request: TrainRequest, options, *, on_event: EventCallback | None = None
 ) -> TrainResult:
     """Prepare, train and save (see the module docstring); `options` is an EngineOptions."""
-    from fluxmusic_cli.engine.pipeline import Engine
-    from fluxmusic_cli.training.loop import Trainer
-
     request.settings.check()
-    # 1. Placement and the run folder: a new run, a forced restart, or the checkpoint to
-    #    resume from (the first process decides; the others follow it).
+    # 1. Placement, the memory a step needs, and the run folder, locked: a new run, a forced
+    #    restart, or the checkpoint to resume from (the first process decides; the others
+    #    follow it).
     run, resume_from = _start(request, options, on_event or (lambda event: None))
-    # 2. Tracks and captions; 3. preparation, done once by the first process.
-    from fluxmusic_cli.training.data import find_tracks
+    try:
+        return _run(run, resume_from, options)
+    finally:
+        run.locks.release()
 
+
+def _run(run: _Run, resume_from: Path | None, options) -> TrainResult:
+    from fluxmusic_cli.engine.pipeline import Engine
+    from fluxmusic_cli.training.data import find_tracks
+    from fluxmusic_cli.training.loop import Trainer
+    from fluxmusic_cli.training.memory import DataSize
+
+    request = run.request
+    # 2. Tracks and captions; 3. preparation, done once by the first process.
     tracks = find_tracks(request.data, audio_dir=request.audio_dir)
     engine = Engine(replace(options, memory="sequential"))
     data = _prepare(run, engine, tracks)
     if request.samples is None:
         engine.close()
+    _check_fits(run.shape, run.settings, run.place, DataSize(data.segments, len(data.txt)))
     # 4. The base model, in fp32 (compute may run in bf16 under autocast).
     model, cfg, base = _load_base(engine, options)
     trainer = Trainer(model, data, run.settings, accelerator=run.acc)
@@ -183,22 +276,22 @@ def run_training(
 
 
 def _start(request: TrainRequest, options, emit: EventCallback) -> tuple[_Run, Path | None]:
-    from fluxmusic_cli.engine import devices, perf
-
-    threads = perf.configure_threads(options.threads)
-    place = devices.resolve_placement(options.device, options.dtype)
-    if place.dtype == "fp16" and options.dtype == "fp16":
-        raise UsageError(
-            "--dtype fp16 cannot train (fp16 gradients underflow without loss scaling); "
-            "use bf16 or fp32."
-        )
-    settings = replace(request.settings, autocast="fp32" if place.dtype == "fp16" else place.dtype)
-    run = _Run(request, settings, make_accelerator(place.device), emit, threads)
-    if run.main:
+    threads, place, settings = _placement(request, options)
+    shape = _model_shape(settings, options)
+    _check_fits(shape, settings, place)  # before anything is written
+    run = _Run(request, settings, make_accelerator(place.device), emit, threads, place, shape)
+    if not run.main:
+        return run, latest_checkpoint(run.run_dir) if request.resume else None
+    atomic.writable_folder(run.run_dir)
+    run.locks = _lock(run.run_dir)
+    try:
         resume_from = check_run_dir(run.run_dir, resume=request.resume, force=request.force)
-    else:
-        resume_from = latest_checkpoint(run.run_dir) if request.resume else None
-    return run, resume_from
+        for folder in (run.run_dir, run.run_dir / "data", run.run_dir / "samples"):
+            atomic.clean_leftovers(folder)  # what a killed run left half-written
+        return run, resume_from
+    except BaseException:
+        run.locks.release()
+        raise
 
 
 def _prepare(run: _Run, engine, tracks):
@@ -211,7 +304,6 @@ def _prepare(run: _Run, engine, tracks):
     with run.acc.main_process_first():
         if not run.main:
             return prep.load(run.run_dir / "data")
-        run.run_dir.mkdir(parents=True, exist_ok=True)
         if request.force:
             _clear_previous(run.run_dir)
 
@@ -253,38 +345,121 @@ def _resume(trainer, resume_from: Path, data, request: TrainRequest) -> None:
 
 
 def _train(run: _Run, trainer, engine, data, extra, record) -> None:
-    """Step to the end, with checkpoints and samples; Ctrl-C saves a checkpoint first."""
+    """Step to the end, with checkpoints and samples. The first Ctrl-C or SIGTERM lets the step
+    in flight finish, then saves a checkpoint and stops; a second one stops at once. A loss
+    that is not finite stops the run before it changes any weight."""
     s, request = run.settings, run.request
-    try:
-        while trainer.step < s.steps:
-            loss = trainer.train_step()
-            run.emit(TrainEvent("step", trainer.step, s.steps, loss=loss, lr=s.lr))
-            if _due(request.save_every, trainer.step) and trainer.step < s.steps:
-                _checkpoint(trainer, run.run_dir, extra, record, run.emit, run.acc)
-            if request.samples and _due(request.samples.every, trainer.step):
-                _sample(
-                    trainer, engine, data, request.samples, run.run_dir, s.seed, run.emit,
-                    run.main,
-                )  # fmt: skip
-    except KeyboardInterrupt:
-        if trainer.step > 0:
-            folder = _checkpoint(
-                trainer, run.run_dir, extra, record, run.emit, run.acc, status="interrupted"
-            )
-            raise Interrupted(
-                f"Stopped by Ctrl-C at step {trainer.step}; checkpoint saved in {folder}. "
-                "Continue with the same command and --resume."
+    with StopSignals() as stop:
+        try:
+            while trainer.step < s.steps:
+                if _agreed(run.acc, stop.signum is not None):  # during a checkpoint or sample
+                    _stop(run, trainer, extra, record, stop.signum or signal.SIGINT)
+                loss = trainer.train_step()
+                run.emit(TrainEvent("step", trainer.step, s.steps, loss=loss, lr=s.lr))
+                if _agreed(run.acc, stop.signum is not None):  # during the step
+                    _stop(run, trainer, extra, record, stop.signum or signal.SIGINT)
+                if _due(request.save_every, trainer.step) and trainer.step < s.steps:
+                    _checkpoint(trainer, run.run_dir, extra, record, run.emit, run.acc)
+                if request.samples and _due(request.samples.every, trainer.step):
+                    _sample(
+                        trainer, engine, data, request.samples, run.run_dir, s.seed, run.emit,
+                        run.main,
+                    )  # fmt: skip
+        except KeyboardInterrupt:
+            if stop.signum is not None:  # the second signal
+                raise Interrupted(
+                    f"Stopped at once by a second signal at step {trainer.step}; "
+                    f"{_last_checkpoint(run.run_dir)}.",
+                    signum=stop.signum,
+                ) from None
+            if trainer.step > 0:
+                _stop(run, trainer, extra, record, signal.SIGINT)
+            raise
+        except DivergedError as exc:
+            if run.main:
+                write_json(
+                    run.run_dir / RECORD, {**record, **_finished(trainer), "status": "diverged"}
+                )
+            more = "" if s.full else f" or --lora-alpha (it is {s.alpha:g})"
+            result = "model" if s.full else "adapter"
+            raise DivergedError(
+                f"{exc.message} The run stopped and wrote no {result}; "
+                f"{_last_checkpoint(run.run_dir)}.",
+                hint=f"Start over (--force) with a lower --lr (it is {s.lr:g}){more}.",
             ) from None
-        raise
-    except RuntimeError as exc:
-        text = str(exc).lower()
-        if "out of memory" in text or "can't allocate memory" in text:
-            raise OutOfMemoryError(
-                "Out of memory while training.",
-                hint="Try a smaller --batch-size (with --grad-accum to keep the batch), "
-                "--gradient-checkpointing, or a lower --lora-rank.",
-            ) from exc
-        raise
+        except OutputError as exc:
+            raise OutputError(
+                exc.message,
+                hint=f"{_last_checkpoint(run.run_dir).capitalize()}: once there is room again "
+                "(or the cause is fixed), run the same command with --resume.",
+            ) from None
+        except RuntimeError as exc:
+            text = str(exc).lower()
+            if "out of memory" in text or "can't allocate memory" in text:
+                raise OutOfMemoryError(
+                    "Out of memory while training.",
+                    hint="Try a smaller --batch-size (with --grad-accum to keep the batch), "
+                    "--gradient-checkpointing, or a lower --lora-rank.",
+                ) from exc
+            raise
+
+
+class StopSignals:
+    """While training: the first SIGINT (Ctrl-C) or SIGTERM (what `timeout`, Slurm and
+    `kill` send) is noted in `signum`, so the loop can stop between steps with a checkpoint;
+    a second raises KeyboardInterrupt at once. Only the main thread can take signals; in
+    another this notes nothing. The previous handlers come back on exit."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._note)
+        return self
+
+    def _note(self, signum: int, frame: object) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+
+def _agreed(acc, stop: bool) -> bool:
+    """Whether any process was asked to stop (all of them must stop at the same step)."""
+    if acc.num_processes == 1:
+        return stop
+    import torch
+
+    flag = torch.tensor([1.0 if stop else 0.0], device=acc.device)
+    return bool(acc.reduce(flag, reduction="sum").item() > 0)
+
+
+def _stop(run: _Run, trainer, extra, record, signum: int) -> None:
+    """Save a checkpoint of the step just finished, then stop (exit 128 + the signal)."""
+    by = SIGNAL_NAMES.get(signum, f"signal {signum}")
+    if trainer.step == 0:
+        raise Interrupted(f"Stopped by {by} before the first step; nothing to save.", signum=signum)
+    folder = _checkpoint(
+        trainer, run.run_dir, extra, record, run.emit, run.acc, status="interrupted"
+    )
+    raise Interrupted(
+        f"Stopped by {by} at step {trainer.step}; checkpoint saved in {folder}. Continue with "
+        "the same command and --resume.",
+        signum=signum,
+    )
+
+
+def _last_checkpoint(run_dir: Path) -> str:
+    last = latest_checkpoint(run_dir)
+    return f"the last checkpoint, {last}, is intact" if last else "no checkpoint was saved yet"
 
 
 def _due(every: int, step: int) -> bool:

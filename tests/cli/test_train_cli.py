@@ -210,8 +210,69 @@ def test_a_lora_for_another_model_width_exits_3(trained, run_cli, tiny_bundle, t
         ["generate", "x", *args, *GEN, "-o", str(tmp_path / "x.wav"),
          "--lora", str(trained["run"] / "lora.safetensors")]
     )  # fmt: skip
-    assert code == 3
-    assert "64-wide model; this model is 128 wide" in err and "Traceback" not in err
+    assert code == 3 and "Traceback" not in err
+    said = " ".join(err.split())
+    assert "trained on a 64-wide model; this one is 128 wide" in said
+    assert "has 64 inputs where this model's has 128 and 64 outputs where this model's has 128" in (
+        said
+    )
+    assert not (tmp_path / "x.wav").exists()
+
+
+def _rewrite_lora(source: Path, target: Path, change) -> Path:
+    """A copy of the adapter `source` with `change(name, tensor)` applied to each tensor, its
+    metadata (the peft config and the training info) kept."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(source), framework="pt") as fh:
+        metadata = fh.metadata()
+        tensors = {k: change(k, fh.get_tensor(k)) for k in fh.keys()}  # noqa: SIM118
+    save_file(tensors, str(target), metadata=metadata)
+    return target
+
+
+def test_a_width_error_names_the_dimension_that_differs_not_a_width_it_shares(
+    trained, run_cli, tiny_bundle, tmp_path
+):
+    """An adapter whose record says 64 wide but whose tensors are 128 wide: the message names
+    what differs (the layers' inputs and outputs), never "trained for a 64-wide model; this
+    model is 64 wide"."""
+
+    def widen(name, t):
+        return t.repeat(1, 2) if ".lora_A." in name else t.repeat(2, 1)  # (r, 2 in), (2 out, r)
+
+    odd = _rewrite_lora(trained["run"] / "lora.safetensors", tmp_path / "odd.safetensors", widen)
+    code, _, err = run_cli(
+        ["generate", "x", *tiny_bundle.cli_args(), *GEN, "-o", str(tmp_path / "x.wav"),
+         "--lora", str(odd)]
+    )  # fmt: skip
+    said = " ".join(err.split())
+    assert code == 3 and "Traceback" not in err
+    assert "this model is 64 wide" not in said and "64-wide" not in said
+    assert "has 128 inputs where this model's has 64 and 128 outputs where this model's has 64" in (
+        said
+    )
+    assert not (tmp_path / "x.wav").exists()
+
+
+def test_a_lora_holding_nan_is_refused_with_exit_3_naming_the_file(
+    trained, run_cli, tiny_bundle, tmp_path
+):
+    def poison(name, t):
+        if ".lora_B." in name:
+            t = t.clone()
+            t.view(-1)[0] = float("nan")
+        return t
+
+    bad = _rewrite_lora(trained["run"] / "lora.safetensors", tmp_path / "nan.safetensors", poison)
+    code, _, err = run_cli(
+        ["generate", "x", *tiny_bundle.cli_args(), *GEN, "-o", str(tmp_path / "x.wav"),
+         "--lora", str(bad)]
+    )  # fmt: skip
+    said = " ".join(err.split())
+    assert code == 3 and "Traceback" not in err
+    assert str(bad) in said and "NaN or infinite values" in said
     assert not (tmp_path / "x.wav").exists()
 
 

@@ -125,7 +125,7 @@ def test_an_adapter_for_another_width_is_refused_before_any_weight_changes(tmp_p
     path, _ = trained_adapter(tmp_path, hidden=128)
     model = tiny_model(64)
     base = forward(model)
-    with pytest.raises(CheckpointError, match="128-wide model; this model is 64 wide"):
+    with pytest.raises(CheckpointError, match="trained on a 128-wide model; this one is 64 wide"):
         lora.apply_loras(model, ((str(path), 1.0),))
     assert torch.equal(forward(model), base)
 
@@ -168,3 +168,37 @@ def test_lora_specs_take_an_optional_scale(text, expected):
 def test_a_scale_that_is_not_a_finite_number_is_a_usage_error(text):
     with pytest.raises(UsageError, match="not a"):
         lora.parse_specs([text])
+
+
+def test_an_adapter_with_non_finite_weights_is_never_written(tmp_path):
+    from fluxmusic_cli.errors import DivergedError
+
+    model = tiny_model()
+    lora.add_lora(model, 4, 4.0)
+    with torch.no_grad():
+        next(p for n, p in model.named_parameters() if ".lora_B." in n).fill_(float("inf"))
+    with pytest.raises(DivergedError, match="NaN or infinite"):
+        lora.save_lora(model, tmp_path / "lora.safetensors", rank=4, alpha=4.0, info={})
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("alpha", ["NaN", "Infinity", "0", "-2"])
+def test_an_adapter_whose_alpha_is_not_a_positive_finite_number_is_refused(tmp_path, alpha):
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    path, _ = trained_adapter(tmp_path)
+    with safe_open(str(path), framework="pt") as fh:
+        meta = fh.metadata()
+        tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118
+    config = json.loads(meta[lora.METADATA_KEY])
+    config[f"{lora.PREFIX}.lora_alpha"] = "ALPHA"
+    meta[lora.METADATA_KEY] = json.dumps(config).replace('"ALPHA"', alpha)
+    save_file(tensors, str(path), metadata=meta)
+    model = tiny_model()
+    base = forward(model)
+    with pytest.raises(CheckpointError, match="lora_alpha .* is not a positive finite number"):
+        lora.apply_loras(model, ((str(path), 1.0),))
+    assert torch.equal(forward(model), base)
