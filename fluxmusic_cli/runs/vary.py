@@ -68,7 +68,9 @@ def parse_guidance(text: str) -> list[float]:
         except ValueError:
             raise UsageError(f"--guidance takes numbers like 2,3.5,7, got {part!r}.") from None
         if not np.isfinite(value) or not 0 <= value <= MAX_GUIDANCE:
-            raise UsageError(f"Guidance must be a number >= 0 and <= {MAX_GUIDANCE:g}, got {part!r}.")
+            raise UsageError(
+                f"Guidance must be a number >= 0 and <= {MAX_GUIDANCE:g}, got {part!r}."
+            )
         values.append(value)
     return list(dict.fromkeys(values))
 
