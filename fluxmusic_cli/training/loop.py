@@ -40,9 +40,21 @@ MAX_GRAD_ACCUM = 4096
 MAX_BATCH_SIZE = 1_000_000
 # Settings a resumed run must share with the run it continues (`steps` may grow).
 FIXED_ON_RESUME = (
-    "batch_size", "grad_accum", "lr", "weight_decay", "max_grad_norm", "full", "lora_rank",
-    "lora_alpha", "lora_targets", "latents", "caption_dropout", "seed", "ema_decay", "autocast",
-)  # fmt: skip
+    "batch_size",
+    "grad_accum",
+    "lr",
+    "weight_decay",
+    "max_grad_norm",
+    "full",
+    "lora_rank",
+    "lora_alpha",
+    "lora_targets",
+    "latents",
+    "caption_dropout",
+    "seed",
+    "ema_decay",
+    "autocast",
+)
 
 
 @dataclass(frozen=True)
@@ -137,9 +149,15 @@ class Batch:
     def shard(self, rank: int, size: int) -> Batch:
         sl = slice(rank * size, (rank + 1) * size)
         return Batch(
-            self.x0[sl], self.noise[sl], self.t[sl], self.txt[sl], self.y[sl],
-            self.dropped_t5[sl], self.dropped_clap[sl], self.indices[sl],
-        )  # fmt: skip
+            self.x0[sl],
+            self.noise[sl],
+            self.t[sl],
+            self.txt[sl],
+            self.y[sl],
+            self.dropped_t5[sl],
+            self.dropped_clap[sl],
+            self.indices[sl],
+        )
 
 
 def draw_batch(data: TrainData, s: TrainSettings, step: int, micro: int, size: int) -> Batch:
@@ -320,9 +338,13 @@ class Trainer:
                 torch.save(self.optimizer.state_dict(), stream)
             write_json(
                 tmp / "state.json",
-                {"step": self.step, "losses": self.losses, "settings": self.settings.to_dict(),
-                 **extra},
-            )  # fmt: skip
+                {
+                    "step": self.step,
+                    "losses": self.losses,
+                    "settings": self.settings.to_dict(),
+                    **extra,
+                },
+            )
         return Path(folder)
 
     def load_checkpoint(self, folder: Path) -> dict[str, Any]:
@@ -391,8 +413,13 @@ def _config_of(model):
     c = model.config
     hidden = c.num_attention_heads * c.attention_head_dim
     return FluxMusicConfig(
-        hidden=hidden, num_heads=c.num_attention_heads, depth=c.num_layers,
-        depth_single=c.num_single_layers, in_channels=c.in_channels,
-        vec_in_dim=c.pooled_projection_dim, context_in_dim=c.joint_attention_dim,
-        mlp_hidden=4 * hidden, axes_dim=tuple(c.axes_dims_rope),
-    )  # fmt: skip
+        hidden=hidden,
+        num_heads=c.num_attention_heads,
+        depth=c.num_layers,
+        depth_single=c.num_single_layers,
+        in_channels=c.in_channels,
+        vec_in_dim=c.pooled_projection_dim,
+        context_in_dim=c.joint_attention_dim,
+        mlp_hidden=4 * hidden,
+        axes_dim=tuple(c.axes_dims_rope),
+    )

@@ -89,9 +89,14 @@ class StepMemory:
     @property
     def total(self) -> int:
         return (
-            self.weights + self.gradients + self.optimiser + self.ema + self.activations
-            + self.data + self.runtime
-        )  # fmt: skip
+            self.weights
+            + self.gradients
+            + self.optimiser
+            + self.ema
+            + self.activations
+            + self.data
+            + self.runtime
+        )
 
 
 def lora_params(shape: ModelShape, rank: int, targets: str) -> int:

@@ -204,10 +204,13 @@ def prepare(
         texts = rows.pop("texts")
         write_tensors(text_path, rows)
         manifest.update(
-            text_fingerprint=text_key, texts=texts, encoders=opts.encoders,
-            conditioning=opts.conditioning, t5=engine.refs["t5"].identity,
+            text_fingerprint=text_key,
+            texts=texts,
+            encoders=opts.encoders,
+            conditioning=opts.conditioning,
+            t5=engine.refs["t5"].identity,
             clap=engine.refs["clap"].identity,
-        )  # fmt: skip
+        )
         write_json(manifest_path, manifest)
         if progress is not None:
             progress("encode captions", 1, 1)
@@ -238,7 +241,14 @@ def load(data_dir: Path) -> TrainData:
         "fingerprint": manifest["audio_fingerprint"] + manifest["text_fingerprint"],
     }
     return TrainData(
-        mean=lat["mean"], logvar=lat["logvar"], caption=caption, txt=text["txt"], y=text["y"],
-        empty_txt=text["empty_txt"], empty_y=text["empty_y"],
-        scaling_factor=float(manifest["scaling_factor"]), prompts=prompts, summary=summary,
-    )  # fmt: skip
+        mean=lat["mean"],
+        logvar=lat["logvar"],
+        caption=caption,
+        txt=text["txt"],
+        y=text["y"],
+        empty_txt=text["empty_txt"],
+        empty_y=text["empty_y"],
+        scaling_factor=float(manifest["scaling_factor"]),
+        prompts=prompts,
+        summary=summary,
+    )

@@ -180,9 +180,13 @@ def _check_fits(shape, settings: TrainSettings, place, data=None) -> None:
     from fluxmusic_cli.training import memory
 
     memory.check_fits(
-        shape, settings, dtype=settings.autocast, data=data or memory.DataSize(1, 1),
-        available=devices.available_memory_bytes(place.device), device=place.device,
-    )  # fmt: skip
+        shape,
+        settings,
+        dtype=settings.autocast,
+        data=data or memory.DataSize(1, 1),
+        available=devices.available_memory_bytes(place.device),
+        device=place.device,
+    )
 
 
 def _clear_previous(run_dir: Path) -> None:
@@ -361,10 +365,7 @@ def _train(run: _Run, trainer, engine, data, extra, record) -> None:
                 if _due(request.save_every, trainer.step) and trainer.step < s.steps:
                     _checkpoint(trainer, run.run_dir, extra, record, run.emit, run.acc)
                 if request.samples and _due(request.samples.every, trainer.step):
-                    _sample(
-                        trainer, engine, data, request.samples, run.run_dir, s.seed, run.emit,
-                        run.main,
-                    )  # fmt: skip
+                    _sample(run, trainer, engine, data)
         except KeyboardInterrupt:
             if stop.signum is not None:  # the second signal
                 raise Interrupted(
@@ -484,9 +485,13 @@ def _save_result(run: _Run, trainer, cfg, base, extra, record) -> Path:
         from fluxmusic_cli.engine import lora
 
         lora.save_lora(
-            trainer.base, output, rank=s.lora_rank, alpha=s.alpha, info=info,
+            trainer.base,
+            output,
+            rank=s.lora_rank,
+            alpha=s.alpha,
+            info=info,
             targets=s.lora_targets,
-        )  # fmt: skip
+        )
     record["output"] = {"file": str(output), "sha256": file_sha256(output)}
     write_json(output.with_suffix(".json"), record)
     write_json(run.run_dir / RECORD, record)
@@ -518,14 +523,17 @@ def _checkpoint(trainer, run_dir: Path, extra, record, emit, acc, *, status=None
     return folder
 
 
-def _sample(trainer, engine, data, settings: SampleSettings, run_dir, seed, emit, main) -> None:
+def _sample(run: _Run, trainer, engine, data) -> None:
+    """Render the sample prompts at this step onto the run's listening page (first process)."""
     from fluxmusic_cli.training import samples
 
-    if not main:
+    if not run.main:
         return
-    waves = samples.render(trainer.base, engine.store.decoder(), data.prompts, settings, seed=seed)
-    page = samples.write_step(run_dir / "samples", trainer.step, settings, waves)
-    emit(TrainEvent("sample", trainer.step, trainer.settings.steps, detail={"page": str(page)}))
+    settings = run.request.samples
+    decoder = engine.store.decoder()
+    waves = samples.render(trainer.base, decoder, data.prompts, settings, seed=run.settings.seed)
+    page = samples.write_step(run.run_dir / "samples", trainer.step, settings, waves)
+    run.emit(TrainEvent("sample", trainer.step, run.settings.steps, detail={"page": str(page)}))
 
 
 def _finished(trainer) -> dict[str, Any]:
@@ -572,7 +580,7 @@ def _record(
             "threads": threads,
             "dtype": s.autocast,
             "processes": acc.num_processes,
-        },  # fmt: skip
+        },
         "trainable_parameters": trainer.trainable_parameters,
         "adapted_modules": len(trainer.adapted),
         "random": "each draw derives from (seed, step, micro-batch); data order from (seed, epoch)",
