@@ -81,7 +81,7 @@ _SHAPE = ("duration", "loop", "seam", "context")
 
 def _prepare_edit(job_id: str, job: JobRequest, item: Item, resolve: Resolve) -> Prepared:
     from fluxmusic_cli.cli.editing import EditOptions
-    from fluxmusic_cli.edit_input import input_record, load_source
+    from fluxmusic_cli.edit_input import load_source
     from fluxmusic_cli.engine.edit_plan import plan_edit
 
     found = resolve(job.input)
@@ -96,11 +96,7 @@ def _prepare_edit(job_id: str, job: JobRequest, item: Item, resolve: Resolve) ->
     )
     prompt = job.prompt
     if prompt is None:
-        record = found.record
-        if record is None and found.data is not None:
-            typed = input_record("-", found.data)
-            record = None if typed is None else typed.to_json()
-        prompt = str((record or {}).get("prompt", "")).strip()
+        prompt = _input_prompt(found)
         if not prompt:
             raise UsageError(
                 f"Give a prompt: {found.ref} carries no fluxmusic record to take one from."
@@ -111,6 +107,16 @@ def _prepare_edit(job_id: str, job: JobRequest, item: Item, resolve: Resolve) ->
     item = replace(item, prompt=prompt, edit=EditOptions(**own).edit(job.command, source))
     plan_edit(item.edit_request())
     return Prepared(job_id, job, item, notes=tuple(n for n in notes if n))
+
+
+def _input_prompt(found: InputAudio) -> str:
+    """The prompt of an edit's input: its job's record (as stored), or the tags of an upload."""
+    from fluxmusic_cli.edit_input import input_record
+
+    if found.record is not None:
+        return str(found.record.get("prompt", "")).strip()
+    typed = input_record("-", found.data) if found.data is not None else None
+    return typed.prompt.strip() if typed is not None else ""
 
 
 @dataclass
