@@ -136,13 +136,14 @@ def os_error(exc: OSError, path: Path, doing: str = "write") -> OutputError:
 
 
 @contextlib.contextmanager
-def writing(final: Path) -> Iterator[Path]:
+def writing(final: Path, *, private: bool = False) -> Iterator[Path]:
     """Yield a temporary path to write; on success it is flushed and renamed to `final`.
 
     On any error or Ctrl-C the temporary file is removed and `final` is untouched; an OS
-    error comes out as an `OutputError` sentence.
+    error comes out as an `OutputError` sentence. A `private` file (a secret) is readable by
+    its owner alone (0600); every other file gets the umask's mode.
     """
-    with _published(final, os.replace) as tmp:
+    with _published(final, os.replace, private=private) as tmp:
         yield tmp
 
 
@@ -242,7 +243,7 @@ def creating(final: Path) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def _published(final: Path, publish) -> Iterator[Path]:
+def _published(final: Path, publish, *, private: bool = False) -> Iterator[Path]:
     """A temporary path to write; once whole it is flushed and `publish(tmp, final)` gives it
     its name. On any error the temporary file goes: a FileExistsError from `publish` as it is,
     another OS error as an `OutputError` sentence."""
@@ -250,7 +251,7 @@ def _published(final: Path, publish) -> Iterator[Path]:
     tmp = temp_path(final)
     try:
         yield tmp
-        _follow_umask(tmp)
+        _set_mode(tmp, private=private)
         _sync(tmp)
         publish(tmp, final)
     except FileExistsError:
@@ -365,10 +366,11 @@ def _umask() -> int:
     return mask
 
 
-def _follow_umask(path: Path) -> None:
-    """Give a written file the mode `open()` gives a new file, as every output has."""
+def _set_mode(path: Path, *, private: bool = False) -> None:
+    """Give a written file the mode `open()` gives a new file, as every output has (whatever
+    its writer chose: safetensors writes 0600), or 0600 for a private one."""
     if Path(path).is_file():
-        os.chmod(path, 0o666 & ~_umask())
+        os.chmod(path, 0o600 if private else 0o666 & ~_umask())
 
 
 def _sync(path: Path) -> None:

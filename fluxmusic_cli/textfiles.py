@@ -16,7 +16,8 @@ from fluxmusic_cli.errors import UsageError
 
 def read_text(path: Path, what: str = "file") -> str:
     """The UTF-8 text of `path` (a byte-order mark, as spreadsheet programs write, is dropped);
-    `what` names the file in the sentence (e.g. "prompt list")."""
+    `what` names the file in the sentence (e.g. "prompt list"). Binary data is refused as not
+    UTF-8; a stray control character in text is the reader's to show escaped."""
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -26,8 +27,6 @@ def read_text(path: Path, what: str = "file") -> str:
         raise UsageError(f"{path} is a folder, not a {what}.") from None
     except OSError as exc:
         raise UsageError(f"Cannot read {path}: {exc.strerror or exc}.") from None
-    if b"\x00" in data:
-        raise UsageError(f"{path} is not a text {what} (it holds binary data).")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

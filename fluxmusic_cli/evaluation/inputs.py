@@ -49,17 +49,21 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 
 def _sidecar_prompt(audio: Path) -> str | None:
-    """The prompt in the clip's record beside it; a damaged record is passed over, said once."""
+    """The prompt in the JSON beside the clip (its record, or any object with a "prompt"); a
+    file that cannot be read as JSON is passed over, said once."""
     from fluxmusic_cli import metadata, notices
+    from fluxmusic_cli.textfiles import read_json
 
     sidecar = metadata.sidecar_path(audio)
     if not sidecar.is_file():
         return None
     try:
-        return metadata.read_record(sidecar).prompt
+        record = read_json(sidecar, "JSON record")
     except UsageError as exc:
         notices.note(f"{exc.message} Its prompt was not used.")
         return None
+    prompt = record.get("prompt") if isinstance(record, dict) else None
+    return prompt if isinstance(prompt, str) else None
 
 
 def collect(folder: Path, label: str) -> list[ClipFile]:

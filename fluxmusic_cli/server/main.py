@@ -131,7 +131,7 @@ def _write_server_json(config: ServerConfig, url: str) -> None:
     from fluxmusic_cli import atomic
 
     data = {"url": url, "pid": os.getpid(), "token": config.token, "version": __version__}
-    with atomic.writing(config.server_json) as tmp:
+    with atomic.writing(config.server_json, private=True) as tmp:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(json.dumps(data, indent=2) + "\n")
