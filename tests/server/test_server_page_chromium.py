@@ -183,7 +183,7 @@ def keep_screenshot(driver, card_element) -> None:
     shot = Image.open(io.BytesIO(driver.get_screenshot_as_png()))
     driver.set_window_size(*WINDOW)
     shot = shot.crop((0, 0, shot.width, min(shot.height, bottom)))
-    small = shot.convert("RGB").quantize(colors=128, method=Image.Quantize.MEDIANCUT)
+    small = shot.convert("RGB").quantize(colors=256, method=Image.Quantize.FASTOCTREE)
     small.save(Path(target), optimize=True)
 
 
