@@ -58,10 +58,16 @@ def write_spectrogram_png(path: Path, db: np.ndarray, duration: float, fmax: flo
 
 
 def spectrogram_png(
-    db: np.ndarray, duration: float, fmax: float, *, metadata: dict[str, str] | None = None
+    db: np.ndarray,
+    duration: float,
+    fmax: float,
+    *,
+    metadata: dict[str, str] | None = None,
+    size: tuple[float, float] = (3.2, 1.6),
 ) -> bytes:
-    """One spectrogram as PNG bytes, 320 x 160 pixels, no axes; `metadata` as text chunks."""
-    fig = figure(3.2, 1.6)
+    """One spectrogram as PNG bytes, no axes, `size` inches at 100 dpi (320 x 160 pixels
+    unless told); `metadata` as text chunks."""
+    fig = figure(*size)
     ax = fig.add_axes((0, 0, 1, 1))
     ax.imshow(db, origin="lower", aspect="auto", cmap="magma", extent=(0, duration, 0, fmax))
     ax.set_axis_off()

@@ -25,6 +25,7 @@ from fluxmusic_cli.formats import FORMATS
 from fluxmusic_cli.server import events, uploads
 from fluxmusic_cli.server.config import ServerConfig
 from fluxmusic_cli.server.jobs import request_schema
+from fluxmusic_cli.server.page import add_page
 from fluxmusic_cli.server.security import COOKIE, Guard, Sessions
 from fluxmusic_cli.server.service import JobService, NoAudio, QueueFull, Stopping, UnknownJob
 
@@ -60,6 +61,7 @@ def create_app(
     )
     _errors(app)
     _routes(app, service, config, sessions)
+    _page_routes(app, service)
     _document(app)
     app.add_middleware(Guard, config=config, sessions=sessions)
     return app
@@ -248,6 +250,58 @@ def _routes(app: FastAPI, service: JobService, config: ServerConfig, sessions: S
         response = RedirectResponse("/", status_code=303)
         response.set_cookie(COOKIE, session, httponly=True, samesite="strict", path="/")
         return response
+
+
+def _page_routes(app: FastAPI, service: JobService) -> None:
+    """What the page at `/` needs beyond the job routes: every job's changes in one stream,
+    and each clip's spectrogram and waveform peaks; then the page's own files."""
+    journal = events.Journal(service)
+    job_id_doc = {404: {"description": "Unknown job"}}
+    pictures_doc = {**job_id_doc, 409: {"description": "No audio (yet)"}}
+
+    @app.get(
+        "/v1/events",
+        summary="Every job's changes as server-sent events",
+        description=(
+            '`event: jobs` first, `{"jobs": [...]}` as `GET /v1/jobs` gives it; then '
+            "`event: job` with a job's view (a new job, or its status or progress changed; the "
+            'latest state) and `event: deleted` with `{"id"}`. `Last-Event-ID` resumes '
+            "after that event (a list again when it is from an earlier run or too old). The "
+            "stream ends only when the server stops."
+        ),
+        responses={200: {"content": {"text/event-stream": {}}}},
+    )
+    def all_events(request: Request) -> Response:
+        after = journal.parse(request.headers.get("last-event-id"))
+        return _Streaming(
+            events.all_events(service, journal, after),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    @app.get(
+        "/v1/jobs/{job_id}/spectrogram.png",
+        summary="The clip's mel spectrogram (PNG, 720 x 160, 0 to 8 kHz)",
+        description="Drawn from the clip the first time it is asked for, then kept with it.",
+        responses={**pictures_doc, 200: {"content": {"image/png": {}}}},
+    )
+    def spectrogram(job_id: str) -> FileResponse:
+        return FileResponse(service.spectrogram(job_id), media_type="image/png")
+
+    @app.get(
+        "/v1/jobs/{job_id}/peaks",
+        summary="The clip's waveform: its duration and (min, max) peaks of the mono mix",
+        description=(
+            '`{"duration": SECONDS, "sample_rate": HZ, "peaks": [[MIN, MAX], ...]}`, up to '
+            "1000 pairs spread evenly over the clip, in its seconds as the editing commands "
+            "read it (a repaint region chosen on them is the region changed)."
+        ),
+        responses={**pictures_doc, 200: {"content": {"application/json": {}}}},
+    )
+    def peaks(job_id: str) -> FileResponse:
+        return FileResponse(service.peaks(job_id), media_type="application/json")
+
+    add_page(app)
 
 
 def _document(app: FastAPI) -> None:

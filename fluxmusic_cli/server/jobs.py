@@ -311,6 +311,7 @@ def request_schema() -> dict[str, Any]:
 
 def _schema(f: Field) -> dict[str, Any]:
     default = f.default.value if isinstance(f.default, Enum) else f.default
+    choices = [m.value for m in type(f.default)] if isinstance(f.default, Enum) else None
     if f.multiple:
         return {"type": "array", "items": {"type": "string"}}
     if f.is_flag:
@@ -319,4 +320,6 @@ def _schema(f: Field) -> dict[str, Any]:
     out: dict[str, Any] = {"type": kind} if kind else {}
     if default is not None:
         out["default"] = default
+    if choices:
+        out["enum"] = choices
     return out

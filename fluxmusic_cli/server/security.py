@@ -9,7 +9,8 @@
    site, or whose `Sec-Fetch-Site` says it came from one, is refused (403), unless its origin
    is a `--cors-origin`.
 4. Who: `Authorization: Bearer TOKEN` (compared in constant time), or the session cookie a
-   one-time login link sets; else 401. Only `/v1/health` and the login link need neither.
+   one-time login link sets; else 401. Only `/v1/health`, the login link and the page's own
+   files (`/` and its scripts and styles, which hold no data) need neither.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from fluxmusic_cli.server.config import ServerConfig
+from fluxmusic_cli.server.page import PATHS as PAGE_PATHS
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -30,7 +32,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 COOKIE = "fluxmusic_session"
-OPEN_PATHS = ("/v1/health", "/login")
+OPEN_PATHS = ("/v1/health", "/login", *PAGE_PATHS)
 STATE_CHANGING = ("POST", "PUT", "DELETE", "PATCH")
 CORS_METHODS = "GET, POST, PUT, DELETE"
 CORS_HEADERS = "Authorization, Content-Type, Last-Event-ID, Range"

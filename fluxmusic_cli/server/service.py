@@ -203,6 +203,24 @@ class JobService:
             raise NoAudio(f"Job {job_id} kept no latent (submit it with save_latent).")
         return self._own_file(path, job_id)
 
+    def spectrogram(self, job_id: str) -> Path:
+        """The PNG of a succeeded job's mel spectrogram (drawn the first time, then kept)."""
+        return self._own_file(self._pictures(job_id).spectrogram, job_id)
+
+    def peaks(self, job_id: str) -> Path:
+        """The JSON of a succeeded job's waveform peaks and duration (drawn once, then kept)."""
+        return self._own_file(self._pictures(job_id).peaks, job_id)
+
+    def _pictures(self, job_id: str):
+        from fluxmusic_cli.server import pictures
+
+        audio, _ = self.audio(job_id)
+        made = pictures.ensure(audio)
+        if self.find(job_id) is None:  # deleted while they were drawn: they go too
+            self._remove_files(job_id)
+            raise UnknownJob(f"No job {job_id!r} on this server.")
+        return made
+
     @staticmethod
     def _own_file(path: Path, job_id: str) -> Path:
         """A file the server wrote, refused when it was replaced by a link or removed."""

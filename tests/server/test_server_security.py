@@ -58,6 +58,7 @@ def routes(job_id: str) -> list[tuple[str, str]]:
         ("GET", "/v1/jobs"), ("POST", "/v1/jobs"), ("GET", f"/v1/jobs/{job_id}"),
         ("GET", f"/v1/jobs/{job_id}/events"), ("GET", f"/v1/jobs/{job_id}/audio"),
         ("GET", f"/v1/jobs/{job_id}/latent"), ("DELETE", f"/v1/jobs/{job_id}"),
+        ("GET", f"/v1/jobs/{job_id}/spectrogram.png"), ("GET", f"/v1/jobs/{job_id}/peaks"),
         ("PUT", "/v1/uploads"), ("GET", "/v1/engine"), ("GET", "/v1/openapi.json"),
         ("POST", "/v1/login-links"), ("GET", "/no/such/route"),
     ]  # fmt: skip
