@@ -12,13 +12,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from fluxmusic_cli.cli.option_group import EngineGroup, Shared
 from fluxmusic_cli.errors import UsageError
 from fluxmusic_cli.metadata import GenerationRecord
+
+if TYPE_CHECKING:
+    from fluxmusic_cli.client.api import ServerAPI
+    from fluxmusic_cli.client.service import Progress, RemoteRunService
+    from fluxmusic_cli.engine.requests import EditSource
 
 # Engine options compared with the server's: EngineGroup field -> (flag, GET /v1/engine key).
 # --encoders is a job's own (sent with it); --token and --yes mean nothing to a server.
@@ -45,7 +50,7 @@ class Remote:
     """A server the command's clips go to: its API, the engine it runs, the options the user
     gave, and the recordings it already has or will be sent."""
 
-    api: Any  # client.api.ServerAPI
+    api: ServerAPI
     engine: dict[str, Any]  # GET /v1/engine
     given: frozenset[str]
     inputs: dict[str, str] = field(default_factory=dict)  # sha256 -> "job:ID"
@@ -69,7 +74,7 @@ class Remote:
     def conditioning(self) -> str:
         return str(self.engine["options"].get("conditioning", ""))
 
-    def service(self, progress=None, *, window: int = 1):
+    def service(self, progress: Progress | None = None, *, window: int = 1) -> RemoteRunService:
         """The run service's twin for this server (`window` jobs queued at a time)."""
         from fluxmusic_cli.client.service import RemoteRunService
 
@@ -83,7 +88,9 @@ class Remote:
             recordings=self.recordings,
         )
 
-    def edit_source(self, source, notes: list[str], data: bytes | None = None):
+    def edit_source(
+        self, source: EditSource, notes: list[str], data: bytes | None = None
+    ) -> EditSource:
         """The recording an edit sends (`data`: its bytes when it came on stdin). Its latent
         sidecar counts only when the server made the clip and keeps that latent (the job then
         starts from it, as a local edit does); otherwise the server re-encodes the audio, and

@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fluxmusic_cli.client.api import QueueFull, ServerAPI
 from fluxmusic_cli.client.jobs import job_body
@@ -32,6 +32,10 @@ from fluxmusic_cli.runs.events import (
     Summary,
 )
 from fluxmusic_cli.runs.plan import Failure, Item
+
+if TYPE_CHECKING:
+    from fluxmusic_cli.engine.requests import EditSource
+    from fluxmusic_cli.metadata import GenerationRecord
 
 Progress = Callable[[Any], None]  # takes the engine's ProgressEvent
 
@@ -179,7 +183,7 @@ class _RemoteRun:
             self.service.progress(ProgressEvent("denoise", step, steps))
 
 
-def _record(view: dict[str, Any], item: Item, url: str, job_id: str):
+def _record(view: dict[str, Any], item: Item, url: str, job_id: str) -> GenerationRecord:
     """The job's record as this machine keeps it: where the server is and which job made it,
     and an edit's input as the command named it (the writer adds where the clip went)."""
     from fluxmusic_cli.metadata import GenerationRecord
@@ -199,7 +203,7 @@ def _record(view: dict[str, Any], item: Item, url: str, job_id: str):
     return replace(record, extra=extra)
 
 
-def _read_again(source) -> bytes:
+def _read_again(source: EditSource) -> bytes:
     """The recording's file, read again to upload it: the bytes that were checked, or refused."""
     try:
         data = Path(source.path).read_bytes()
@@ -210,7 +214,7 @@ def _read_again(source) -> bytes:
     return data
 
 
-def server_copy(api: ServerAPI, source) -> str | None:
+def server_copy(api: ServerAPI, source: EditSource) -> str | None:
     """ "job:ID" when `source` is a clip the server at `api` made and keeps with the same
     latent as the sidecar beside it here (its record names the job; the latents are the same
     bytes), so an edit there starts from that latent as it does here; else None."""

@@ -60,6 +60,7 @@ def test_many_clients_lose_and_duplicate_nothing(many):
     assert many["succeeded_and_checked"] == many["distinct_outputs"] == many["listed_once"] == 6
     assert 0 < many["latency_s"]["p50"] <= many["latency_s"]["p95"] <= many["latency_s"]["max"]
     assert many["server_rss_mb"]["after_early"] > 0 and many["server_rss_mb"]["after_all"] > 0
+    assert many["warm_up_status"] == "succeeded"
 
 
 def test_the_summary_names_the_ratio_and_the_checks(bench, warm, many):

@@ -47,10 +47,11 @@ def client(served, tmp_path):
     env = server_env(tmp_path / "client-home")
     env["XDG_DATA_HOME"] = str(served.data_dir.parent.parent)
 
-    def run(*args: str, extra: dict[str, str] | None = None, server: bool = True):
+    def run(*args: str, extra: dict[str, str] | None = None, server: bool = True,
+            text: bool = True):  # fmt: skip
         flags = ["--server", served.url] if server else []
         return subprocess.run(
-            [str(FLUXMUSIC), *args, *flags], cwd=tmp_path, capture_output=True, text=True,
+            [str(FLUXMUSIC), *args, *flags], cwd=tmp_path, capture_output=True, text=text,
             env={**env, **(extra or {})}, timeout=CLIENT_S,
         )  # fmt: skip
 
@@ -90,6 +91,15 @@ def test_generate_as_a_client_writes_the_local_samples_and_adds_one_job(
     assert again.returncode == 0, again.stderr
     assert len(_jobs(served)) == before + 2
     assert np.array_equal(samples(tmp_path / "again.wav"), samples(tmp_path / "local.wav"))
+
+
+def test_a_clip_to_stdout_as_a_client_has_the_local_samples(client, tiny_bundle, run_cli, tmp_path):
+    done = client("generate", *GEN, "-o", "-", text=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout[:4] == b"RIFF"
+    _local(run_cli, tiny_bundle, "generate", *GEN, "-o", str(tmp_path / "local.wav"))
+    assert np.array_equal(samples(done.stdout), samples(tmp_path / "local.wav"))
+    assert [p.name for p in tmp_path.glob("*.json")] == ["local.json"]  # none for stdout
 
 
 def test_only_the_options_given_are_sent_and_the_server_fills_in_the_rest(served, client):
