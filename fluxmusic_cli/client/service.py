@@ -173,7 +173,8 @@ class _RemoteRun:
         return (latent_note(f"{ref.removeprefix('job:')}.latent.safetensors"),)
 
     def _progress(self, view: dict[str, Any]) -> None:
-        if self.service.progress is None or view.get("status") != "running":
+        """The job's denoising steps as the engine's progress events (a finished job's last)."""
+        if self.service.progress is None or view.get("status") not in ("running", "succeeded"):
             return
         progress = view.get("progress") or {}
         step, steps = progress.get("step"), progress.get("steps")

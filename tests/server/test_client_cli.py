@@ -102,6 +102,25 @@ def test_a_clip_to_stdout_as_a_client_has_the_local_samples(client, tiny_bundle,
     assert [p.name for p in tmp_path.glob("*.json")] == ["local.json"]  # none for stdout
 
 
+def test_the_run_services_twin_tells_the_same_events_and_the_jobs_progress(served, tmp_path):
+    from fluxmusic_cli.client.api import ServerAPI
+    from fluxmusic_cli.client.service import RemoteRunService
+    from fluxmusic_cli.engine.requests import GenerateSettings
+    from fluxmusic_cli.runs.plan import Item
+
+    settings = GenerateSettings(steps=3, duration=0.32)
+    items = [Item(index=k, name=f"c{k}", prompt=f"clip {k}", seed=k, settings=settings,
+                  path=tmp_path / f"c{k}.wav") for k in range(2)]  # fmt: skip
+    events, progress = [], []
+    service = RemoteRunService(ServerAPI(served.url, served.token), progress=progress.append,
+                               window=2)  # fmt: skip
+    summary = service.run(items, events.append)
+    assert [e.kind for e in events] == ["item_started"] * 2 + ["item_done"] * 2
+    assert [e.written.path for e in summary.done] == [i.path for i in items]
+    assert all(i.path.is_file() and i.path.with_suffix(".json").is_file() for i in items)
+    assert {(e.stage, e.completed, e.total) for e in progress} >= {("denoise", 3, 3)}
+
+
 def test_only_the_options_given_are_sent_and_the_server_fills_in_the_rest(served, client):
     done = client("generate", "quiet strings", "--steps", "2", "--duration", "0.5",
                   "--guidance", "7", "-o", "x.wav", "--json")  # fmt: skip
