@@ -7,6 +7,8 @@
 (opt-in) times attention kernels at every head size; `--only roofline` (opt-in) times guided
 steps of small and base against the matmul roofline, with both bf16 attention paths;
 `--only t5-8bit` (opt-in) times T5-XXL layers in bf16 against 8-bit torchao/quanto weights.
+`--only serve` (opt-in) compares a cold `generate` with a request to a warm server (fixed
+cost per clip) and sends 100 jobs from 10 concurrent clients to a server on the tiny bundle.
 `--only longform` (opt-in) compares 30 s and 60 s long-form windows with one long window and
 checks the 5-minute memory target. `--only help` (opt-in) times `fluxmusic --help` alone
 (what `startup` reports first, without the full-size first step). `--only compile` (opt-in)
@@ -52,6 +54,7 @@ MODULES = {
     "attention": "attention",
     "roofline": "roofline",
     "t5-8bit": "t5quant",
+    "serve": "serve",
     **{p: "peers" for p in PEERS},
 }
 

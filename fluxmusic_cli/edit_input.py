@@ -25,10 +25,7 @@ def load_source(path: str, data: bytes | None = None) -> tuple[Any, list[str]]:
         latent, why = latents.read_latent(Path(path), rec.sha256)
         if latent is not None:
             latent_file = str(latents.sidecar_path(Path(path)))
-            notes.append(
-                f"starting from the exact latent in {latents.sidecar_path(Path(path)).name} "
-                "(no VAE round trip)"
-            )
+            notes.append(latent_note(latents.sidecar_path(Path(path)).name))
         elif why:
             notes.append(f"re-encoding the audio: {why}")
     source = EditSource(
@@ -41,6 +38,11 @@ def load_source(path: str, data: bytes | None = None) -> tuple[Any, list[str]]:
         latent_file=latent_file,
     )
     return source, notes
+
+
+def latent_note(sidecar: str) -> str:
+    """What an edit says when it starts from the latent in the file named `sidecar`."""
+    return f"starting from the exact latent in {sidecar} (no VAE round trip)"
 
 
 def input_record(path: str, data: bytes | None = None) -> dict[str, Any] | None:

@@ -77,6 +77,13 @@ class PartialFailure(FluxMusicError):
     exit_code = 6
 
 
+class ServerError(FluxMusicError):
+    """The server a command was sent to (`--server`, FLUXMUSIC_HOST) could not be reached,
+    did not accept the token or the host name, was full, or failed the job."""
+
+    exit_code = 7
+
+
 class Cancelled(FluxMusicError):
     """A run was asked to stop (a server job cancelled, or the server stopping); it stops at
     its next denoising step and writes nothing."""

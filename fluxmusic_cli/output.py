@@ -257,42 +257,77 @@ class ClipWriter:
             clip, sample_rate=self.sample_rate, peak_normalize=self.peak_normalize
         )
         if path is None:
-            if self.stdout is None:
-                raise ValueError("ClipWriter has no stdout to write to.")
-            record = replace(record, output="-", format="wav")
-            self.stdout(audio.write_wav_bytes(samples, self.sample_rate, tags=record.tags()))
-            return WrittenClip(path=None, record=record, warnings=warnings)
+            data = audio.write_wav_bytes(samples, self.sample_rate, tags=record.tags())
+            return self._to_stdout(data, record, warnings)
         path = Path(path)
-        if not self.overwrite:
-            refuse_existing(path, save_latent=self.save_latent)
+        self._check_free(path)
         latent = clip.latent if self.save_latent else None
-        record = replace(
-            record,
-            output=str(path.resolve()),
-            format=path.suffix.lower().lstrip("."),
-            latent_file=latents.sidecar_path(path).name if latent is not None else None,
-        )
-        write_pair(path, samples, self.sample_rate, record, latent=latent)
+        record = _placed(record, path, latent=latent is not None)
+        data = audio.encode(samples, self.sample_rate, record.format, record.tags())
+        if latent is not None:
+            import hashlib
+
+            latent = latents.latent_bytes(latent, hashlib.sha256(data).hexdigest())
+        _write_together(path, data, record, latent)
         return WrittenClip(path=path, record=record, warnings=warnings)
 
+    def write_encoded(
+        self,
+        data: bytes,
+        record: metadata.GenerationRecord,
+        path: Path | None,
+        *,
+        latent: bytes | None = None,
+        warnings: Sequence[str] = (),
+    ) -> WrittenClip:
+        """Write a clip encoded elsewhere (a server's job: the audio file's bytes in the format
+        of `path`, its record, its latent sidecar's bytes) by the rule of `write`: to `stdout`
+        when `path` is None (`data` then a WAV file); else never over a file that appeared
+        since the target was checked (without `overwrite`), and the audio, its record and, with
+        `save_latent`, its latent all or none."""
+        if path is None:
+            return self._to_stdout(data, record, list(warnings))
+        path = Path(path)
+        self._check_free(path)
+        latent = latent if self.save_latent else None
+        record = _placed(record, path, latent=latent is not None)
+        _write_together(path, data, record, latent)
+        return WrittenClip(path=path, record=record, warnings=list(warnings))
 
-def write_pair(
-    path: Path,
-    samples: Any,
-    sample_rate: int,
-    record: metadata.GenerationRecord,
-    *,
-    latent: Any = None,
+    def _to_stdout(
+        self, data: bytes, record: metadata.GenerationRecord, warnings: list[str]
+    ) -> WrittenClip:
+        if self.stdout is None:
+            raise ValueError("ClipWriter has no stdout to write to.")
+        record = replace(record, output="-", format="wav", latent_file=None)
+        self.stdout(data)
+        return WrittenClip(path=None, record=record, warnings=warnings)
+
+    def _check_free(self, path: Path) -> None:
+        if not self.overwrite:
+            refuse_existing(path, save_latent=self.save_latent)
+
+
+def _placed(
+    record: metadata.GenerationRecord, path: Path, *, latent: bool
+) -> metadata.GenerationRecord:
+    """`record` as written to `path`: where, in which format, and its latent sidecar's name."""
+    return replace(
+        record,
+        output=str(path.resolve()),
+        format=path.suffix.lower().lstrip("."),
+        latent_file=latents.sidecar_path(path).name if latent else None,
+    )
+
+
+def _write_together(
+    path: Path, data: bytes, record: metadata.GenerationRecord, latent: bytes | None
 ) -> None:
-    """The audio file and its record (and latent sidecar), all or none (a full disk or Ctrl-C
-    leaves none)."""
-    import hashlib
-
+    """The audio file, its record and its latent sidecar, all or none (a full disk or Ctrl-C
+    leaves none), the record first."""
     from fluxmusic_cli import atomic
 
-    data = audio.encode(samples, sample_rate, path.suffix.lower().lstrip("."), record.tags())
     files = [(metadata.sidecar_path(path), metadata.sidecar_bytes(record))]
     if latent is not None:
-        digest = hashlib.sha256(data).hexdigest()
-        files.append((latents.sidecar_path(path), latents.latent_bytes(latent, digest)))
+        files.append((latents.sidecar_path(path), latent))
     atomic.write_together([*files, (path, data)])

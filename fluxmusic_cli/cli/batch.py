@@ -36,6 +36,8 @@ Finished clips are listed in OUT_DIR/manifest.jsonl and skipped next time.
   fluxmusic batch musiccaps.csv -o mc/ --batch-size 8 --json > events.jsonl
 
   fluxmusic batch captions.csv -o out/ --shard 0/4   # 1/4, 2/4, 3/4 elsewhere
+
+  fluxmusic batch cues.txt -o cues/ --server http://127.0.0.1:8677
 """
 
 
@@ -85,10 +87,12 @@ def register(app: typer.Typer) -> None:
     "length",
     "engine",
     "output",
+    "client",
     seed=(BatchSeed, 0),
     json_out=(opt.JsonLines, False),
 )
 def batch(
+    ctx: typer.Context,
     prompts_file: Annotated[
         str,
         typer.Argument(
@@ -103,12 +107,14 @@ def batch(
     *,
     shared: Shared,
 ) -> None:
+    from fluxmusic_cli.cli.remote import connect
     from fluxmusic_cli.engine.requests import GenerateSettings
     from fluxmusic_cli.engine.sampling import latent_length
     from fluxmusic_cli.prompts import read_prompts
     from fluxmusic_cli.runs.plan import Settings, parse_shard, plan_batch
 
     latent_length(shared.length.duration)  # a bad --duration is refused before anything is read
+    remote, shared = connect(ctx, shared)
     table = read_prompts(
         prompts_file, fmt=None if input_format is InputFormat.auto else input_format.value
     )
@@ -120,4 +126,6 @@ def batch(
     )
     plan = plan_batch(table, output, settings, parse_shard(shard) if shard else None)
     engine_options = shared.engine.engine_options()
-    run_plan(plan, settings, engine_options, shared, batch_size=batch_size, label="rows")
+    run_plan(
+        plan, settings, engine_options, shared, batch_size=batch_size, label="rows", remote=remote
+    )

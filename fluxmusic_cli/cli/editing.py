@@ -1,6 +1,7 @@
 """What `remix`, `repaint`, `extend` and `loop` share: reading INPUT (a file or stdin), the
 prompt from INPUT's record when none is given, replaying a record, checking everything before
-a model loads, running the edit and writing the result."""
+a model loads, running the edit (here or on a server, which gets the recording uploaded) and
+writing the result."""
 
 from __future__ import annotations
 
@@ -67,9 +68,10 @@ class EditCall:
 
 def run_edit(ctx: typer.Context, call: EditCall, shared: Shared) -> None:
     """Run one edit end to end."""
+    from fluxmusic_cli.cli.remote import connect
     from fluxmusic_cli.edit_input import load_source
 
-    options, prompt, replayed_input = call.options, call.prompt, None
+    options, prompt, replayed_input, record = call.options, call.prompt, None, None
     if call.from_record is not None:
         from fluxmusic_cli.cli.replay import replay_record
 
@@ -78,6 +80,7 @@ def run_edit(ctx: typer.Context, call: EditCall, shared: Shared) -> None:
         )
         replayed_input = _recorded_input(record).get("path")
         prompt = prompt if prompt is not None else record.prompt
+    remote, shared = connect(ctx, shared, record)
     input_path = call.input_path or replayed_input
     if input_path is None:
         raise UsageError("Give INPUT, the recording to work on.")
@@ -98,6 +101,8 @@ def run_edit(ctx: typer.Context, call: EditCall, shared: Shared) -> None:
     if prompt is None:
         prompt = _prompt_of_input(input_path, data)
         notes.append(f'using the prompt of {_shown(input_path)}\'s record: "{_quote(prompt)}"')
+    if remote is not None:  # the recording goes to the server (its latent only if it has it)
+        source = remote.edit_source(source, notes, data)
     seed = shared.sampling.seed
     seed = seed if seed is not None else secrets.randbelow(2**31)
 
@@ -130,7 +135,7 @@ def run_edit(ctx: typer.Context, call: EditCall, shared: Shared) -> None:
     if not out.quiet:
         for note in notes:
             info(note)
-    run_clips(engine_options, [item], shared)
+    run_clips(engine_options, [item], shared, remote)
 
 
 def _prompt_of_input(input_path: str, data: bytes | None) -> str:

@@ -31,7 +31,7 @@ def register(app: typer.Typer) -> None:
     app.command("extend", help=HELP, no_args_is_help=True)(extend)
 
 
-@shared_options("sampling", "engine", "output")
+@shared_options("sampling", "engine", "output", "client")
 def extend(
     ctx: typer.Context,
     input_path: opt.InputAudio = None,

@@ -14,6 +14,7 @@ from fluxmusic_cli.cli import options as opt
 from fluxmusic_cli.cli.console import emit_json, refuse_binary_to_terminal, write_stdout
 from fluxmusic_cli.cli.numbers import number_option
 from fluxmusic_cli.cli.option_group import OutputGroup, Shared, shared_options
+from fluxmusic_cli.cli.remote import connect
 from fluxmusic_cli.cli.replay import replay_record
 from fluxmusic_cli.cli.reporting import run_clips
 from fluxmusic_cli.engine.requests import DEFAULT_CONTEXT, DEFAULT_SEAM
@@ -33,6 +34,8 @@ GENERATE_HELP = """Generate music from a text prompt.
   fluxmusic generate "jazz trio" -o - | ffplay -nodisp -
 
   fluxmusic generate --from-record piano.json --steps 100
+
+  fluxmusic generate "ambient pad" --server http://127.0.0.1:8677 -o pad.wav
 """
 
 
@@ -51,7 +54,7 @@ class Shape:
     seam: float | None = DEFAULT_SEAM  # None: chosen to fit the loop
 
 
-@shared_options("sampling", "engine", "output")
+@shared_options("sampling", "engine", "output", "client")
 def generate(
     ctx: typer.Context,
     prompt: Annotated[
@@ -93,9 +96,11 @@ def generate(
     shared: Shared,
 ) -> None:
     shape = Shape(duration=duration, context=context, loop=loop, seam=seam)
+    record = None
     if from_record is not None:
         record, shared, (shape,) = replay_record(ctx, from_record, "generate", shared, shape)
         prompt = prompt if prompt is not None else record.prompt
+    remote, shared = connect(ctx, shared, record)
     prompts = _read_prompts(prompt)
     out = shared.output
     to_stdout = output is not None and str(output) == "-"
@@ -119,7 +124,7 @@ def generate(
     targets = [None] * len(plan) if to_stdout else _targets(plan, output, len(prompts), out)
     writer = out.clip_writer(overwrite=out.force, stdout=write_stdout)
     items = _items(plan, targets, settings, writer)
-    run_clips(engine_options, items, shared)
+    run_clips(engine_options, items, shared, remote)
 
 
 def _items(plan: list[tuple[str, int]], targets: list[Path | None], settings, writer):

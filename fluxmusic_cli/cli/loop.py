@@ -26,7 +26,7 @@ def register(app: typer.Typer) -> None:
     app.command("loop", help=HELP, no_args_is_help=True)(loop)
 
 
-@shared_options("sampling", "engine", "output")
+@shared_options("sampling", "engine", "output", "client")
 def loop(
     ctx: typer.Context,
     input_path: opt.InputAudio = None,

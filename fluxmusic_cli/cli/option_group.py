@@ -175,11 +175,20 @@ class OutputGroup:
         )
 
 
+@dataclass(frozen=True)
+class ClientGroup:
+    """Where the clips are made: here, or on a `fluxmusic serve` (cli/remote.py)."""
+
+    server: str | None = option(opt.ServerOpt, None)
+    local: bool = option(opt.LocalOpt, False)
+
+
 GROUP_TYPES: dict[str, type] = {
     "engine": EngineGroup,
     "sampling": SamplingGroup,
     "length": LengthGroup,
     "output": OutputGroup,
+    "client": ClientGroup,
 }
 
 
@@ -213,6 +222,7 @@ class Shared:
     sampling: SamplingGroup = field(default_factory=SamplingGroup)
     length: LengthGroup = field(default_factory=LengthGroup)
     output: OutputGroup = field(default_factory=OutputGroup)
+    client: ClientGroup = field(default_factory=ClientGroup)
 
     @classmethod
     def of(cls, values: dict[str, Any]) -> Shared:
@@ -240,7 +250,8 @@ class Shared:
 
 
 def shared_options(*groups: str, **changes: tuple[Any, Any] | None):
-    """Add the options of `groups` ("sampling", "length", "engine", "output") to a command.
+    """Add the options of `groups` ("sampling", "length", "engine", "output", "client") to a
+    command.
 
     `changes` fit the groups to one command: NAME=(annotation, default) declares that option
     otherwise, in its place; NAME=None leaves it out (for a command without it, or with its

@@ -418,6 +418,35 @@ EditOutput = Annotated[
 ]
 
 
+# -- where the clips are made: here, or on a server (cli/remote.py) -------------------------
+
+SERVER = "Server"
+HOST_ENV = "FLUXMUSIC_HOST"
+
+ServerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--server",
+        envvar=HOST_ENV,
+        metavar="URL",
+        help="Make the clips on the `fluxmusic serve` at URL (default: $FLUXMUSIC_HOST) and "
+        "write them here; nothing loads on this machine. The token comes from "
+        "$FLUXMUSIC_TOKEN or the server's server.json.",
+        rich_help_panel=SERVER,
+        show_default=False,
+        show_envvar=False,
+    ),
+]
+LocalOpt = Annotated[
+    bool,
+    typer.Option(
+        "--local",
+        help="Make the clips here, even when $FLUXMUSIC_HOST names a server.",
+        rich_help_panel=SERVER,
+    ),
+]
+
+
 # -- commands that write a folder of clips (batch, vary) ------------------------------------
 
 

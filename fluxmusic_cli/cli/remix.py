@@ -29,7 +29,7 @@ def register(app: typer.Typer) -> None:
     app.command("remix", help=HELP, no_args_is_help=True)(remix)
 
 
-@shared_options("sampling", "engine", "output")
+@shared_options("sampling", "engine", "output", "client")
 def remix(
     ctx: typer.Context,
     input_path: opt.InputAudio = None,

@@ -28,7 +28,7 @@ def register(app: typer.Typer) -> None:
     app.command("repaint", help=HELP, no_args_is_help=True)(repaint)
 
 
-@shared_options("sampling", "engine", "output")
+@shared_options("sampling", "engine", "output", "client")
 def repaint(
     ctx: typer.Context,
     input_path: opt.InputAudio = None,

@@ -63,3 +63,14 @@ def _checked(ctx: typer.Context, param: Any, value: Any) -> Any:
 def _at_default(ctx: typer.Context, name: str) -> bool:
     source = ctx.get_parameter_source(name)
     return source is None or source.name in ("DEFAULT", "DEFAULT_MAP")
+
+
+def given_options(ctx: typer.Context, record: GenerationRecord | None = None) -> frozenset[str]:
+    """The options the user gave, by parameter name: typed (or set by an environment
+    variable), and with `record` the ones its replay filled (those left at their default)."""
+    params = [p.name for p in ctx.command.params if p.name]
+    typed = {name for name in params if not _at_default(ctx, name)}
+    replayed: set[str] = set()
+    if record is not None:
+        replayed = {k for k in record.replay_options() if k in params and _at_default(ctx, k)}
+    return frozenset(typed | replayed)

@@ -4,22 +4,27 @@ one JSON document on stdout."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from fluxmusic_cli.cli.console import emit_json, err, warn
 from fluxmusic_cli.cli.option_group import Shared
 from fluxmusic_cli.engine.requests import EngineOptions
 
-# Clips per engine call of `generate`: each call's clips are written as soon as it is decoded.
+if TYPE_CHECKING:
+    from fluxmusic_cli.cli.remote import Remote
+
+# Clips per engine call of `generate`: each call's clips are written as soon as it is decoded
+# (on a server: jobs queued at a time).
 CHUNK = 4
 
 
-def run_clips(engine_options: EngineOptions, items: Sequence, shared: Shared) -> None:
-    """Make `items` (generate's clips, or one edit) with progress bars on stderr, stop at the
-    first that fails (with its error), and report what was written."""
+def run_clips(
+    engine_options: EngineOptions, items: Sequence, shared: Shared, remote: Remote | None = None
+) -> None:
+    """Make `items` (generate's clips, or one edit) here or on `remote`, with progress bars on
+    stderr, stop at the first that fails (with its error), and report what was written."""
     from fluxmusic_cli.cli.progress import step_bars
-    from fluxmusic_cli.cli.setup import make_engine
     from fluxmusic_cli.runs.events import ItemDone, ItemFailed
-    from fluxmusic_cli.runs.service import RunService
 
     out = shared.output
     written = []
@@ -31,8 +36,17 @@ def run_clips(engine_options: EngineOptions, items: Sequence, shared: Shared) ->
             written.append(event.written)
 
     with step_bars(out.quiet) as bars:
-        engine = make_engine(engine_options, progress=bars, yes=shared.engine.yes, quiet=out.quiet)
-        summary = RunService(engine, batch_size=CHUNK).run(items, on_event)
+        if remote is not None:
+            service = remote.service(bars, window=CHUNK)
+        else:
+            from fluxmusic_cli.cli.setup import make_engine
+            from fluxmusic_cli.runs.service import RunService
+
+            engine = make_engine(
+                engine_options, progress=bars, yes=shared.engine.yes, quiet=out.quiet
+            )
+            service = RunService(engine, batch_size=CHUNK)
+        summary = service.run(items, on_event)
     warnings = summary.warnings + [f"{w.shown}: {x}" for w in written for x in w.warnings]
     report_clips(written, warnings, json_out=out.json_out, quiet=out.quiet)
 

@@ -3,25 +3,36 @@ the closing summary table."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from fluxmusic_cli.cli.console import emit_json_line, err, warn
 from fluxmusic_cli.cli.option_group import Shared
 from fluxmusic_cli.engine.requests import EngineOptions
 from fluxmusic_cli.errors import PartialFailure
 
+if TYPE_CHECKING:
+    from fluxmusic_cli.cli.remote import Remote
+
 
 def run_plan(
-    plan, settings, engine_options: EngineOptions, shared: Shared, *, batch_size: int, label: str
+    plan,
+    settings,
+    engine_options: EngineOptions,
+    shared: Shared,
+    *,
+    batch_size: int,
+    label: str,
+    remote: Remote | None = None,
 ):
-    """Run a folder plan with progress on stderr (or JSON events on stdout) and a closing
-    summary. Returns the summary; raises PartialFailure when any item failed."""
+    """Run a folder plan here or on `remote`, with progress on stderr (or JSON events on
+    stdout) and a closing summary. Returns the summary; raises PartialFailure when any item
+    failed. On a server, `batch_size` jobs are queued at a time."""
     import dataclasses
 
     from fluxmusic_cli.cli.progress import step_bars
-    from fluxmusic_cli.cli.setup import make_engine
     from fluxmusic_cli.manifest import check_ours
     from fluxmusic_cli.output import check_encodable
     from fluxmusic_cli.runs.folder import FolderRun
-    from fluxmusic_cli.runs.service import RunService
 
     out = shared.output
     # Refused before any model loads.
@@ -32,13 +43,22 @@ def run_plan(
     engine_options = dataclasses.replace(engine_options, forward_batch=batch_size)
     quiet = out.quiet or out.json_out
     with step_bars(quiet) as bars:
-        engine = make_engine(engine_options, progress=bars, yes=shared.engine.yes, quiet=quiet)
+        if remote is not None:
+            service, identity = remote.service(bars, window=batch_size), remote.identity
+        else:
+            from fluxmusic_cli.cli.setup import make_engine
+            from fluxmusic_cli.runs.folder import engine_identity
+            from fluxmusic_cli.runs.service import RunService
+
+            engine = make_engine(engine_options, progress=bars, yes=shared.engine.yes, quiet=quiet)
+            service = RunService(engine, batch_size=batch_size)
+            identity = engine_identity(engine)
         report = _Reporter(bars, json_out=out.json_out, quiet=out.quiet)
-        folder = FolderRun(engine, plan, force=out.force)
+        folder = FolderRun(identity, plan, force=out.force)
         try:
             todo = folder.prepare(report).todo
             report.start(len(todo))
-            summary = folder.run(RunService(engine, batch_size=batch_size), todo, report)
+            summary = folder.run(service, todo, report)
         except KeyboardInterrupt:
             if out.json_out:
                 emit_json_line({**folder.summary.to_json(plan), "interrupted": True})

@@ -28,6 +28,8 @@ player and a mel spectrogram; works offline) and grid.png (all spectrograms, lab
   fluxmusic vary "jazz trio" -o steps/ --steps 10,25,50 --guidance 3.5
 
   fluxmusic vary "string quartet" -o remixes/ --input demo.wav --strength 0.3,0.6,0.9
+
+  fluxmusic vary "warm lo-fi piano" -o grid/ --server http://127.0.0.1:8677
 """
 
 Seeds = Annotated[
@@ -100,6 +102,7 @@ def register(app: typer.Typer) -> None:
     "length",
     "engine",
     "output",
+    "client",
     steps=None,
     guidance=None,
     seed=None,
@@ -124,6 +127,7 @@ def vary(
     *,
     shared: Shared,
 ) -> None:
+    from fluxmusic_cli.cli.remote import connect
     from fluxmusic_cli.engine.requests import GenerateSettings
     from fluxmusic_cli.engine.sampling import latent_length
     from fluxmusic_cli.manifest import read_manifest
@@ -138,16 +142,21 @@ def vary(
             "--strength sets the remix strengths of a grid over a recording, so it needs "
             "--input FILE; without one, leave --strength out."
         )
+    remote, shared = connect(ctx, shared)
+    if remote is not None and "encoders" not in remote.given:
+        encoders = remote.encoders  # the server's, as for every command
     source = None
     if input_path is not None:
         from fluxmusic_cli.edit_input import load_source
 
         if input_path == "-":
             raise UsageError("vary --input needs a file (the grid reads it once per cell).")
-        source, _ = load_source(input_path)
+        source, notes = load_source(input_path)
         from fluxmusic_cli.engine.audio_in import prepare
 
         prepare(source.samples, name=input_path)  # silent or too short: refused now
+        if remote is not None:  # uploaded once for every cell
+            source = remote.edit_source(source, notes)
     axes = grid.Axes(
         seeds=grid.parse_seeds(seeds),
         guidance=grid.parse_guidance(guidance),
@@ -168,16 +177,18 @@ def vary(
     engine_options = shared.engine.engine_options(encoders=axes.encoders[0])
     failure: PartialFailure | None = None
     try:
-        run_plan(plan, settings, engine_options, shared, batch_size=batch_size, label="clips")
+        run_plan(plan, settings, engine_options, shared, batch_size=batch_size, label="clips",
+                 remote=remote)  # fmt: skip
     except PartialFailure as exc:
         failure = exc  # the page still shows every clip that was made
     engine = shared.engine
+    model = engine.model if remote is None else remote.model
     page_settings = {
-        "model": Path(engine.model).name if Path(engine.model).exists() else engine.model,
+        "model": Path(model).name if Path(model).exists() else model,
         "negative prompt": repr(shared.sampling.negative_prompt),
         "duration": f"{duration:g} s" if source is None else None,
         "remix of": input_path,
-        "conditioning": engine.conditioning,
+        "conditioning": engine.conditioning if remote is None else remote.conditioning,
     }
     index, picture = grid.render_page(
         plan, axes, read_manifest(plan.out_dir), title_settings=page_settings, force=force

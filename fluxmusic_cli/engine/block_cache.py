@@ -32,6 +32,13 @@ def enable(model, threshold: float) -> None:
     model.enable_cache(FirstBlockCacheConfig(threshold=threshold))
 
 
+def disable(model) -> None:
+    """Remove the hook, if a run installed it: a model kept for later runs (a server's) must
+    not make a run without the cache ask for one."""
+    if getattr(model, "_cache_config", None) is not None:
+        model.disable_cache()
+
+
 def cached_velocity(model, velocity: VelocityFn, threshold: float) -> VelocityFn:
     """`velocity` with the first-block cache on `model`, starting from an empty cache."""
     from diffusers.hooks import HookRegistry

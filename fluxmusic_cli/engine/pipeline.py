@@ -162,11 +162,12 @@ class Engine:
     def _velocity(self, model, txt, y, length: int, cache: float | None) -> sampling.VelocityFn:
         """The model bound to its conditioning for one sampling run, through the first-block
         cache when one is asked for (a fresh cache each run)."""
-        velocity = sampling.model_velocity(model, txt, y, length=length)
-        if cache is None:
-            return velocity
         from fluxmusic_cli.engine import block_cache
 
+        velocity = sampling.model_velocity(model, txt, y, length=length)
+        if cache is None:
+            block_cache.disable(model)  # a run before may have installed it
+            return velocity
         return block_cache.cached_velocity(model, velocity, cache)
 
     def _window_sampler(

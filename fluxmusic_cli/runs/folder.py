@@ -237,10 +237,12 @@ class FolderLock:
 
 class FolderRun:
     """A plan's run into its folder: holds the folder's lock, skips finished items, and lists
-    each written clip in the manifest before the clip counts as done."""
+    each written clip in the manifest before the clip counts as done. `identity` is the
+    engine's that makes the clips (`engine_identity`, or a server's): a finished clip counts
+    only when its record names the same models."""
 
-    def __init__(self, engine, plan: Plan, *, force: bool = False) -> None:
-        self.engine = engine
+    def __init__(self, identity: dict[str, Any], plan: Plan, *, force: bool = False) -> None:
+        self.identity = identity
         self.plan = plan
         self.force = force
         self.summary = Summary()
@@ -266,7 +268,7 @@ class FolderRun:
         self._lock.acquire()
         remove_leftovers(self.plan)
         manifest.repair(out_dir, force=self.force)
-        sorted_ = sort_items(self.plan, engine_identity(self.engine), force=self.force)
+        sorted_ = sort_items(self.plan, self.identity, force=self.force)
         events: list[RunEvent] = [
             ItemFailed(failure)
             for failure in sorted(self.plan.failures + sorted_.conflicts, key=lambda f: f.row)
@@ -280,8 +282,8 @@ class FolderRun:
         return sorted_
 
     def run(self, service, todo: list[Item], on_event: EventSink | None = None) -> Summary:
-        """Make `todo` through the run service, listing each clip as it is written; the
-        summary counts what `prepare` reported too."""
+        """Make `todo` through the run service (or its twin for a server), listing each clip
+        as it is written; the summary counts what `prepare` reported too."""
         try:
 
             def listed(event: RunEvent) -> None:

@@ -126,7 +126,9 @@ class ServerConfig:
 
     @property
     def server_json(self) -> Path:
-        return self.data_dir / "server.json"
+        from fluxmusic_cli.client.api import SERVER_JSON
+
+        return self.data_dir / SERVER_JSON
 
     @property
     def host_names(self) -> frozenset[str]:
@@ -157,7 +159,8 @@ def network_warning(host: str) -> str | None:
 
 
 def default_data_dir() -> Path:
-    """The platform's user data folder for fluxmusic, `server/` inside it."""
-    from platformdirs import user_data_dir
+    """The platform's user data folder for fluxmusic, `server/` inside it (where clients look
+    for the token, so the one definition is theirs)."""
+    from fluxmusic_cli.client.api import default_data_dir as where
 
-    return Path(user_data_dir("fluxmusic", appauthor=False)) / "server"
+    return where()

@@ -25,8 +25,10 @@ from fluxmusic_cli.formats import SUPPORTED_FORMATS
 COMMANDS: tuple[str, ...] = ("generate", *OPERATIONS)
 EDITS: tuple[str, ...] = OPERATIONS
 # Options with no meaning for a job: where the file goes, how a terminal shows the run,
-# replaying a local record, asking before a download.
-TERMINAL_ONLY = frozenset({"output", "num_outputs", "from_record", "force", "json_out", "quiet"})
+# replaying a local record, asking before a download, which server to send the clips to.
+TERMINAL_ONLY = frozenset(
+    {"output", "num_outputs", "from_record", "force", "json_out", "quiet", "server", "local"}
+)
 # Engine options a clip may choose for itself (the server's value is the default); the rest of
 # the engine group is fixed for the server's life.
 PER_JOB_ENGINE: tuple[str, ...] = ("encoders",)

@@ -198,7 +198,7 @@ def test_each_distinct_prompt_is_encoded_once_and_models_load_once(
     engine = Engine(tiny_bundle.engine_options())
     text = "piano\ndrums\npiano\nflute\ndrums\npiano\n"
     plan = _plan(text, out_dir=tmp_path / "out")
-    runner = FolderRun(engine, plan)
+    runner = FolderRun(folder_runs.engine_identity(engine), plan)
     todo = runner.prepare().todo
     summary = runner.run(RunService(engine, batch_size=2), todo)
     assert len(summary.done) == 6 and not summary.failed
@@ -217,7 +217,7 @@ def test_each_distinct_prompt_is_encoded_once_and_models_load_once(
     # A rerun finds everything finished; a file that shrank since is made again.
     shrunk = plan.items[1]
     shrunk.path.write_bytes(b"RIFF")
-    again = FolderRun(engine, plan).prepare()
+    again = FolderRun(folder_runs.engine_identity(engine), plan).prepare()
     assert [i.name for i in again.todo] == [shrunk.name]
     assert len(again.finished) == 5
 
@@ -225,7 +225,7 @@ def test_each_distinct_prompt_is_encoded_once_and_models_load_once(
 def test_files_made_otherwise_are_conflicts_unless_forced_and_orphans_are_adopted(engine, tmp_path):
     out = tmp_path / "out"
     plan = _plan("alpha\nbeta\n", out_dir=out)
-    runner = FolderRun(engine, plan)
+    runner = FolderRun(folder_runs.engine_identity(engine), plan)
     runner.run(RunService(engine, batch_size=2), runner.prepare().todo)
 
     # The same names asked with another seed: refused without --force, remade with it.
@@ -252,7 +252,7 @@ def test_files_made_otherwise_are_conflicts_unless_forced_and_orphans_are_adopte
 def test_a_folder_written_before_records_had_a_schema_resumes_as_finished(engine, tmp_path):
     out = tmp_path / "out"
     plan = _plan("alpha\nbeta\n", out_dir=out)
-    runner = FolderRun(engine, plan)
+    runner = FolderRun(folder_runs.engine_identity(engine), plan)
     runner.run(RunService(engine), runner.prepare().todo)
     lines = [json.loads(line) for line in (out / manifest.MANIFEST).read_text().splitlines()]
     assert all(line.pop("schema") == 2 for line in lines)
@@ -286,7 +286,7 @@ def test_long_lists_are_encoded_window_by_window_without_encoding_twice(
     monkeypatch.setattr(TextConditioner, "encode", spy)
     monkeypatch.setattr(service, "ENCODE_WINDOW", 2)
     plan = _plan("piano\ndrums\npiano\nflute\ndrums\n", out_dir=tmp_path / "out")
-    runner = FolderRun(engine, plan)
+    runner = FolderRun(folder_runs.engine_identity(engine), plan)
     summary = runner.run(RunService(engine), runner.prepare().todo)
     assert len(summary.done) == 5 and not summary.failed
     # Prompts leave memory after their window: a repeat in a later window is asked for again,
