@@ -192,8 +192,9 @@ def serve(
 
     from fluxmusic_cli.server.main import run_server
 
-    run_server(config, engine_options, check_downloads=check_downloads, say=_say, log=info,
-               warn=warn)  # fmt: skip
+    run_server(
+        config, engine_options, check_downloads=check_downloads, say=_say, log=info, warn=warn
+    )
 
 
 def _say(line: str) -> None:

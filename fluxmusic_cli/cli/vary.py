@@ -177,8 +177,15 @@ def vary(
     engine_options = shared.engine.engine_options(encoders=axes.encoders[0])
     failure: PartialFailure | None = None
     try:
-        run_plan(plan, settings, engine_options, shared, batch_size=batch_size, label="clips",
-                 remote=remote)  # fmt: skip
+        run_plan(
+            plan,
+            settings,
+            engine_options,
+            shared,
+            batch_size=batch_size,
+            label="clips",
+            remote=remote,
+        )
     except PartialFailure as exc:
         failure = exc  # the page still shows every clip that was made
     engine = shared.engine

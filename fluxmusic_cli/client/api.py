@@ -294,9 +294,12 @@ class ServerAPI:
     def upload(self, data: bytes) -> str:
         """PUT /v1/uploads: the recording's id on the server."""
         reply = self.request(
-            "PUT", "/v1/uploads", body=data, timeout=TRANSFER_TIMEOUT_S,
+            "PUT",
+            "/v1/uploads",
+            body=data,
+            timeout=TRANSFER_TIMEOUT_S,
             headers={"Content-Type": "application/octet-stream"},
-        )  # fmt: skip
+        )
         upload_id = self._json(self._checked(reply, ok=(201,)), "an upload").get("id")
         if not isinstance(upload_id, str):
             raise ServerError(f"The server at {self.url} kept an upload without an id.")
@@ -347,8 +350,11 @@ class ServerAPI:
         conn = self._connection(STREAM_TIMEOUT_S)
         try:
             try:
-                conn.request("GET", f"{self._parts.path}{_job(job_id)}/events",
-                             headers=self._headers(headers))  # fmt: skip
+                conn.request(
+                    "GET",
+                    f"{self._parts.path}{_job(job_id)}/events",
+                    headers=self._headers(headers),
+                )
                 resp = conn.getresponse()
             except (OSError, http.client.HTTPException) as exc:
                 raise self._unreachable(exc) from None

@@ -183,9 +183,11 @@ def _routes(app: FastAPI, service: JobService, config: ServerConfig, sessions: S
     def audio(job_id: str) -> FileResponse:
         path, fmt = service.audio(job_id)
         return FileResponse(
-            path, media_type=FORMATS[fmt].mime, filename=f"{job_id}.{fmt}",
+            path,
+            media_type=FORMATS[fmt].mime,
+            filename=f"{job_id}.{fmt}",
             content_disposition_type="inline",
-        )  # fmt: skip
+        )
 
     @app.get(
         "/v1/jobs/{job_id}/latent",
@@ -194,8 +196,9 @@ def _routes(app: FastAPI, service: JobService, config: ServerConfig, sessions: S
     )
     def latent(job_id: str) -> FileResponse:
         path = service.latent(job_id)
-        return FileResponse(path, media_type="application/octet-stream",
-                            filename=f"{job_id}.latent.safetensors")  # fmt: skip
+        return FileResponse(
+            path, media_type="application/octet-stream", filename=f"{job_id}.latent.safetensors"
+        )
 
     @app.delete(
         "/v1/jobs/{job_id}",
@@ -243,10 +246,12 @@ def _routes(app: FastAPI, service: JobService, config: ServerConfig, sessions: S
         session = sessions.redeem(code)
         if session is None:
             return JSONResponse(
-                {"error": "This login link was used already or is not valid; ask the server "
-                 "for a new one (POST /v1/login-links with the token)."},
+                {
+                    "error": "This login link was used already or is not valid; ask the server "
+                    "for a new one (POST /v1/login-links with the token)."
+                },
                 status_code=401,
-            )  # fmt: skip
+            )
         response = RedirectResponse("/", status_code=303)
         response.set_cookie(COOKIE, session, httponly=True, samesite="strict", path="/")
         return response

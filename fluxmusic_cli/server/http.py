@@ -51,9 +51,13 @@ def run(app, sock: socket.socket, on_stop: Callable[[], None]) -> None:
             super().handle_exit(sig, frame)
 
     config = uvicorn.Config(
-        app, lifespan="off", log_level="warning", access_log=False, server_header=False,
+        app,
+        lifespan="off",
+        log_level="warning",
+        access_log=False,
+        server_header=False,
         timeout_graceful_shutdown=GRACE_S,
-    )  # fmt: skip
+    )
     server = Server(config)
     # Ours before and after uvicorn's own: a signal it raises again once stopped lands here.
     saved = {sig: signal.signal(sig, server.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}

@@ -58,9 +58,11 @@ def run_server(
             warn(warning)
         sock = held.enter_context(http.bind(config.host, config.port))
         worker = Worker(
-            service, lambda progress: Engine(engine_options, progress=progress),
-            keep_alive=config.keep_alive, max_batch=config.max_batch,
-        )  # fmt: skip
+            service,
+            lambda progress: Engine(engine_options, progress=progress),
+            keep_alive=config.keep_alive,
+            max_batch=config.max_batch,
+        )
         engine = worker.engine()
         check_downloads(engine)
         service.engine_info = {**describe(engine), "max_batch": config.max_batch}

@@ -102,8 +102,12 @@ class Guard:
         headers = _headers(scope)
         host = headers.get("host")
         if host_name(host) not in self.config.host_names:
-            await _refuse(send, 421, "This server does not answer to that Host; name it by "
-                          "127.0.0.1, localhost or a host given with --allowed-host.")  # fmt: skip
+            await _refuse(
+                send,
+                421,
+                "This server does not answer to that Host; name it by "
+                "127.0.0.1, localhost or a host given with --allowed-host.",
+            )
             return
         origin = headers.get("origin")
         cors = origin is not None and origin.lower() in self.config.cors_origins
@@ -112,13 +116,21 @@ class Guard:
             await _preflight(send, origin)
             return
         if method in STATE_CHANGING and not cors and _cross_site(headers, origin, host):
-            await _refuse(send, 403, "Cross-site requests may not change anything here; "
-                          "start the server with --cors-origin to allow an origin.")  # fmt: skip
+            await _refuse(
+                send,
+                403,
+                "Cross-site requests may not change anything here; "
+                "start the server with --cors-origin to allow an origin.",
+            )
             return
         if scope["path"] not in OPEN_PATHS and not self._authorised(headers):
-            await _refuse(send, 401, "Give the server's token as 'Authorization: Bearer TOKEN' "
-                          "(it is in DATA_DIR/server.json).",
-                          {"www-authenticate": "Bearer"})  # fmt: skip
+            await _refuse(
+                send,
+                401,
+                "Give the server's token as 'Authorization: Bearer TOKEN' "
+                "(it is in DATA_DIR/server.json).",
+                {"www-authenticate": "Bearer"},
+            )
             return
         if cors:
             send = _with_cors(send, origin)

@@ -235,11 +235,18 @@ class JobStore:
                     "UPDATE jobs SET status = ?, error = ?, record = ?, output = ?, warnings = ?, "
                     "finished = ?, version = version + 1 WHERE id = ? AND status IN (?, ?)",
                     (
-                        status, error, None if record is None else json.dumps(record), output,
-                        json.dumps(warnings or []), now(), job_id, QUEUED, RUNNING,
+                        status,
+                        error,
+                        None if record is None else json.dumps(record),
+                        output,
+                        json.dumps(warnings or []),
+                        now(),
+                        job_id,
+                        QUEUED,
+                        RUNNING,
                     ),
                 ).rowcount
-            )  # fmt: skip
+            )
 
     def requeue(self, job_ids: Iterable[str]) -> None:
         """Running jobs back to the queue, in their old places (a group stopped for another's

@@ -129,14 +129,18 @@ class Worker:
             job_id = ids[k]
             finished.add(job_id)
             if outcome.error is not None:
-                self.service.finish(job_id, st.FAILED, error=outcome.error,
-                                    warnings=outcome.warnings)  # fmt: skip
+                self.service.finish(
+                    job_id, st.FAILED, error=outcome.error, warnings=outcome.warnings
+                )
                 return
             record = {**outcome.record, "output": f"job:{job_id}"}  # the path is the server's
             self.service.finish(
-                job_id, st.SUCCEEDED, record=record, output=Path(targets[k]).name,
+                job_id,
+                st.SUCCEEDED,
+                record=record,
+                output=Path(targets[k]).name,
                 warnings=outcome.warnings,
-            )  # fmt: skip
+            )
 
         def fail_rest(status: str, error: str) -> None:
             for job_id in ids:
