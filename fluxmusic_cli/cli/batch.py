@@ -8,10 +8,8 @@ from typing import Annotated
 import typer
 
 from fluxmusic_cli.cli import options as opt
-from fluxmusic_cli.cli.numbers import number_option
 from fluxmusic_cli.cli.option_group import Shared, shared_options
 from fluxmusic_cli.cli.runs import run_plan
-from fluxmusic_cli.engine.requests import MAX_SEED
 
 BATCH_HELP = """Generate one clip per prompt of a list, into a folder; rerun to resume.
 
@@ -60,15 +58,9 @@ ShardOpt = Annotated[
 ]
 BatchSeed = Annotated[
     int,
-    number_option(
-        "--seed",
-        "-s",
-        whole=True,
-        minimum=0,
-        maximum=MAX_SEED,
-        metavar="N",
-        help="Row n (from 1) gets seed SEED + n - 1 unless it has a seed column, so reruns "
-        "and shards agree.",
+    opt.seed_option(
+        "Row n (from 1) gets seed SEED + n - 1 unless it has a seed column, so reruns and "
+        "shards agree.",
         rich_help_panel=opt.SAMPLING,
     ),
 ]

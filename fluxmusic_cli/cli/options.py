@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -234,18 +234,19 @@ Negative = Annotated[
         rich_help_panel=SAMPLING,
     ),
 ]
+
+
+def seed_option(help: str, **kwargs: Any) -> Any:
+    """`--seed`/`-s`: a whole number from 0 to the largest seed; `help` says what it seeds."""
+    return number_option(
+        "--seed", "-s", whole=True, minimum=0, maximum=MAX_SEED, metavar="N", help=help, **kwargs
+    )
+
+
 Seed = Annotated[
     int | None,
-    number_option(
-        "--seed",
-        "-s",
-        whole=True,
-        minimum=0,
-        maximum=MAX_SEED,
-        metavar="N",
-        help="Seed (random if absent; always recorded).",
-        rich_help_panel=SAMPLING,
-        show_default=False,
+    seed_option(
+        "Seed (random if absent; always recorded).", rich_help_panel=SAMPLING, show_default=False
     ),
 ]
 Duration = Annotated[

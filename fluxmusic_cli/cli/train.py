@@ -15,7 +15,7 @@ from fluxmusic_cli.cli import options as opt
 from fluxmusic_cli.cli.console import emit_json_line, err, warn
 from fluxmusic_cli.cli.numbers import number_option
 from fluxmusic_cli.cli.option_group import EngineGroup, Shared, shared_options
-from fluxmusic_cli.engine.requests import MAX_SEED, MAX_STEPS
+from fluxmusic_cli.engine.requests import MAX_STEPS
 from fluxmusic_cli.training.loop import MAX_BATCH_SIZE, MAX_GRAD_ACCUM, MAX_LORA_ALPHA, MAX_LR
 
 TRAINING = "Training"
@@ -162,14 +162,8 @@ def train(
     ] = 0.1,
     seed: Annotated[
         int,
-        number_option(
-            "--seed",
-            "-s",
-            whole=True,
-            minimum=0,
-            maximum=MAX_SEED,
-            metavar="N",
-            help="Fixes the LoRA init, data order, timesteps, noise and dropout.",
+        opt.seed_option(
+            "Fixes the LoRA init, data order, timesteps, noise and dropout.",
             rich_help_panel=TRAINING,
         ),
     ] = 0,

@@ -107,9 +107,7 @@ class _RemoteRun:
         return self.summary
 
     def _emit(self, event: RunEvent) -> None:
-        self.summary.count(event)
-        if self.on_event is not None:
-            self.on_event(event)
+        self.summary.tell(event, self.on_event)
 
     def _fail(self, item: Item, exc: FluxMusicError) -> None:
         self._emit(ItemFailed(Failure(item.row, exc.message, item.name, item.prompt), exc))

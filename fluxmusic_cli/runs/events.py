@@ -120,6 +120,12 @@ class Summary:
     warnings: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
 
+    def tell(self, event: RunEvent, on_event: EventSink | None) -> None:
+        """Count `event`, then hand it to `on_event` (a sink that raises stops the run)."""
+        self.count(event)
+        if on_event is not None:
+            on_event(event)
+
     def count(self, event: RunEvent) -> None:
         """File an event under its outcome."""
         if isinstance(event, ItemDone):

@@ -302,6 +302,4 @@ class FolderRun:
             self.close()
 
     def _emit(self, event: RunEvent, on_event: EventSink | None) -> None:
-        self.summary.count(event)
-        if on_event is not None:
-            on_event(event)
+        self.summary.tell(event, on_event)

@@ -67,9 +67,7 @@ class _Run:
         return self.summary
 
     def _emit(self, event: RunEvent) -> None:
-        self.summary.count(event)
-        if self.on_event is not None:
-            self.on_event(event)
+        self.summary.tell(event, self.on_event)
 
     def _fail(self, items: Iterable[Item], exc: UsageError | BadAudioError) -> None:
         for item in items:

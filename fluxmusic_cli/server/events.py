@@ -62,13 +62,9 @@ async def job_events(service, job_id: str, after: int = 0) -> AsyncIterator[str]
                 quiet = 0.0
             if row.final or service.stopping:
                 return
-            try:
-                await asyncio.wait_for(changed.wait(), timeout=POLL_S)
-            except asyncio.TimeoutError:
-                quiet += POLL_S
-                if quiet >= KEEP_ALIVE_S:
-                    yield ": keep-alive\n\n"
-                    quiet = 0.0
+            quiet, ping = await _idle(changed, quiet)
+            if ping:
+                yield ping
     finally:
         unsubscribe()
 
@@ -182,12 +178,21 @@ async def all_events(service, journal: Journal, after: int | None) -> AsyncItera
                 quiet = 0.0
             if service.stopping:
                 return
-            try:
-                await asyncio.wait_for(changed.wait(), timeout=POLL_S)
-            except asyncio.TimeoutError:
-                quiet += POLL_S
-                if quiet >= KEEP_ALIVE_S:
-                    yield ": keep-alive\n\n"
-                    quiet = 0.0
+            quiet, ping = await _idle(changed, quiet)
+            if ping:
+                yield ping
     finally:
         stop()
+
+
+async def _idle(changed: asyncio.Event, quiet: float) -> tuple[float, str | None]:
+    """Wait up to POLL_S for a change; (the quiet time so far, a keep-alive comment when one is
+    due: proxies close a stream that says nothing for long)."""
+    try:
+        await asyncio.wait_for(changed.wait(), timeout=POLL_S)
+        return quiet, None
+    except asyncio.TimeoutError:
+        quiet += POLL_S
+        if quiet >= KEEP_ALIVE_S:
+            return 0.0, ": keep-alive\n\n"
+        return quiet, None
